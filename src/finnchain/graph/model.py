@@ -1,0 +1,68 @@
+"""Loading QONNX models and small facts about their graphs used across finnchain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from qonnx.core.datatype import DataType
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.transformation.change_batchsize import ChangeBatchSize
+from qonnx.transformation.infer_shapes import InferShapes
+
+ELEMENTWISE = {"Mul", "Add", "Sub", "Div", "Relu"}
+QUANTIZERS = {"Quant", "Trunc"}
+
+
+def load(model: str | Path | ModelWrapper | onnx.ModelProto) -> ModelWrapper:
+    """A ModelWrapper from a path, a ModelProto or a ModelWrapper (returned as is)."""
+    if isinstance(model, ModelWrapper):
+        return model
+    if isinstance(model, onnx.ModelProto):
+        return ModelWrapper(model)
+    path = Path(model)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        return ModelWrapper(str(path))
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise ValueError(f"{path} is not an ONNX model: {exc}") from exc
+
+
+def with_batch(model: ModelWrapper, batch: int) -> ModelWrapper:
+    """The same model for another batch size (shapes re-inferred)."""
+    if model.get_tensor_shape(model.graph.input[0].name)[0] == batch:
+        return model
+    return model.transform(ChangeBatchSize(batch)).transform(InferShapes())
+
+
+def input_name(model: ModelWrapper) -> str:
+    return model.graph.input[0].name
+
+
+def output_name(model: ModelWrapper) -> str:
+    return model.graph.output[0].name
+
+
+def is_constant(model: ModelWrapper, tensor: str) -> bool:
+    """True when the tensor is an initializer or computed only from initializers."""
+    if model.get_initializer(tensor) is not None:
+        return True
+    producer = model.find_producer(tensor)
+    if producer is None:
+        return False
+    return all(is_constant(model, t) for t in producer.input if t)
+
+
+def datatype(model: ModelWrapper, tensor: str) -> DataType:
+    return model.get_tensor_datatype(tensor)
+
+
+def is_pow2(values: np.ndarray) -> bool:
+    """Every entry a positive power of two (so that scaling by it is exact in float)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0 or np.any(v <= 0) or not np.all(np.isfinite(v)):
+        return False
+    m, _ = np.frexp(v)
+    return bool(np.all(m == 0.5))
