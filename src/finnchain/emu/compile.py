@@ -15,13 +15,13 @@ Why it is exact
   (batch-norm as Mul/Add, ReLU, the quantizer's divide/round/clip). That chain is a function of
   the exact integer accumulator, one per channel. It is *measured*: the chain's own nodes are run
   through qonnx's ``execute_onnx`` (the reference itself) on probe accumulators, and replaced by
-  - a lookup table per channel when the accumulator range is small (the image input, pooling);
-  - otherwise thresholds are located per channel and level (the function is monotone, which is
-    checked), and an affine form ``clip(floor(fl(fl(acc + B) * M)))`` is fitted and then verified
-    exactly, in float32, at every threshold and both ends of the range. Being monotone as well,
-    the affine form then equals the chain on the whole range;
-  - when no affine form verifies, the thresholds themselves are used (FINN's MultiThreshold: the
-    code is the number of thresholds the accumulator reaches), slower but exact.
+  - where the function is monotone (checked), its thresholds are located per channel and level,
+    and an affine form ``clip(floor(fl(fl(acc + B) * M)))`` is fitted and then verified exactly,
+    in float32, at every threshold and both ends of the range. Being monotone as well, the affine
+    form then equals the chain on the whole range. ``+ B`` becomes the convolution's bias;
+  - when no affine form verifies, a lookup table per channel for small ranges, otherwise the
+    thresholds themselves (FINN's MultiThreshold: the code is the number of thresholds the
+    accumulator reaches), slower but exact.
 - Pooling: max-pool of codes is exact; an average pool is computed as an exact window sum of
   codes, then the reference's AveragePool + Trunc are measured as a table over that sum.
 """
@@ -42,7 +42,7 @@ from qonnx.util.basic import get_preferred_qonnx_opset, qonnx_make_model
 from finnchain.graph.model import QUANTIZERS, is_pow2
 
 EXACT_LIMIT = 2**24  # float32 holds every integer below this exactly
-LUT_LIMIT = 1024  # accumulator ranges up to this size become a table
+LUT_LIMIT = 4096  # a function that is not monotone becomes a table up to this range
 COARSE_POINTS = 2049
 
 
@@ -496,14 +496,15 @@ class _Compiler:
         def f(acc: np.ndarray) -> np.ndarray:
             return self._probe(p, chain, acc, scale, zp)
 
-        if width <= LUT_LIMIT:
-            return self._emit_lut(p, f, lo, width)
-        grid = np.linspace(lo, hi, COARSE_POINTS).round().astype(np.int64)  # (G, C)
+        points = min(COARSE_POINTS, width)
+        grid = np.linspace(lo, hi, points).round().astype(np.int64)  # (G, C)
         y = f(grid)
         d = np.diff(y, axis=0)
         inc = np.all(d >= 0, axis=0)
         dec = np.all(d <= 0, axis=0)
         if not np.all(inc | dec):
+            if width <= LUT_LIMIT:
+                return self._emit_lut(p, f, lo, width)
             bad = int(np.flatnonzero(~(inc | dec))[0])
             raise CompileError(f"{self.where(node)}: channel {bad} is not monotone in its input")
         sign = np.where(inc, 1, -1)
@@ -523,10 +524,12 @@ class _Compiler:
         if fit is not None:
             B, M = fit
             self.stats["affine"] += 1
-            v = self.b.op("Mul", [self.b.op("Add", [acc_name, self.b.const(B.reshape(cs))]),
-                                  self.b.const(M.reshape(cs))])
+            added = self._into_bias(acc_name, B.reshape(cs))
+            v = self.b.op("Mul", [added, self.b.const(M.reshape(cs))])
             return self.b.op("Clip", [self.b.op("Floor", [v]), self.b.const(qmin), self.b.const(qmax)],
                              hint="codes")
+        if width <= LUT_LIMIT:
+            return self._emit_lut(p, f, lo, width)
         self.stats["thresholds"] += 1
         L = T.shape[1]
         Tt = np.where(np.isfinite(T), T, np.where(T > 0, 3e38, -3e38)).astype(np.float32)
@@ -536,6 +539,15 @@ class _Compiler:
         cnt = self.b.op("ReduceSum", [self.b.op("Cast", [ge], to=TensorProto.FLOAT),
                                       self.b.const(np.array([-1]), dtype=np.int64)], keepdims=0)
         return self.b.op("Add", [cnt, self.b.const(float(qmin))], hint="codes")
+
+    def _into_bias(self, acc: str, B: np.ndarray) -> str:
+        """acc + B: as the bias of the convolution that made ``acc`` when it has none (the
+        convolution adds its bias to the finished sum, one float add, as an Add node would)."""
+        node = next((n for n in self.b.nodes if acc in n.output), None)
+        if node is not None and node.op_type == "Conv" and len(node.input) == 2:
+            node.input.append(self.b.const(B.reshape(-1)))
+            return acc
+        return self.b.op("Add", [acc, self.b.const(B)])
 
     def _emit_lut(self, p: Pending, f, lo: np.ndarray, width: int) -> str:
         base = p.base
@@ -594,8 +606,12 @@ def _fit_affine(T: np.ndarray, lo: np.ndarray, hi: np.ndarray, y_ends: np.ndarra
         else:
             # the level-j threshold of the affine form is j*d + e (d = 1/M, e = -B); find d, e
             # with T_j - 1 < j*d + e <= T_j for every finite threshold
+            # unreachable levels bound the threshold line too: above hi (+inf), at most lo (-inf)
+            up = levels[T[c] == np.inf]
+            down = levels[T[c] == -np.inf]
             if j.size == 1:
-                d = float(max(hi[c] - lo[c], 1)) * 4.0
+                span = float(max(hi[c] - lo[c], 1))
+                candidates = [span * 4.0, 1.0, span]
             else:
                 dj = j[None, :] - j[:, None]
                 dt = t[None, :] - t[:, None]
@@ -604,14 +620,23 @@ def _fit_affine(T: np.ndarray, lo: np.ndarray, hi: np.ndarray, y_ends: np.ndarra
                 dhi = ((dt + 1) / np.where(mask, dj, 1))[mask].min()
                 if dlo >= dhi:
                     return None
-                d = (dlo + dhi) / 2.0
-            elo = (t - 1 - j * d).max()
-            ehi = (t - j * d).min()
-            if elo >= ehi:
+                candidates = list(dlo + (dhi - dlo) * np.linspace(0.5, 0.02, 25)) + list(
+                    dlo + (dhi - dlo) * np.linspace(0.52, 0.98, 24))
+            for d in candidates:
+                elo = (t - 1 - j * d).max()
+                ehi = (t - j * d).min()
+                if up.size:
+                    elo = max(elo, hi[c] - up.min() * d)
+                if down.size:
+                    ehi = min(ehi, lo[c] - down.max() * d)
+                if elo >= ehi:
+                    continue
+                e = (elo + ehi) / 2.0
+                M[c], B[c] = np.float32(1.0 / d), np.float32(-e)
+                if _verify(T[c], lo[c], hi[c], y_ends[:, c], B[c], M[c], qmin, qmax):
+                    break
+            else:
                 return None
-            e = (elo + ehi) / 2.0
-            M[c] = np.float32(1.0 / d)
-            B[c] = np.float32(-e)
         if not _verify(T[c], lo[c], hi[c], y_ends[:, c], B[c], M[c], qmin, qmax):
             return None
     return B, M

@@ -1,0 +1,40 @@
+"""The command lines a user runs: exit codes and messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from finnchain.cli import main
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "finnchain.graph.check", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_check_passes_on_a_split_model(digits_path):
+    r = _run(str(digits_path), "--stages", "4", "--inputs", "16")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "bit-exact" in r.stdout
+
+
+def test_check_refuses_bad_input_clearly(digits_path, tmp_path):
+    r = _run(str(tmp_path / "missing.onnx"), "--stages", "2")
+    assert r.returncode == 2 and "missing.onnx" in r.stderr
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    r = _run(str(garbage))
+    assert r.returncode == 2 and "not an ONNX model" in r.stderr
+    r = _run(str(digits_path), "--cuts", "77")
+    assert r.returncode == 2 and "77" in r.stderr
+    r = _run("no-such-model")
+    assert r.returncode == 2 and "mobilenet-v1" in r.stderr
+
+
+def test_split_and_cuts_commands(digits_path, tmp_path, capsys):
+    assert main(["cuts", str(digits_path)]) == 0
+    assert "6 legal cut points" in capsys.readouterr().out
+    assert main(["split", str(digits_path), "--stages", "3", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("stage*.onnx")) == [
+        "stage0.onnx", "stage1.onnx", "stage2.onnx"]

@@ -1,0 +1,101 @@
+"""The emulated accelerator equals qonnx's reference bit for bit, and refuses bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import distinct
+
+from finnchain.emu import compile as emc
+from finnchain.emu.compile import CompileError, integer_codes
+from finnchain.emu.executor import Executor, InputError
+from finnchain.graph.model import load
+from finnchain.graph.reference import run_reference
+from finnchain.graph.split import split
+
+
+def test_whole_digits_equals_reference(digits, digits_test_set):
+    x = digits_test_set[0]
+    ex = Executor(digits)
+    y = ex.run(x)
+    assert np.array_equal(y, run_reference(digits, x))
+    assert distinct(y) == 10
+
+
+def test_whole_mobilenet_equals_reference(mobilenet, mobilenet_images):
+    ex = Executor(mobilenet)
+    y = ex.run(mobilenet_images)
+    assert np.array_equal(y, run_reference(mobilenet, mobilenet_images))
+    assert y.shape == (3, 5) and distinct(y) >= 5
+    # every kind of replacement was used: tables, affine requantization, linear layers
+    assert ex.program.stats["lut"] > 0 and ex.program.stats["affine"] > 0
+
+
+def test_stage_outputs_are_codes_of_the_cut_datatype(mobilenet, mobilenet_images):
+    first, second = split(mobilenet, [5])
+    ex = Executor(first)
+    mid = ex.run(mobilenet_images)
+    assert mid.dtype == np.uint8 and mid.max() <= 15
+    assert np.array_equal(mid, run_reference(first, mobilenet_images))
+    assert distinct(mid) == 16
+    out = Executor(second).run(mid)
+    assert np.array_equal(out, run_reference(mobilenet, mobilenet_images))
+
+
+@pytest.mark.parametrize("mode", ["thresholds", "tables"])
+def test_fallback_paths_are_exact(digits, digits_test_set, monkeypatch, mode):
+    if mode == "thresholds":
+        monkeypatch.setattr(emc, "LUT_LIMIT", 0)
+        monkeypatch.setattr(emc, "_fit_affine", lambda *a, **k: None)
+    else:
+        monkeypatch.setattr(emc, "LUT_LIMIT", 1 << 20)
+    ex = Executor(digits)
+    key = "thresholds" if mode == "thresholds" else "lut"
+    assert ex.program.stats[key] >= 5
+    x = digits_test_set[0][:100]
+    assert np.array_equal(ex.run(x), run_reference(digits, x))
+
+
+def test_integer_codes():
+    codes, scale = integer_codes(np.array([0.5, -1.5, 0.25]), None, "w")
+    assert scale == 0.25 and codes.tolist() == [2, -6, 1]
+    codes, scale = integer_codes(np.array([[1.0, 3.0], [0.125, 0.0]]), 0, "w")
+    assert scale.reshape(-1).tolist() == [1.0, 0.125] and codes.tolist() == [[1, 3], [1, 0]]
+    with pytest.raises(CompileError, match="power-of-two"):
+        integer_codes(np.array([0.1, 0.3]), None, "weights of conv0")
+
+
+def test_affine_fit_verifies_or_refuses():
+    # floor(a / 3) on [0, 40] clipped to 0..7: thresholds 3, 6, ..., 21
+    T = np.array([[3.0 * j for j in range(1, 8)]])
+    lo, hi = np.array([0]), np.array([40])
+    ends = np.array([[0.0], [7.0]])
+    B, M = emc._fit_affine(T, lo, hi, ends, 0, 7)
+    a = np.arange(0, 41)
+    assert np.array_equal(emc._apply(a, B[0], M[0], 0, 7), np.clip(a // 3, 0, 7))
+    irregular = np.array([[1.0, 2.0, 30.0, 31, 32, 33, 34]])
+    assert emc._fit_affine(irregular, lo, hi, ends, 0, 7) is None
+
+
+def test_bad_input_is_named(digits):
+    ex = Executor(digits)
+    with pytest.raises(InputError, match=r"shape \(2, 1, 8, 9\)"):
+        ex.run(np.zeros((2, 1, 8, 9), np.uint8))
+    with pytest.raises(InputError, match="outside"):
+        ex.run(np.full((1, 1, 8, 8), 300, np.int32))
+    with pytest.raises(InputError, match="not integers"):
+        ex.run(np.full((1, 1, 8, 8), 0.5, np.float32))
+    with pytest.raises(InputError, match="not numeric"):
+        ex.run(np.array([["a"] * 8] * 8))
+    assert ex.run(np.zeros((1, 8, 8), np.uint8)).shape == (1, 1)  # one frame without batch axis
+
+
+def test_weights_that_are_not_power_of_two_scaled_are_refused(digits_path):
+    model = load(digits_path)
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    quant = model.find_producer(conv.input[1])
+    scale_name = quant.input[1]
+    s = model.get_initializer(scale_name)
+    model.set_initializer(scale_name, (s * 0.3).astype(np.float32))
+    with pytest.raises(CompileError, match=conv.name):
+        Executor(model)
