@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import distinct
 
+from conftest import distinct
 from finnchain.emu import compile as emc
 from finnchain.emu.compile import CompileError, integer_codes
 from finnchain.emu.executor import Executor, InputError

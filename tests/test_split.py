@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import distinct
 from qonnx.core.datatype import DataType
 
+from conftest import distinct
 from finnchain.graph.check import check_split, even_cuts
 from finnchain.graph.cuts import cut_points
 from finnchain.graph.pack import packed_bytes
@@ -19,7 +19,7 @@ def test_digits_cut_points(digits):
     cuts = cut_points(digits)
     assert [c.datatype for c in cuts] == ["UINT8"] + ["UINT4"] * 5
     for c in cuts:
-        n, ch, *rest = c.shape
+        _, ch, *rest = c.shape
         hw = int(np.prod(rest)) if rest else 1
         assert c.bytes_per_frame == hw * -(-ch * DataType[c.datatype].bitwidth() // 8)
         assert c.scale > 0 and np.log2(c.scale) == round(np.log2(c.scale))

@@ -39,7 +39,7 @@ from qonnx.custom_op.general.quant import max_int, min_int
 from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import get_preferred_qonnx_opset, qonnx_make_model
 
-from finnchain.graph.model import QUANTIZERS, is_pow2
+from finnchain.graph.model import is_pow2
 
 EXACT_LIMIT = 2**24  # float32 holds every integer below this exactly
 LUT_LIMIT = 4096  # a function that is not monotone becomes a table up to this range
@@ -261,7 +261,7 @@ class _Compiler:
         src = data[0]
         r = self.env.get(src)
         if node.op_type in ("Mul", "Div") and isinstance(r, Q):
-            other = [t for t in node.input if t in self.consts][0]
+            other = next(t for t in node.input if t in self.consts)
             c = self.consts[other]
             if node.input[0] == src and is_pow2(c) and c.size in (1, r.lo.size):
                 c = c.reshape(()) if c.size == 1 else c.reshape(_chan_shape(len(r.shape), c.size))
@@ -592,7 +592,7 @@ class _Compiler:
 def _fit_affine(T: np.ndarray, lo: np.ndarray, hi: np.ndarray, y_ends: np.ndarray,
                 qmin: int, qmax: int):
     """Per-channel B, M (float32) with clip(floor(fl(fl(a + B) * M))) equal to the thresholds."""
-    C, L = T.shape
+    C = T.shape[0]
     B = np.zeros(C, dtype=np.float32)
     M = np.zeros(C, dtype=np.float32)
     levels = np.arange(qmin + 1, qmax + 1, dtype=np.float64)

@@ -56,7 +56,7 @@ def even_cuts(model: ModelWrapper, stages: int) -> list[CutPoint]:
     if stages == 1:
         return []
     pos = np.linspace(0, len(legal) - 1, stages + 1)[1:-1]
-    idx = sorted(set(int(round(p)) for p in pos))
+    idx = sorted({round(p) for p in pos})
     while len(idx) < stages - 1:  # crowded: take the first free ones
         idx = sorted(set(idx) | {next(i for i in range(len(legal)) if i not in idx)})
     return [legal[i] for i in idx]

@@ -44,7 +44,7 @@ def _codes_datatype(model: ModelWrapper, node) -> DataType | None:
     if bits is None:
         return None
     bits = int(np.asarray(bits).flatten()[0])
-    signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
+    signed = bool(attrs.get("signed", 1))
     if bits == 1 and signed:
         return DataType["BIPOLAR"]
     # a narrow range (-7..7 for INT4) travels in the full type's container

@@ -9,9 +9,11 @@ bit. FINN absorbs any scale into its thresholds, so the hardware does not care.
 
 from __future__ import annotations
 
-from brevitas.quant import Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint
-from brevitas.quant import Uint8ActPerTensorFixedPoint
-from brevitas.quant import Int8BiasPerTensorFixedPointInternalScaling  # noqa: F401  (re-export)
+from brevitas.quant import (
+    Int8ActPerTensorFixedPoint,
+    Int8WeightPerTensorFixedPoint,
+    Uint8ActPerTensorFixedPoint,
+)
 
 
 class WeightPerChannelPoT(Int8WeightPerTensorFixedPoint):
