@@ -16,7 +16,7 @@ from onnx import helper
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 
-from finnchain.graph.model import input_name, is_constant, is_pow2
+from finnchain.graph.model import constant_tensors, input_name, is_pow2
 from finnchain.graph.pack import packed_bytes
 
 
@@ -53,7 +53,8 @@ def _codes_datatype(model: ModelWrapper, node) -> DataType | None:
 
 def _compute_nodes(model: ModelWrapper) -> list:
     """Nodes that depend on the model input (weights and their quantizers are excluded)."""
-    return [n for n in model.graph.node if not all(is_constant(model, t) for t in n.input if t)]
+    const = constant_tensors(model)
+    return [n for n in model.graph.node if not all(t in const for t in n.input if t)]
 
 
 def _crossing(model: ModelWrapper, compute: list, upto: int) -> set[str]:

@@ -6,13 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.change_batchsize import ChangeBatchSize
 from qonnx.transformation.infer_shapes import InferShapes
-
-ELEMENTWISE = {"Mul", "Add", "Sub", "Div", "Relu"}
-QUANTIZERS = {"Quant", "Trunc"}
 
 
 def load(model: str | Path | ModelWrapper | onnx.ModelProto) -> ModelWrapper:
@@ -45,18 +41,13 @@ def output_name(model: ModelWrapper) -> str:
     return model.graph.output[0].name
 
 
-def is_constant(model: ModelWrapper, tensor: str) -> bool:
-    """True when the tensor is an initializer or computed only from initializers."""
-    if model.get_initializer(tensor) is not None:
-        return True
-    producer = model.find_producer(tensor)
-    if producer is None:
-        return False
-    return all(is_constant(model, t) for t in producer.input if t)
-
-
-def datatype(model: ModelWrapper, tensor: str) -> DataType:
-    return model.get_tensor_datatype(tensor)
+def constant_tensors(model: ModelWrapper) -> set[str]:
+    """Initializers and every tensor computed only from them (one pass over the sorted graph)."""
+    const = {init.name for init in model.graph.initializer}
+    for node in model.graph.node:
+        if all(t in const for t in node.input if t):
+            const.update(node.output)
+    return const
 
 
 def is_pow2(values: np.ndarray) -> bool:
