@@ -16,14 +16,16 @@ Why it is exact
   the exact integer accumulator, one per channel. It is *measured*: the chain's own nodes are run
   through qonnx's ``execute_onnx`` (the reference itself) on probe accumulators, and replaced by
   - where the function is monotone (checked), its thresholds are located per channel and level,
-    and an affine form ``clip(floor(fl(fl(acc + B) * M)))`` is fitted and then verified exactly,
-    in float32, at every threshold and both ends of the range. Being monotone as well, the affine
-    form then equals the chain on the whole range. ``+ B`` becomes the convolution's bias;
+    and an affine form ``clip(rint(fl(fl(acc + B) * M)))`` is fitted and then verified exactly,
+    in float32, at every threshold and both ends of the range, with the scale-and-round step
+    computed with one rounding and with two. Being monotone as well, the affine form then equals the chain on the whole range.
+    ``+ B`` becomes the convolution's bias;
   - when no affine form verifies, a lookup table per channel for small ranges, otherwise the
     thresholds themselves (FINN's MultiThreshold: the code is the number of thresholds the
     accumulator reaches), slower but exact.
 - Pooling: max-pool of codes is exact; an average pool is computed as an exact window sum of
-  codes, then the reference's AveragePool + Trunc are measured as a table over that sum.
+  codes, and the reference's AveragePool and the quantizer after it are measured as a function
+  of that sum like any other chain.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from finnchain.graph.model import is_pow2
 EXACT_LIMIT = 2**24  # float32 holds every integer below this exactly
 LUT_LIMIT = 4096  # a function that is not monotone becomes a table up to this range
 COARSE_POINTS = 2049
+ROUNDER = 1.5 * 2**23  # fl(v + R) - R rounds v to an integer while |v| < 2**22
 
 
 class CompileError(ValueError):
@@ -525,9 +528,7 @@ class _Compiler:
             B, M = fit
             self.stats["affine"] += 1
             added = self._into_bias(acc_name, B.reshape(cs))
-            v = self.b.op("Mul", [added, self.b.const(M.reshape(cs))])
-            return self.b.op("Clip", [self.b.op("Floor", [v]), self.b.const(qmin), self.b.const(qmax)],
-                             hint="codes")
+            return self._emit_scale_round_clip(added, M, C, rank, qmin, qmax)
         if width <= LUT_LIMIT:
             return self._emit_lut(p, f, lo, width)
         self.stats["thresholds"] += 1
@@ -539,6 +540,26 @@ class _Compiler:
         cnt = self.b.op("ReduceSum", [self.b.op("Cast", [ge], to=TensorProto.FLOAT),
                                       self.b.const(np.array([-1]), dtype=np.int64)], keepdims=0)
         return self.b.op("Add", [cnt, self.b.const(float(qmin))], hint="codes")
+
+    def _emit_scale_round_clip(self, v: str, M: np.ndarray, C: int, rank: int,
+                               qmin: int, qmax: int) -> str:
+        """clip(rint(v * M)). On 4-D tensors as two depthwise 1x1 convolutions (scale, then
+        unshift), whose biases add and remove ROUNDER: onnxruntime keeps those in its blocked
+        layout and fuses the clip, where Mul/Floor nodes would be reordered around. Whether it
+        computes v * M + R with one rounding or two does not matter: the form is verified both
+        ways (see :func:`_apply`)."""
+        if rank != 4:
+            cs = _chan_shape(rank, C)
+            r = self.b.op("Mul", [v, self.b.const(M.reshape(cs))])
+            r = self.b.op("Add", [self.b.op("Add", [r, self.b.const(ROUNDER)]),
+                                  self.b.const(-ROUNDER)])
+        else:
+            w = (C, 1, 1, 1)
+            r = self.b.op("Conv", [v, self.b.const(M.reshape(w)), self.b.const(np.full(C, ROUNDER))],
+                          group=C, kernel_shape=[1, 1])
+            r = self.b.op("Conv", [r, self.b.const(np.ones(w)), self.b.const(np.full(C, -ROUNDER))],
+                          group=C, kernel_shape=[1, 1])
+        return self.b.op("Clip", [r, self.b.const(qmin), self.b.const(qmax)], hint="codes")
 
     def _into_bias(self, acc: str, B: np.ndarray) -> str:
         """acc + B: as the bias of the convolution that made ``acc`` when it has none (the
@@ -591,7 +612,7 @@ class _Compiler:
 
 def _fit_affine(T: np.ndarray, lo: np.ndarray, hi: np.ndarray, y_ends: np.ndarray,
                 qmin: int, qmax: int):
-    """Per-channel B, M (float32) with clip(floor(fl(fl(a + B) * M))) equal to the thresholds."""
+    """Per-channel B, M (float32) with clip(rint(fl(fl(a + B) * M))) equal to the thresholds."""
     C = T.shape[0]
     B = np.zeros(C, dtype=np.float32)
     M = np.zeros(C, dtype=np.float32)
@@ -600,9 +621,11 @@ def _fit_affine(T: np.ndarray, lo: np.ndarray, hi: np.ndarray, y_ends: np.ndarra
         fin = np.isfinite(T[c])
         j, t = levels[fin], T[c][fin]
         if j.size == 0:
-            # a constant channel: a tiny slope on a huge offset floors to its one code everywhere
+            # a constant channel: a tiny slope on a huge offset rounds to its one code everywhere
             M[c] = np.float32(2.0**-30)
-            B[c] = np.float32((y_ends[0, c] + 0.5) * 2.0**30)
+            B[c] = np.float32(y_ends[0, c] * 2.0**30)
+            if not _verify(T[c], lo[c], hi[c], y_ends[:, c], B[c], M[c], qmin, qmax):
+                return None
         else:
             # the level-j threshold of the affine form is j*d + e (d = 1/M, e = -B); find d, e
             # with T_j - 1 < j*d + e <= T_j for every finite threshold
@@ -632,19 +655,27 @@ def _fit_affine(T: np.ndarray, lo: np.ndarray, hi: np.ndarray, y_ends: np.ndarra
                 if elo >= ehi:
                     continue
                 e = (elo + ehi) / 2.0
-                M[c], B[c] = np.float32(1.0 / d), np.float32(-e)
+                # rint(v) >= j where v >= j - 1/2: the level-j threshold (j - 1/2)*d - B = j*d + e
+                M[c], B[c] = np.float32(1.0 / d), np.float32(-e - 0.5 * d)
                 if _verify(T[c], lo[c], hi[c], y_ends[:, c], B[c], M[c], qmin, qmax):
                     break
             else:
                 return None
-        if not _verify(T[c], lo[c], hi[c], y_ends[:, c], B[c], M[c], qmin, qmax):
-            return None
     return B, M
 
 
-def _apply(a: np.ndarray, B: np.float32, M: np.float32, qmin: int, qmax: int) -> np.ndarray:
-    v = (a.astype(np.float32) + B).astype(np.float32) * M
-    return np.clip(np.floor(v.astype(np.float32)), qmin, qmax)
+def _apply(a: np.ndarray, B: np.float32, M: np.float32, qmin: int, qmax: int,
+           fused: bool = False) -> np.ndarray:
+    """clip(rint(fl(fl(a + B) * M))) as the program computes it in float32: the scale and the
+    rounder R are one depthwise convolution, fl(fl(v * M) + R) - R, or with ``fused`` (a fused
+    multiply-add) fl(v * M + R) - R. Both are monotone in ``a``."""
+    v = (a.astype(np.float32) + B).astype(np.float32)
+    if fused:
+        y = (v.astype(np.float64) * np.float64(M) + ROUNDER).astype(np.float32)
+    else:
+        y = ((v * M).astype(np.float32) + np.float32(ROUNDER)).astype(np.float32)
+    r = (y - np.float32(ROUNDER)).astype(np.float32)
+    return np.clip(r, qmin, qmax)
 
 
 def _verify(T, lo, hi, y_ends, B, M, qmin, qmax) -> bool:
@@ -661,7 +692,7 @@ def _verify(T, lo, hi, y_ends, B, M, qmin, qmax) -> bool:
     e = np.concatenate(exp)
     if np.any(np.abs(a) >= EXACT_LIMIT):
         return False
-    return bool(np.all(_apply(a, B, M, qmin, qmax) == e))
+    return all(bool(np.all(_apply(a, B, M, qmin, qmax, fused) == e)) for fused in (False, True))
 
 
 def compile_model(model: ModelWrapper) -> Program:
