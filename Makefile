@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/executor.py
+	$(VENV)/bin/python bench/planner.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

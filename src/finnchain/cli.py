@@ -111,12 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(k)
     k.set_defaults(func=_check)
 
+    from finnchain.plan import command as plan_command
+
+    n = sub.add_parser("plan", help="plan a model onto a chain of boards (FINN cost model)")
+    plan_command.add_arguments(n)
+    n.set_defaults(func=plan_command.run)
+
     d = sub.add_parser("demo", help="the README's main job")
     d.set_defaults(func=_demo)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # brevitas announces an optional accelerator package on import; it is not needed here
+    warnings.filterwarnings("ignore", message="fast_hadamard_transform")
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -38,7 +38,7 @@ class CutPoint:
         return asdict(self)
 
 
-def _codes_datatype(model: ModelWrapper, node) -> DataType | None:
+def codes_datatype(model: ModelWrapper, node) -> DataType | None:
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     bits = model.get_initializer(node.input[3])
     if bits is None:
@@ -51,7 +51,7 @@ def _codes_datatype(model: ModelWrapper, node) -> DataType | None:
     return DataType[f"INT{bits}" if signed else f"UINT{bits}"]
 
 
-def _compute_nodes(model: ModelWrapper) -> list:
+def compute_nodes(model: ModelWrapper) -> list:
     """Nodes that depend on the model input (weights and their quantizers are excluded)."""
     const = constant_tensors(model)
     return [n for n in model.graph.node if not all(t in const for t in n.input if t)]
@@ -67,7 +67,7 @@ def _crossing(model: ModelWrapper, compute: list, upto: int) -> set[str]:
 
 def cut_points(model: ModelWrapper) -> list[CutPoint]:
     """Every legal cut of ``model``, in graph order (the graph must be topologically sorted)."""
-    compute = _compute_nodes(model)
+    compute = compute_nodes(model)
     cuts: list[CutPoint] = []
     inp = input_name(model)
     for i, node in enumerate(compute):
@@ -84,7 +84,7 @@ def cut_points(model: ModelWrapper) -> list[CutPoint]:
         out = node.output[0]
         if _crossing(model, compute, i) != {out}:
             continue
-        dt = _codes_datatype(model, node)
+        dt = codes_datatype(model, node)
         if dt is None:
             continue
         shape = tuple(model.get_tensor_shape(out))

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""The planner on MobileNetV1-W4A4 and xc7z020 boards (Zedboard, 100 MHz, FINN's limits).
+
+Measures, side by side with the reference system (six Zedboards, 118.3 frames/s):
+- the predicted rate on six boards and the time to plan it;
+- the fewest boards that reach 118.3 frames/s;
+- the fastest chain with up to 32 boards (the ceiling) and what sets it;
+- how the planning time grows with the number of boards.
+Prints tables, writes bench/results/planner.json and bench/results/planner.png (the six-board
+plan's chart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from finnchain.boards.catalogue import Catalogue
+from finnchain.graph.check import resolve_model
+from finnchain.plan.command import REFERENCE
+from finnchain.plan.make import make_plan
+from finnchain.plan.report import chart, print_plan
+
+RESULTS = Path(__file__).resolve().parent / "results"
+KIND = "zedboard"
+
+
+def timed_plan(model, catalogue, count: int, target: float | None = None):
+    t = time.perf_counter()
+    plan, _, _ = make_plan(model, catalogue.chain(f"{KIND}:{count}"), "mobilenet-v1",
+                           "mobilenet-v1", target_fps=target)
+    return plan, time.perf_counter() - t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="2,4,6,8,12,16,24,32",
+                    help="board counts for the planning-time curve")
+    args = ap.parse_args()
+    console = Console(width=max(Console().width, 132))
+    model = resolve_model("mobilenet-v1")
+    catalogue = Catalogue()
+
+    plan6, sec6 = timed_plan(model, catalogue, 6)
+    fewest, sec_fewest = timed_plan(model, catalogue, 32, REFERENCE["fps"])
+    plan32, sec32 = timed_plan(model, catalogue, 32)
+    growth = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        try:
+            p, sec = timed_plan(model, catalogue, n)
+            growth.append({"boards": n, "seconds": round(sec, 3), "fps": p.predicted_fps,
+                           "boards_used": len(p.stages)})
+        except ValueError as exc:
+            growth.append({"boards": n, "seconds": None, "fps": None, "error": str(exc)})
+
+    print_plan(plan6, console, REFERENCE)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    chart(plan6, RESULTS / "planner.png")
+
+    side = Table(title="MobileNetV1-W4A4 on Zedboards (xc7z020, 100 MHz, FINN's usage limits)")
+    for col in ("figure", "reference", "finnchain (predicted)"):
+        side.add_column(col, justify="right" if col != "figure" else "left")
+    side.add_row("frames/s on 6 boards", f"{REFERENCE['fps']}", f"{plan6.predicted_fps:.1f}")
+    side.add_row("boards for 118.3 frames/s", "6", str(len(fewest.stages)))
+    side.add_row("W (estimate) on 6 boards", f"{REFERENCE['power_w']}",
+                 f"{plan6.estimates['power_w']}")
+    side.add_row("mJ per frame on 6 boards",
+                 f"{REFERENCE['power_w'] / REFERENCE['fps'] * 1e3:.0f}",
+                 f"{plan6.estimates['mj_per_frame']:.0f}")
+    side.add_row("ceiling, up to 32 boards", "-",
+                 f"{plan32.predicted_fps:.1f} on {len(plan32.stages)} boards")
+    console.print(side)
+    b = plan32.bottleneck
+    ceiling_reason = f"stage {b['stage']}, {b['limit']}: {b['what']}"
+    console.print(f"ceiling set by {ceiling_reason}")
+
+    grow = Table(title="planning time against chain length (fastest plan)")
+    for col in ("boards", "seconds", "frames/s", "boards used"):
+        grow.add_column(col, justify="right")
+    for g in growth:
+        grow.add_row(str(g["boards"]), str(g["seconds"]), str(g["fps"]),
+                     str(g.get("boards_used", "-")))
+    console.print(grow)
+
+    result = {
+        "model": "mobilenet-v1",
+        "board": KIND,
+        "fps_6_boards": plan6.predicted_fps,
+        "plan_seconds_6_boards": round(sec6, 3),
+        "min_boards_for_118_3": len(fewest.stages),
+        "plan_seconds_min_boards": round(sec_fewest, 3),
+        "fps_32_boards": plan32.predicted_fps,
+        "boards_used_32": len(plan32.stages),
+        "plan_seconds_32_boards": round(sec32, 3),
+        "ceiling_fps": plan32.predicted_fps,
+        "ceiling_reason": ceiling_reason,
+        "bottleneck_6_boards": plan6.bottleneck,
+        "power_w_6_boards_estimate": plan6.estimates["power_w"],
+        "mj_per_frame_6_boards_estimate": plan6.estimates["mj_per_frame"],
+        "reference": REFERENCE,
+        "speedup_vs_reference_6_boards": round(plan6.predicted_fps / REFERENCE["fps"], 3),
+        "stages_6_boards": [{"segments": s.segments, "utilization": s.utilization,
+                             "cycles": s.cycles, "bottleneck": s.bottleneck_op}
+                            for s in plan6.stages],
+        "growth": growth,
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
+    out = RESULTS / "planner.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    console.print(f"wrote {out} and {RESULTS / 'planner.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,249 @@
+"""The planner: folding rules, the exactness of the fit and of the partition, plan.json."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import distinct
+from finnchain.boards.catalogue import Catalogue
+from finnchain.cost.lower import segments
+from finnchain.cost.ops import MVAU, SWG, VVAU, Res
+from finnchain.emu.executor import Executor
+from finnchain.graph.model import load
+from finnchain.plan.fit import StageFitter, dsp_swaps
+from finnchain.plan.folding import Candidates, DspSwap, Option
+from finnchain.plan.partition import Search, _edge_ok, chain
+from finnchain.plan.schema import Plan, PlanFileError
+
+TINY = """
+boards:
+  tiny:
+    title: A tiny test board
+    part: xc7z020clg400-1
+    family: xc7z020
+    finn_board: Pynq-Z2
+    clock_mhz: 100
+    ethernet_mbps: 1000
+    power_w: 1
+    arm: {frame_us: 10, byte_ns: 1}
+    limits: {lut: 0.1, bram18: 0.1, dsp: 0.02}
+    shell: {lut: 300, bram18: 0}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("catalogue") / "tiny.yml"
+    path.write_text(TINY)
+    return path
+
+
+def _opt(bram, lut, lutram=0.0, swaps=()):
+    return Option((), Res(lut=lut, bram18=bram, lutram=lutram), 0, tuple(swaps))
+
+
+def test_folding_respects_finn_constraints_and_targets(mobilenet):
+    segs = segments(mobilenet)
+    target = 401_408
+    for seg in segs:
+        for opt in Candidates(seg).at(target):
+            assert opt.cycles <= target
+            for p in opt.placed:
+                op, f = p.op, p.fold
+                if isinstance(op, MVAU):
+                    assert op.mh % f.pe == 0 and op.mw % f.simd == 0
+                if isinstance(op, VVAU):
+                    assert op.channels % f.pe == 0 and op.k2 % f.simd == 0
+                if isinstance(op, SWG):
+                    assert op.channels % f.simd == 0
+            # the generator feeding a layer runs at the width its consumer takes
+            ops = [p for p in opt.placed if p.op.kind != "StreamingFIFO"]
+            for a, b in zip(ops, ops[1:]):
+                if isinstance(a.op, SWG):
+                    assert a.op.out_width(a.fold) == b.op.in_width(b.fold)
+
+
+def test_a_slower_target_never_removes_the_cheapest_fit(mobilenet):
+    cands = [Candidates(s) for s in segments(mobilenet)]
+    for c in cands:
+        fast, slow = c.at(200_704), c.at(802_816)
+        assert slow, c.segment.index
+        if fast:
+            assert min(o.res.lut for o in slow) <= min(o.res.lut for o in fast)
+            assert min(o.res.bram18 for o in slow) <= min(o.res.bram18 for o in fast)
+
+
+def test_the_fit_is_exact_against_brute_force():
+    rng = random.Random(7)
+    board = replace(Catalogue().board("zedboard"), lutram=64)  # LUT-RAM bins of 1
+    budget_b = int(board.limit("bram18")) - board.shell["bram18"]
+    for _ in range(30):
+        segs = [[_opt(rng.randrange(0, 120), rng.uniform(100, 9000), rng.randrange(0, 30))
+                 for _ in range(rng.randrange(1, 4))] for _ in range(4)]
+        fitter = StageFitter(board)
+        added = all(fitter.add(s) for s in segs)
+        best = min((sum(o.res.lut for o in combo) for combo in itertools.product(*segs)
+                    if sum(o.res.bram18 for o in combo) <= budget_b
+                    and sum(o.res.lutram for o in combo) <= 64), default=None)
+        if best is None:
+            assert not added
+            continue
+        assert added and fitter.dp[-1, -1] == pytest.approx(best)
+        chosen = fitter.choose()
+        assert sum(o.res.lut for o in chosen) == pytest.approx(best)
+        assert sum(o.res.bram18 for o in chosen) <= budget_b
+
+
+def test_dsp_swaps_are_the_best_knapsack():
+    rng = random.Random(3)
+    for _ in range(30):
+        opts = [_opt(0, 0, 0, [DspSwap(0, rng.randrange(1, 40), rng.uniform(10, 900))])
+                for _ in range(6)]
+        cap = rng.randrange(0, 100)
+        saved, chosen = dsp_swaps(opts, cap)
+        best = 0.0
+        for mask in itertools.product((0, 1), repeat=6):
+            if sum(m * o.swaps[0].dsp for m, o in zip(mask, opts)) <= cap:
+                best = max(best, sum(m * o.swaps[0].lut_saved for m, o in zip(mask, opts)))
+        assert saved == pytest.approx(best)
+        assert sum(opts[k].swaps[s].dsp for k, s in chosen) <= cap
+        assert sum(opts[k].swaps[s].lut_saved for k, s in chosen) == pytest.approx(saved)
+
+
+def _brute_force_feasible(search: Search, fps: float, kmax: int) -> bool:
+    """Every way to cut the segments into at most kmax runs, each checked on its own."""
+    n = len(search.segments)
+    opts = search.opts(search.target(search.boards[0], fps))
+    for k in range(1, kmax + 1):
+        for cuts in itertools.combinations(range(1, n), k - 1):
+            bounds = list(zip((0, *cuts), (*cuts, n)))
+            ok = True
+            for b, (i, j) in enumerate(bounds):
+                fitter = StageFitter(search.boards[b])
+                if not all(opts[s] and fitter.add(opts[s]) for s in range(i, j)) \
+                        or not fitter.fits() \
+                        or not _edge_ok(search.segments, search.boards, b, i, j, fps):
+                    ok = False
+                    break
+            if ok:
+                return True
+    return False
+
+
+def test_partition_is_exact_against_brute_force(digits, tiny_file):
+    boards = Catalogue(tiny_file).chain("tiny:4")
+    search = Search(segments(digits), boards)
+    answers = []
+    for fps in (700, 2000, 5000, 10_000, 20_000, 40_000):
+        for kmax in (1, 2, 3, 4):
+            dp = chain(search, fps, kmax) is not None
+            assert dp == _brute_force_feasible(search, fps, kmax), (fps, kmax)
+            answers.append(dp)
+    assert any(answers) and not all(answers)  # the grid crosses the feasibility boundary
+
+
+def _plan_cli(*args):
+    return subprocess.run([sys.executable, "build/plan.py", *map(str, args)], capture_output=True,
+                          text=True, timeout=900, check=False,
+                          cwd=Path(__file__).resolve().parents[1])
+
+
+@pytest.fixture(scope="module")
+def digits_plan(digits_path, tiny_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("plan")
+    r = _plan_cli(digits_path, "--boards", "tiny:4", "--out", out, "--catalogue", tiny_file)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out, r.stdout
+
+
+def test_plan_files_and_schema(digits_plan):
+    out, stdout = digits_plan
+    data = json.loads((out / "plan.json").read_text())
+    assert data["schema"] == "finnchain.plan/1" and data["predicted_fps"] > 0
+    assert [b["kind"] for b in data["boards"]] == ["tiny"] * 4
+    plan = Plan.read(out / "plan.json")
+    assert 2 <= len(plan.stages) <= 4
+    assert plan.stages[0].segments[0] == 0 and plan.stages[-1].segments[1] == plan.model["segments"]
+    for a, b in zip(plan.stages, plan.stages[1:]):
+        assert a.segments[1] == b.segments[0]
+        assert a.output == b.input and a.output.datatype == "UINT4"
+    for s in plan.stages:
+        assert s.cycles == max(op.cycles for op in s.ops)
+        assert plan.predicted_fps <= s.fabric_fps + 1e-6
+        for key in ("lut", "bram18", "dsp"):
+            assert s.resources[key] <= s.limits[key], (s.index, key)
+        folder = out / f"stage{s.index}"
+        fold = json.loads((folder / "folding_config.json").read_text())
+        names = [op.finn_name for op in s.ops if op.finn_name]
+        assert sorted(fold) == sorted(["Defaults", *names]) and len(set(names)) == len(names)
+        for op in s.ops:
+            if op.kind == "MVAU" and "_" not in op.name.removeprefix("MVAU_"):
+                entry = fold[op.finn_name]
+                assert op.shape["mh"] % entry["PE"] == 0 and op.shape["mw"] % entry["SIMD"] == 0
+        build = json.loads((folder / "build_config.json").read_text())
+        assert build["fpga_part"] == "xc7z020clg400-1" and build["synth_clk_period_ns"] == 10.0
+        assert build["shell_flow_type"] == "vivado_zynq"
+    assert (out / "plan.png").stat().st_size > 1000
+    assert "frames/s predicted" in stdout
+
+
+def test_plan_stage_models_chain_bit_exactly(digits_plan, digits, digits_test_set):
+    out, _ = digits_plan
+    plan = Plan.read(out / "plan.json")
+    x = digits_test_set[0][:64]
+    whole = Executor(digits).run(x)
+    y = x
+    for s in plan.stages:
+        y = Executor(load(out / s.files["model"])).run(y)
+        if s.index < len(plan.stages) - 1:
+            assert distinct(y) >= 8, (s.index, distinct(y))
+            assert list(y.shape[1:]) == s.output.shape[1:]
+    assert np.array_equal(y, whole)
+
+
+def test_an_edited_plan_is_refused(digits_plan, tmp_path):
+    out, _ = digits_plan
+    data = json.loads((out / "plan.json").read_text())
+    data["predicted_fps"] *= 2
+    edited = tmp_path / "plan.json"
+    edited.write_text(json.dumps(data))
+    with pytest.raises(PlanFileError, match="edited after planning"):
+        Plan.read(edited)
+    data["schema"] = "other/9"
+    edited.write_text(json.dumps(data))
+    with pytest.raises(PlanFileError, match="schema"):
+        Plan.read(edited)
+
+
+def test_plan_errors_name_the_problem(digits_path, tiny_file, tmp_path):
+    r = _plan_cli(digits_path, "--boards", "tiny:1", "--out", tmp_path, "--catalogue", tiny_file)
+    assert r.returncode == 1
+    assert "too few" in r.stderr and "--boards tiny:2" in r.stderr
+    r = _plan_cli(digits_path, "--boards", "nosuch:3", "--out", tmp_path)
+    assert r.returncode == 2 and "unknown board kind 'nosuch'" in r.stderr
+    r = _plan_cli(tmp_path / "missing.onnx", "--out", tmp_path)
+    assert r.returncode == 2 and "missing.onnx" in r.stderr
+    assert not (tmp_path / "plan.json").exists()
+
+
+@pytest.mark.slow
+def test_mobilenet_on_six_zedboards(mobilenet_path, tmp_path):
+    r = _plan_cli(mobilenet_path, "--boards", "zedboard:6", "--out", tmp_path, "--no-chart")
+    assert r.returncode == 0, r.stderr
+    plan = Plan.read(tmp_path / "plan.json")
+    assert len(plan.stages) == 6 and plan.predicted_fps > 118.3  # the reference system
+    for s in plan.stages:
+        assert all(s.utilization[k] <= 1.0 for k in ("lut", "bram18", "dsp", "lutram"))
+        assert s.board["part"] == "xc7z020clg484-1"
+    # the last layers do not fit one board's block RAM whole: they are split
+    split = [op for s in plan.stages for op in s.ops if op.kind == "StreamingConcat"]
+    assert split, "expected at least one layer split between block RAM and LUTs"
