@@ -49,3 +49,28 @@ def mobilenet_images():
 
 def distinct(a: np.ndarray) -> int:
     return int(np.unique(a).size)
+
+
+TINY_BOARD = """
+boards:
+  tiny:
+    title: A tiny test board
+    part: xc7z020clg484-1
+    family: xc7z020
+    finn_board: null
+    vivado_board_part: "avnet.com:zedboard:part0:*"
+    clock_mhz: 100
+    ethernet_mbps: 1000
+    power_w: 1
+    arm: {frame_us: 10, byte_ns: 1}
+    limits: {lut: 0.1, bram18: 0.1, dsp: 0.02}
+    shell: {lut: 300, bram18: 0}
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_file(tmp_path_factory):
+    """A catalogue file with a board small enough that digits-cnv needs several of them."""
+    path = tmp_path_factory.mktemp("catalogue") / "tiny.yml"
+    path.write_text(TINY_BOARD)
+    return path

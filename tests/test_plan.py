@@ -24,28 +24,6 @@ from finnchain.plan.folding import Candidates, DspSwap, Option
 from finnchain.plan.partition import Search, _edge_ok, chain
 from finnchain.plan.schema import Plan, PlanFileError
 
-TINY = """
-boards:
-  tiny:
-    title: A tiny test board
-    part: xc7z020clg400-1
-    family: xc7z020
-    finn_board: Pynq-Z2
-    clock_mhz: 100
-    ethernet_mbps: 1000
-    power_w: 1
-    arm: {frame_us: 10, byte_ns: 1}
-    limits: {lut: 0.1, bram18: 0.1, dsp: 0.02}
-    shell: {lut: 300, bram18: 0}
-"""
-
-
-@pytest.fixture(scope="module")
-def tiny_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("catalogue") / "tiny.yml"
-    path.write_text(TINY)
-    return path
-
 
 def _opt(bram, lut, lutram=0.0, swaps=()):
     return Option((), Res(lut=lut, bram18=bram, lutram=lutram), 0, tuple(swaps))
@@ -190,7 +168,7 @@ def test_plan_files_and_schema(digits_plan):
                 entry = fold[op.finn_name]
                 assert op.shape["mh"] % entry["PE"] == 0 and op.shape["mw"] % entry["SIMD"] == 0
         build = json.loads((folder / "build_config.json").read_text())
-        assert build["fpga_part"] == "xc7z020clg400-1" and build["synth_clk_period_ns"] == 10.0
+        assert build["fpga_part"] == "xc7z020clg484-1" and build["synth_clk_period_ns"] == 10.0
         assert build["shell_flow_type"] == "vivado_zynq"
     assert (out / "plan.png").stat().st_size > 1000
     assert "frames/s predicted" in stdout

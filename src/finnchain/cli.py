@@ -51,8 +51,8 @@ def _cuts(args: argparse.Namespace) -> int:
 
 def _split(args: argparse.Namespace) -> int:
     from finnchain.graph.check import even_cuts, resolve_model
+    from finnchain.graph.model import save
     from finnchain.graph.split import split
-    from finnchain.models.export import save
 
     try:
         model = resolve_model(args.model)
@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan_command.add_arguments(n)
     n.set_defaults(func=plan_command.run)
 
+    from finnchain.finn import command as build_command
+
+    b = sub.add_parser("build", help="from plan.json to one overlay per stage (FINN or emulated)")
+    build_command.add_arguments(b)
+    b.set_defaults(func=build_command.run)
+
     d = sub.add_parser("demo", help="the README's main job")
     d.set_defaults(func=_demo)
     return p
@@ -124,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     import warnings
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["stage"]:  # the board's entry point: numpy and pyzmq only, no model tools
+        from finnchain.runtime import stage
+
+        return stage.main(argv[1:])
 
     # brevitas announces an optional accelerator package on import; it is not needed here
     warnings.filterwarnings("ignore", message="fast_hadamard_transform")

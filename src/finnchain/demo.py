@@ -1,10 +1,11 @@
-"""The README's main job: export the models, plan each onto a chain of boards with FINN's cost
-model, split it where the plan cuts, run the chain of stages on the emulated accelerator and say
-whether it matches the whole model bit for bit. Later steps of the project (FINN builds,
-emulated cluster, deployment, benchmark) grow this same command."""
+"""The README's main job: export the models, plan MobileNetV1 onto six Zedboards with FINN's cost
+model, build its overlays for the emulated accelerator, split it where the plan cuts, run the
+chain of stages on the emulated accelerator and say whether it matches the whole model bit for
+bit. Later steps of the project (emulated cluster, deployment, benchmark) grow this command."""
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def _plan(model, name: str, spec: str, catalogue: Catalogue, console: Console) -
     chart(plan, out / "plan.png")
     print_plan(plan, console, REFERENCE if name == "mobilenet-v1" else None)
     console.print(f"wrote {out}/plan.json, plan.png and {len(plan.stages)} stage folders")
+    # the overlays for the emulated accelerator, in the layout a FINN build would produce
+    from finnchain.finn import command as build
+
+    overlays = ARTIFACTS / name / build.cluster_name(plan)
+    build.run(argparse.Namespace(plan=str(out / "plan.json"), target="emulate",
+                                 out=str(overlays), jobs=None, force=False))
     return [s.output.name for s in plan.stages[:-1]]
 
 

@@ -30,6 +30,7 @@ class Board:
     part: str  # full part name passed to FINN, e.g. "xc7z020clg484-1"
     family: str  # catalogue part family, e.g. "xc7z020"
     finn_board: str | None  # FINN's board name, None when FINN does not know the board
+    vivado_board_part: str  # Vivado board definition ("" if none), for boards FINN lacks
     clock_mhz: float
     ethernet_mbps: float
     link_efficiency: float  # estimate
@@ -41,6 +42,11 @@ class Board:
     dsp_kind: str
     limits: dict[str, float]  # usable share of each resource
     shell: dict[str, int]  # estimate: resources of the shell around the dataflow
+
+    @property
+    def finn_name(self) -> str:
+        """The board name a FINN build uses: FINN's own, or one the build registers."""
+        return self.finn_board or self.kind.capitalize()
 
     def limit(self, resource: str) -> float:
         """The usable amount of ``resource`` (part total times its usage limit)."""
@@ -59,7 +65,8 @@ class Board:
     def to_dict(self) -> dict:
         return {
             "kind": self.kind, "title": self.title, "part": self.part, "family": self.family,
-            "finn_board": self.finn_board, "clock_mhz": self.clock_mhz,
+            "finn_board": self.finn_board, "finn_name": self.finn_name,
+            "vivado_board_part": self.vivado_board_part, "clock_mhz": self.clock_mhz,
             "ethernet_mbps": self.ethernet_mbps, "link_efficiency": self.link_efficiency,
             "power_w_estimate": self.power_w, "resources": dict(self.resources),
             "lutram": self.lutram, "limits": dict(self.limits), "shell": dict(self.shell),
@@ -106,6 +113,7 @@ class Catalogue:
             return Board(
                 kind=kind, title=spec.get("title", kind), part=spec["part"],
                 family=spec["family"], finn_board=spec.get("finn_board"),
+                vivado_board_part=spec.get("vivado_board_part", ""),
                 clock_mhz=float(spec["clock_mhz"]), ethernet_mbps=float(spec["ethernet_mbps"]),
                 link_efficiency=float(spec.get("link_efficiency", 1.0)),
                 power_w=float(spec["power_w"]),

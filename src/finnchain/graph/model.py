@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,18 @@ def load(model: str | Path | ModelWrapper | onnx.ModelProto) -> ModelWrapper:
         return ModelWrapper(str(path))
     except Exception as exc:  # onnx raises DecodeError and friends
         raise ValueError(f"{path} is not an ONNX model: {exc}") from exc
+
+
+def save(wrapped: ModelWrapper, path: Path) -> Path:
+    """Write the model; the bytes depend only on the graph (no timestamps, fixed producer)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    onnx.save(wrapped.model, buf)
+    tmp = path.with_suffix(path.suffix + ".part")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+    return path
 
 
 def with_batch(model: ModelWrapper, batch: int) -> ModelWrapper:

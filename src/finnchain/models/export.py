@@ -8,12 +8,9 @@ reference is a correctly rounded IEEE operation, one per node.
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
-from pathlib import Path
 
-import onnx
 import torch
 from brevitas.export import export_qonnx
 from qonnx.core.datatype import DataType
@@ -56,15 +53,3 @@ def to_qonnx(model: torch.nn.Module, input_shape: tuple[int, ...], topk: int | N
     wrapped.model.producer_name = "finnchain"
     wrapped.model.producer_version = ""
     return wrapped
-
-
-def save(wrapped: ModelWrapper, path: Path) -> Path:
-    """Write the model; the bytes depend only on the graph (no timestamps, fixed producer)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    onnx.save(wrapped.model, buf)
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
-    return path

@@ -65,7 +65,8 @@ def default_path(name: str, root: Path = Path("artifacts")) -> Path:
 
 def export(name: str, out: Path, seed: int = 0) -> Path:
     """Make the model ``name`` with ``seed`` and write its QONNX file to ``out``."""
-    from finnchain.models.export import save, to_qonnx
+    from finnchain.graph.model import save
+    from finnchain.models.export import to_qonnx
 
     r = recipe(name)
     model = r.make(seed)

@@ -27,9 +27,8 @@ from finnchain.boards.catalogue import Board
 from finnchain.cost.lower import input_bytes, segments
 from finnchain.cost.ops import DWC, FIFO, IODMA, Placed
 from finnchain.graph.cuts import CutPoint
-from finnchain.graph.model import input_name, output_name
+from finnchain.graph.model import input_name, output_name, save
 from finnchain.graph.split import split
-from finnchain.models.export import save
 from finnchain.plan.partition import Search, best_chain
 from finnchain.plan.schema import SCHEMA, OpPlan, Plan, StagePlan, Tensor
 from finnchain.plan.stage import Stage
@@ -209,7 +208,7 @@ def build_config(stage: StagePlan) -> dict:
         "output_dir": "output",
         "synth_clk_period_ns": round(1000.0 / board["clock_mhz"], 4),
         "fpga_part": board["part"],
-        "board": board["finn_board"] or board["title"].split()[-1],
+        "board": board["finn_name"],
         "shell_flow_type": "vivado_zynq",
         "folding_config_file": "folding_config.json",
         "specialize_layers_config_file": "specialize_layers.json",

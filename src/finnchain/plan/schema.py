@@ -14,6 +14,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from finnchain.files import read_document, write_document
+
 SCHEMA = "finnchain.plan/1"
 
 
@@ -95,13 +97,10 @@ class Plan:
         return self
 
     def write(self, path: Path) -> Path:
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+        return write_document(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict) -> Plan:
-        if data.get("schema") != SCHEMA:
-            raise PlanFileError(f"plan schema {data.get('schema')!r} is not {SCHEMA!r}")
         stages = []
         for s in data["stages"]:
             s = dict(s)
@@ -112,13 +111,7 @@ class Plan:
 
     @classmethod
     def read(cls, path: str | Path) -> Plan:
-        path = Path(path)
-        if not path.is_file():
-            raise PlanFileError(f"plan not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise PlanFileError(f"{path} is not JSON: {exc}") from exc
+        data = read_document(path, "plan", SCHEMA, PlanFileError)
         try:
             plan = cls.from_dict(data)
         except (KeyError, TypeError) as exc:
