@@ -22,6 +22,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/executor.py
 	$(VENV)/bin/python bench/planner.py
+	$(VENV)/bin/python bench/transport.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

@@ -123,6 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
     build_command.add_arguments(b)
     b.set_defaults(func=build_command.run)
 
+    from finnchain.runtime import command as rt
+    from finnchain.runtime import stage as stage_daemon
+
+    st = sub.add_parser("stage", help="run one stage daemon (what each board runs)")
+    stage_daemon.add_arguments(st)
+    st.set_defaults(func=stage_daemon.run)
+    for name, add, func, text in (
+        ("up", rt.add_up, rt.run_up, "start a chain of stages on this machine"),
+        ("infer", rt.add_infer, rt.run_infer, "send images through a running chain"),
+        ("bench", rt.add_bench, rt.run_bench, "stream frames through a running chain"),
+    ):
+        q = sub.add_parser(name, help=text)
+        add(q)
+        q.set_defaults(func=func)
+
     d = sub.add_parser("demo", help="the README's main job")
     d.set_defaults(func=_demo)
     return p

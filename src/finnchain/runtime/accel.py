@@ -117,6 +117,7 @@ class PacedAccelerator(Accelerator):
 def _load_module(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # driver.py imports driver_base by this name
     spec.loader.exec_module(module)
     return module
 

@@ -80,6 +80,10 @@ class Chain:
         self.identity = os.urandom(8)
         self.send = self._dealer(self.spec.first)
         self.recv = self._dealer(self.spec.last)
+        # results come from the last stage; the first stage answers bad frames directly
+        self.poller = zmq.Poller()
+        self.poller.register(self.recv, zmq.POLLIN)
+        self.poller.register(self.send, zmq.POLLIN)
         self.next_seq = 0
         self.in_flight: dict[int, float] = {}
         self.done: dict[int, np.ndarray | ChainError] = {}
@@ -145,11 +149,13 @@ class Chain:
         return seqs
 
     def _receive(self, block: bool) -> bool:
-        if not self.recv.poll(100 if block else 0):
+        events = dict(self.poller.poll(100 if block else 0))
+        if not events:
             if block:
                 self._check_timeouts()
             return False
-        parts = self.recv.recv_multipart()
+        sock = self.recv if self.recv in events else self.send
+        parts = sock.recv_multipart()
         h = P.Header.parse(parts[0])
         if h.kind == P.RESULT:
             values = np.frombuffer(parts[1], dtype=RESULT_DTYPE).reshape(h.count, self.k)

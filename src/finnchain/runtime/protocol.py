@@ -20,7 +20,7 @@ ERROR payload is UTF-8 text naming what was wrong.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MAGIC = b"FCH1"
 HEADER = struct.Struct("<4sBBH16sQII")
@@ -34,8 +34,9 @@ class HeaderError(ValueError):
     """A header that cannot be read; the message says why."""
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):
+    """A parsed header (a NamedTuple: it is built for every message, so it must be cheap)."""
+
     kind: int
     stage: int
     plan: bytes
@@ -59,6 +60,11 @@ class Header:
         if count > MAX_COUNT:
             raise HeaderError(f"{count} frames in one message, at most {MAX_COUNT}")
         return cls(kind, stage, plan, seq, count, size)
+
+    @staticmethod
+    def make(kind: int, stage: int, plan: bytes, seq: int, count: int, size: int) -> bytes:
+        """A packed header, without building a Header first."""
+        return HEADER.pack(MAGIC, kind, 0, stage, plan, seq, count, size)
 
 
 def plan_id(plan_hash: str) -> bytes:

@@ -1,14 +1,16 @@
 """The stage daemon: receive frames, run them through the accelerator, send them on.
 
-``finnchain stage --config FILE``. Three threads per stage, joined by in-process ZeroMQ pipes
-with small high-water marks, so that receiving the next batch, computing this one and sending
-the last overlap (double buffering) and a slow stage pushes back on its upstream:
+``finnchain stage --config FILE``. Sockets: the data socket (ROUTER on the first stage, where
+clients connect; PULL from the upstream stage otherwise) and the output socket (PUSH to the
+next stage, or on the last stage a ROUTER where clients collect their results after a HELLO).
 
-    receiver: the data socket (ROUTER for the first stage, where clients connect; PULL from
-              the upstream stage otherwise); checks every message, answers bad ones.
-    worker:   gathers up to ``batch`` messages, runs the accelerator, splits the output.
-    sender:   PUSH to the next stage, or, on the last stage, the results ROUTER where clients
-              collect their results (and say HELLO first).
+One Python thread runs the loop: take up to ``batch`` messages, check them, run the
+accelerator, hand the results to the output socket. ZeroMQ's own I/O thread moves the bytes:
+while the accelerator works on one batch, it already receives the next into the data socket's
+queue and sends the last from the output socket's queue (double buffering), without the
+Python-level hand-offs between threads that would cost more than the transport itself
+(bench/transport.py). Queues are bounded (``hwm`` messages), so a slow stage pushes back on
+its upstream, and through it on the client.
 
 Bad input never stops a stage: a garbled header, another plan's hash, a wrong size or random
 bytes are counted by kind and answered with an ERROR that names what was wrong (to the client
@@ -44,6 +46,8 @@ from finnchain.runtime.accel import Accelerator, FrameError, load_accelerator
 from finnchain.runtime.metrics import Metrics, serve
 
 POLL_MS = 100
+HELLO_EVERY = 64
+ZERO_COPY_BYTES = 65536  # pyzmq's advice: below this, copying beats zero-copy bookkeeping
 log = logging.getLogger("finnchain.stage")
 
 
@@ -96,7 +100,7 @@ def _yaml(text: str) -> dict:
 
 
 class Stage:
-    """One running stage: sockets, threads, counters."""
+    """One running stage: sockets, the loop, counters."""
 
     def __init__(self, cfg: StageConfig, accelerator: Accelerator | None = None,
                  info: dict | None = None) -> None:
@@ -112,29 +116,26 @@ class Stage:
         if not self.last and not cfg.downstream:
             raise ConfigError(f"stage {self.index} needs 'downstream' (the next stage)")
         self.metrics = Metrics(self.index, info["plan_hash"], accelerator.kind)
+        # frames taken in and not yet handed on (ZeroMQ's own socket queues are not visible)
+        frames = self.metrics.frames
+        self.metrics.queues = {"stage": lambda: frames["in"] - frames["out"]}
         self.ctx = zmq.Context()
         self.stop = threading.Event()
-        self.pending = {"in": 0, "out": 0}
-        self.metrics.queues = {q: (lambda q=q: self.pending[q]) for q in self.pending}
-        self.threads: list[threading.Thread] = []
+        self.thread: threading.Thread | None = None
         self.http = None
-        self.ready = threading.Event()
 
-    # -- sockets -------------------------------------------------------------------------
-    def _socket(self, kind: int, hwm: int | None = None) -> zmq.Socket:
+    def _socket(self, kind: int) -> zmq.Socket:
+        """A socket whose blocking calls give up after POLL_MS (to notice a stop), so that
+        waiting costs no CPU: no polling loops, no sleeps."""
         s = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.SNDHWM, hwm or self.cfg.hwm)
-        s.setsockopt(zmq.RCVHWM, hwm or self.cfg.hwm)
+        s.setsockopt(zmq.SNDTIMEO, POLL_MS)
+        s.setsockopt(zmq.RCVTIMEO, POLL_MS)
+        s.setsockopt(zmq.SNDHWM, self.cfg.hwm)
+        s.setsockopt(zmq.RCVHWM, self.cfg.hwm)
         return s
 
-    # -- threads -------------------------------------------------------------------------
     def start(self) -> Stage:
-        pipe_hwm = max(2, 2 * self.cfg.batch)
-        self.work_push = self._socket(zmq.PUSH, pipe_hwm)
-        self.work_push.bind(f"inproc://work-{id(self)}")
-        self.out_push = self._socket(zmq.PUSH, pipe_hwm)
-        self.out_push.bind(f"inproc://out-{id(self)}")
         self.data = self._socket(zmq.ROUTER if self.index == 0 else zmq.PULL)
         self.data.bind(self.cfg.listen)
         if self.last:
@@ -147,195 +148,166 @@ class Stage:
         if self.cfg.metrics:
             host, _, port = self.cfg.metrics.rpartition(":")
             self.http = serve(self.metrics, host or "0.0.0.0", int(port))
-        for target in (self._receiver, self._worker, self._sender):
-            t = threading.Thread(target=target, name=target.__name__.strip("_"), daemon=True)
-            t.start()
-            self.threads.append(t)
-        self.ready.set()
-        log.info("stage %d ready: %s in on %s, %s, accelerator %s, batch %d", self.index,
-                 self.acc.in_bytes, self.cfg.listen,
+        self.thread = threading.Thread(target=self._loop, name="stage", daemon=True)
+        self.thread.start()
+        log.info("stage %d ready: %d bytes a frame in on %s, %s, accelerator %s, batch %d",
+                 self.index, self.acc.in_bytes, self.cfg.listen,
                  f"results on {self.cfg.results}" if self.last else f"out to {self.cfg.downstream}",
                  self.acc.kind, self.cfg.batch)
         return self
 
     def close(self) -> None:
         self.stop.set()
-        for t in self.threads:
-            t.join(timeout=2)
+        if self.thread:
+            self.thread.join(timeout=2)
         if self.http:
             self.http.shutdown()
-        for s in (self.data, self.out, self.work_push, self.out_push):
-            s.close(0)
+        for sock in (self.data, self.out):
+            sock.close(0)
         self.ctx.term()
 
-    def _count(self, key: str, delta: int) -> None:
-        with self.metrics.lock:
-            self.pending[key] += delta
+    # -- the loop ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        handled = 0
+        while not self.stop.is_set():
+            # the last stage greets clients on its results socket: when idle, and every
+            # HELLO_EVERY messages under load (clients repeat HELLO until welcomed)
+            if self.last and handled % HELLO_EVERY == 0:
+                self._greet()
+            try:
+                first = self.data.recv_multipart(copy=False)
+            except zmq.Again:
+                handled = 0
+                continue
+            handled += 1
+            msg = self._check(first)
+            batch = [msg] if msg else []
+            frames = msg[1].count if msg else 0
+            while frames < self.cfg.batch:
+                try:
+                    msg = self._check(self.data.recv_multipart(copy=False, flags=zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+                if msg:
+                    batch.append(msg)
+                    frames += msg[1].count
+            if batch:
+                self._run(batch, frames)
 
-    def _reject(self, client: bytes | None, seq: int, kind: str, text: str,
-                via: str = "reply") -> None:
-        """Count a bad message and tell its client what was wrong: ``via`` "reply" answers
-        on the first stage's data socket (receiver thread only), "work" and "out" send the
-        error down the chain to the last stage, which hands it to the client."""
+    def _send(self, parts: list) -> None:
+        """Hand a message to the output socket, waiting while it is full (back-pressure)."""
+        while not self.stop.is_set():
+            try:
+                self.out.send_multipart(parts, copy=False)
+                return
+            except zmq.Again:
+                continue
+            except zmq.ZMQError as exc:  # the last stage: the client has gone
+                self.metrics.error("undeliverable")
+                log.warning("stage %d: message for client %s not delivered: %s", self.index,
+                            bytes(parts[0]).hex(), exc)
+                return
+
+    def _reject(self, client: bytes | None, seq: int, kind: str, text: str) -> None:
+        """Count a bad message and tell its client what was wrong: directly from the first
+        stage, through the rest of the chain from later ones (the last stage delivers it)."""
         self.metrics.error(kind)
         log.warning("stage %d: %s (client %s)", self.index, text,
                     client.hex() if client else "unknown")
         if client is None:
             return
         msg = [client, *P.error_message(self.index, self.plan, seq, f"stage {self.index}: {text}")]
-        if via == "reply" and self.index == 0:
-            self.data.send_multipart(msg)
-        elif via == "out":
-            self._send_out(msg)
+        if self.index == 0:
+            try:
+                self.data.send_multipart(msg, flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self.metrics.error("undeliverable")
         else:
-            self._forward(msg)
+            self._send(msg)
 
-    def _forward(self, parts: list) -> None:
-        while not self.stop.is_set():
-            try:
-                self.work_push.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
-                return
-            except zmq.Again:
-                time.sleep(0.0005)
+    def _check(self, parts: list) -> tuple[list, P.Header] | None:
+        """A data message worth running, or None (answered, forwarded or counted)."""
+        # the first stage's ROUTER put the client's identity first; later stages get it from
+        # upstream as the first part
+        if len(parts) != 3:
+            client = parts[0].bytes if self.index == 0 else None
+            got = len(parts) - 1 if self.index == 0 else len(parts)
+            self._reject(client, 0, "malformed", f"a message of {got} parts, expected "
+                         + ("2 (header, payload)" if self.index == 0 else
+                            "3 (client, header, payload)"))
+            return None
+        try:
+            h = P.Header.parse(parts[1].buffer)
+        except P.HeaderError as exc:
+            self._reject(parts[0].bytes, 0, "header", f"garbled header: {exc}")
+            return None
+        if h.kind == P.DATA and h.plan == self.plan and h.count >= 1 \
+                and len(parts[2]) == h.size == h.count * self.acc.in_bytes:
+            self.metrics.add("in", h.count, h.size)
+            return parts, h  # the common case, checked first
+        client = parts[0].bytes
+        if h.kind == P.HELLO and self.index == 0:
+            self.data.send_multipart([client, P.Header(P.WELCOME, 0, self.plan, h.seq, 0,
+                                                       0).pack(), b""])
+            return None
+        if h.kind == P.ERROR:
+            self._send(parts)  # an error on its way to its client
+            return None
+        if h.kind != P.DATA:
+            self._reject(client, h.seq, "kind",
+                         f"frame {h.seq}: a {P.KINDS[h.kind]} message where data was expected")
+            return None
+        if h.plan != self.plan:
+            self._reject(client, h.seq, "plan", f"frame {h.seq} carries plan {h.plan.hex()}, "
+                         f"this chain runs plan {self.plan.hex()}")
+            return None
+        size = len(parts[2])
+        self._reject(client, h.seq, "size", f"frame {h.seq}: {size} bytes for {h.count} "
+                     f"frame(s) (header says {h.size}); this stage takes "
+                     f"{self.acc.in_bytes} bytes per frame")
+        return None
 
-    def _receiver(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.data, zmq.POLLIN)
-        while not self.stop.is_set():
-            if not poller.poll(POLL_MS):
-                continue
-            parts = self.data.recv_multipart(copy=False)
-            # the first stage's ROUTER put the client's identity first; later stages get it
-            # from upstream as the first part
-            client = parts[0].bytes if self.index == 0 or len(parts) == 3 else None
-            if len(parts) != 3:
-                got = len(parts) - 1 if self.index == 0 else len(parts)
-                self._reject(client, 0, "malformed", f"a message of {got} parts, expected "
-                             + ("2 (header, payload)" if self.index == 0 else
-                                "3 (client, header, payload)"))
-                continue
-            try:
-                h = P.Header.parse(parts[1].buffer)
-            except P.HeaderError as exc:
-                self._reject(client, 0, "header", f"garbled header: {exc}")
-                continue
-            if h.kind == P.HELLO and self.index == 0:
-                self.data.send_multipart([client, P.Header(P.WELCOME, 0, self.plan, h.seq, 0,
-                                                           0).pack(), b""])
-                continue
-            if h.kind == P.ERROR:
-                self._forward(parts)  # an error on its way to its client
-                continue
-            if h.kind != P.DATA:
-                self._reject(client, h.seq, "kind", f"frame {h.seq}: a {P.KINDS[h.kind]} "
-                             "message where data was expected")
-                continue
-            if h.plan != self.plan:
-                self._reject(client, h.seq, "plan", f"frame {h.seq} carries plan "
-                             f"{h.plan.hex()}, this chain runs plan {self.plan.hex()}")
-                continue
-            size = len(parts[2].buffer)
-            if h.count < 1 or size != h.size or size != h.count * self.acc.in_bytes:
-                self._reject(client, h.seq, "size", f"frame {h.seq}: {size} bytes for "
-                             f"{h.count} frame(s) (header says {h.size}); this stage takes "
-                             f"{self.acc.in_bytes} bytes per frame")
-                continue
-            self.metrics.add("in", h.count, size)
-            self._count("in", h.count)
-            self._forward(parts)
-
-    def _worker(self) -> None:
-        pull = self._socket(zmq.PULL, max(2, 2 * self.cfg.batch))
-        pull.connect(f"inproc://work-{id(self)}")
-        while not self.stop.is_set():
-            if not pull.poll(POLL_MS):
-                continue
-            batch = [pull.recv_multipart(copy=False)]
-            while len(batch) < self.cfg.batch:
-                try:
-                    batch.append(pull.recv_multipart(copy=False, flags=zmq.NOBLOCK))
-                except zmq.Again:
-                    break
-            data = []
-            for parts in batch:
-                if P.Header.parse(parts[1].buffer).kind == P.DATA:
-                    data.append(parts)
-                else:
-                    self._send_out(parts)
-            if data:
-                self._run(data)
-        pull.close(0)
-
-    def _run(self, batch: list) -> None:
-        headers = [P.Header.parse(p[1].buffer) for p in batch]
-        n = sum(h.count for h in headers)
-        payload = batch[0][2].buffer if len(batch) == 1 else b"".join(p[2].buffer for p in batch)
+    def _run(self, batch: list[tuple[list, P.Header]], n: int) -> None:
+        payload = batch[0][0][2].buffer if len(batch) == 1 else b"".join(
+            p[2].buffer for p, _ in batch)
         t0 = time.perf_counter()
         try:
-            out = memoryview(self.acc.run(payload, n)).cast("B")
+            result = self.acc.run(payload, n)
         except FrameError as exc:
             self.metrics.work(time.perf_counter() - t0)
             if len(batch) > 1:  # find the bad frame: run the messages one by one
-                for parts in batch:
-                    self._run([parts])
+                for one in batch:
+                    self._run([one], one[1].count)
                 return
-            self._count("in", -n)
-            h = headers[0]
-            self._reject(batch[0][0].bytes, h.seq, "frame", f"frame {h.seq}: {exc}", via="out")
+            parts, h = batch[0]
+            self._reject(parts[0].bytes, h.seq, "frame", f"frame {h.seq}: {exc}")
             return
         self.metrics.work(time.perf_counter() - t0)
-        self._count("in", -n)
         kind = P.RESULT if self.last else P.DATA
-        offset = 0
-        for parts, h in zip(batch, headers):
+        if result is payload and len(batch) == 1:  # unchanged: pass the received message on
+            out = [batch[0][0][2]]
+        else:
+            view = memoryview(result).cast("B")
+            out, offset = [], 0
+            for _, h in batch:
+                size = h.count * self.acc.out_bytes
+                chunk = view[offset: offset + size]
+                # small payloads are copied: cheaper than tracking a zero-copy buffer
+                out.append(bytes(chunk) if size < ZERO_COPY_BYTES else chunk)
+                offset += size
+        for (parts, h), chunk in zip(batch, out):
             size = h.count * self.acc.out_bytes
-            chunk = out[offset: offset + size]
-            offset += size
-            header = P.Header(kind, self.index, self.plan, h.seq, h.count, size).pack()
-            self._count("out", h.count)
-            self._send_out([parts[0], header, chunk])
+            self._send([parts[0], P.Header.make(kind, self.index, self.plan, h.seq, h.count,
+                                                size), chunk])
+            self.metrics.add("out", h.count, size)
 
-    def _send_out(self, parts: list) -> None:
-        while not self.stop.is_set():
+    def _greet(self) -> None:
+        while True:
             try:
-                self.out_push.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
-                return
+                parts = self.out.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
-                time.sleep(0.0005)
-
-    def _sender(self) -> None:
-        pull = self._socket(zmq.PULL, max(2, 2 * self.cfg.batch))
-        pull.connect(f"inproc://out-{id(self)}")
-        poller = zmq.Poller()
-        poller.register(pull, zmq.POLLIN)
-        if self.last:
-            poller.register(self.out, zmq.POLLIN)  # clients' HELLO
-        while not self.stop.is_set():
-            events = dict(poller.poll(POLL_MS))
-            if self.last and self.out in events:
-                self._hello(self.out.recv_multipart())
-            if pull not in events:
-                continue
-            parts = pull.recv_multipart(copy=False)
-            h = P.Header.parse(parts[1].buffer)
-            try:
-                self._deliver(parts)
-            except zmq.ZMQError as exc:
-                self.metrics.error("undeliverable")
-                log.warning("stage %d: result %d for client %s not delivered: %s", self.index,
-                            h.seq, parts[0].bytes.hex(), exc)
-            if h.kind in (P.DATA, P.RESULT):
-                self._count("out", -h.count)
-                self.metrics.add("out", h.count, len(parts[2].buffer))
-        pull.close(0)
-
-    def _deliver(self, parts: list) -> None:
-        while not self.stop.is_set():
-            try:
-                self.out.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
                 return
-            except zmq.Again:  # downstream full: wait (back-pressure)
-                time.sleep(0.0005)
+            self._hello(parts)
 
     def _hello(self, parts: list[bytes]) -> None:
         client = parts[0]
@@ -348,7 +320,7 @@ class Stage:
             return
         welcome = P.Header(P.WELCOME, self.index, self.plan, h.seq, 0, 0).pack()
         try:
-            self.out.send_multipart([client, welcome, b""])
+            self.out.send_multipart([client, welcome, b""], flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             self.metrics.error("undeliverable")
 

@@ -1,0 +1,263 @@
+"""The run-time chain: protocol, stage daemons as real processes, the client, bad input, fuzz."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from conftest import distinct
+from finnchain.boards.catalogue import Catalogue
+from finnchain.emu.executor import Executor
+from finnchain.graph.model import load
+from finnchain.plan.make import make_plan, write_plan
+from finnchain.runtime import protocol as P
+from finnchain.runtime.accel import FinnAccelerator, PacedAccelerator, PassThrough
+from finnchain.runtime.client import Chain, ChainError, ChainTimeout
+from finnchain.runtime.local import LocalChain
+from finnchain.runtime.metrics import parse
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def build_dir(digits, tiny_file, tmp_path_factory):
+    """digits-cnv planned onto tiny boards (several stages) and built for emulation."""
+    folder = tmp_path_factory.mktemp("chain")
+    plan, _, models = make_plan(digits, Catalogue(tiny_file).chain("tiny:4"), "digits-cnv", "x")
+    write_plan(plan, models, folder / "plan")
+    r = subprocess.run([sys.executable, "build/build.py", str(folder / "plan"), "--out",
+                        str(folder / "build")], cwd=ROOT, capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    assert len(plan.stages) >= 3
+    return folder / "build"
+
+
+@pytest.fixture(scope="module")
+def chain(build_dir, tmp_path_factory):
+    with LocalChain(build_dir, tmp_path_factory.mktemp("run")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def images(digits_test_set):
+    return digits_test_set[0].astype(np.uint8)
+
+
+def test_header_round_trip_and_garbage():
+    h = P.Header(P.DATA, 3, b"p" * 16, 2**40, 2, 1234)
+    assert P.Header.parse(h.pack()) == h
+    with pytest.raises(P.HeaderError, match="header of 5 bytes"):
+        P.Header.parse(b"short")
+    raw = bytearray(h.pack())
+    raw[0] = ord("X")
+    with pytest.raises(P.HeaderError, match="bad magic"):
+        P.Header.parse(bytes(raw))
+    raw = bytearray(h.pack())
+    raw[4] = 99
+    with pytest.raises(P.HeaderError, match="unknown message kind 99"):
+        P.Header.parse(bytes(raw))
+    with pytest.raises(P.HeaderError, match="at most"):
+        P.Header.parse(P.Header(P.DATA, 0, b"p" * 16, 0, 10**6, 0).pack())
+
+
+def test_chain_is_bit_exact_with_the_whole_model(chain, build_dir, digits, images):
+    with Chain(chain.file, window=8) as c:
+        got = c.infer(images)
+    whole = Executor(digits).run(images)
+    assert np.array_equal(got, whole.astype(np.int32))
+    assert distinct(got) == 10
+    # the values crossing each cut are not degenerate
+    x = images.astype(np.float32)
+    for k in range(len(chain.procs) - 1):
+        x = Executor(load(build_dir / f"stage{k}" / "model.onnx")).run(x)
+        assert distinct(x) >= 8, (k, distinct(x))
+
+
+def test_counters_in_prometheus_text(chain, images):
+    before = parse(chain.metrics(0))
+    with Chain(chain.file) as c:
+        c.infer(images[:20])
+    for k in range(len(chain.procs)):
+        m = parse(chain.metrics(k))
+        assert m['finnchain_frames_total{direction="in"}'] == m['finnchain_frames_total{direction="out"}']
+        assert m["finnchain_uptime_seconds"] > 0 and m["finnchain_busy_seconds_total"] > 0
+        assert any(key.startswith("finnchain_stage_info{") and f'stage="{k}"' in key for key in m)
+    after = parse(chain.metrics(0))
+    assert after['finnchain_frames_total{direction="in"}'] - before[
+        'finnchain_frames_total{direction="in"}'] == 20
+
+
+def _dealer(address: str, identity: bytes | None = None) -> zmq.Socket:
+    s = zmq.Context.instance().socket(zmq.DEALER)
+    if identity:
+        s.setsockopt(zmq.ROUTING_ID, identity)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(address)
+    return s
+
+
+def _reply(sock: zmq.Socket, timeout_ms: int = 5000) -> tuple[P.Header, bytes]:
+    assert sock.poll(timeout_ms), "no answer from the stage"
+    parts = sock.recv_multipart()
+    return P.Header.parse(parts[0]), parts[1]
+
+
+def test_bad_frames_are_answered_by_name(chain, images):
+    plan = P.plan_id(chain.chain.plan_hash)
+    size = chain.chain.input["bytes_per_frame"]
+    s = _dealer(chain.chain.first)
+    try:
+        s.send_multipart([P.Header(P.DATA, P.CLIENT, b"x" * 16, 7, 1, size).pack(), bytes(size)])
+        h, text = _reply(s)
+        assert h.kind == P.ERROR and h.seq == 7
+        assert b"frame 7 carries plan 78787878" in text and plan.hex().encode() in text
+        s.send_multipart([P.Header(P.DATA, P.CLIENT, plan, 8, 1, 10).pack(), bytes(10)])
+        h, text = _reply(s)
+        assert b"frame 8: 10 bytes" in text and f"takes {size} bytes".encode() in text
+        s.send_multipart([b"garbage!", bytes(size)])
+        h, text = _reply(s)
+        assert b"garbled header" in text
+        s.send_multipart([b"only one part"])
+        h, text = _reply(s)
+        assert b"expected 2 (header, payload)" in text
+    finally:
+        s.close()
+    m = parse(chain.metrics(0))
+    for kind in ("plan", "size", "header", "malformed"):
+        assert m[f'finnchain_errors_total{{kind="{kind}"}}'] >= 1
+    with Chain(chain.file) as c:  # and everyone else is still served
+        assert c.infer(images[:5]).shape == (5, 1)
+
+
+def test_a_client_with_another_plan_gets_the_stage_error(chain, images):
+    spec = json.loads(Path(chain.file).read_text())
+    spec["plan_hash"] = "ab" * 32
+    other = Path(chain.file).with_name("other.json")
+    other.write_text(json.dumps(spec))
+    with Chain(other, timeout=5) as c, pytest.raises(ChainError, match="stage 0: frame 0 carries"):
+        c.infer(images[:1])
+
+
+def test_errors_deep_in_the_chain_reach_their_client(chain, images):
+    """A garbled message arriving at stage 1 names the problem to the client it came from."""
+    with Chain(chain.file, timeout=5) as c:
+        push = zmq.Context.instance().socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(f"tcp://127.0.0.1:{chain.chain.stages[1]['data']}")
+        push.send_multipart([c.identity, b"not a header", b"payload"])
+        c.in_flight[0] = time.monotonic()  # the client waits for "frame 0"
+        c.next_seq = 1
+        _, value = next(c.results([0]))
+        push.close()
+    assert isinstance(value, ChainError) and "stage 1: garbled header" in str(value)
+
+
+def test_fuzzing_the_ports_breaks_nothing(chain, images, digits):
+    rng = random.Random(1234)
+    plan = P.plan_id(chain.chain.plan_hash)
+    size = chain.chain.input["bytes_per_frame"]
+    good = P.Header(P.DATA, P.CLIENT, plan, 1, 1, size).pack()
+    first = _dealer(chain.chain.first)
+    push = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(f"tcp://127.0.0.1:{chain.chain.stages[1]['data']}")
+    before = sum(v for k, v in parse(chain.metrics(0)).items() if k.startswith("finnchain_errors"))
+    sent_bad = 0
+    for i in range(300):
+        choice = rng.randrange(4)
+        if choice == 0:  # random parts
+            parts = [os.urandom(rng.randrange(0, 64)) for _ in range(rng.randrange(1, 5))]
+        elif choice == 1:  # a valid header with one byte flipped
+            h = bytearray(good)
+            h[rng.randrange(len(h))] ^= 1 << rng.randrange(8)
+            parts = [bytes(h), os.urandom(size)]
+        elif choice == 2:  # a valid header, a payload of the wrong size
+            parts = [good, os.urandom(rng.choice([0, size - 1, size + 1, 3 * size]))]
+        else:  # random bytes as the payload of a well-formed frame: must still be served
+            parts = [good, os.urandom(size)]
+        first.send_multipart(parts)
+        sent_bad += choice != 3
+        push.send_multipart([os.urandom(8), *[os.urandom(rng.randrange(0, 50))
+                                              for _ in range(rng.randrange(0, 4))]])
+    raw = socket.create_connection(("127.0.0.1", chain.chain.stages[0]["data"]))
+    raw.sendall(os.urandom(4096))  # not even ZeroMQ
+    raw.close()
+    time.sleep(0.5)
+    first.close()
+    push.close()
+    assert all(p.poll() is None for p in chain.procs), "a stage died"
+    after = sum(v for k, v in parse(chain.metrics(0)).items() if k.startswith("finnchain_errors"))
+    assert after - before >= sent_bad * 0.9  # flipped bits in reserved fields may stay valid
+    with Chain(chain.file) as c:
+        got = c.infer(images[:50])
+    assert np.array_equal(got, Executor(digits).run(images[:50]).astype(np.int32))
+
+
+def test_bad_images_are_refused_by_the_client(chain, images):
+    with Chain(chain.file) as c:
+        with pytest.raises(TypeError, match="uint8"):
+            c.infer(images[:2].astype(np.float32))
+        with pytest.raises(ValueError, match="expected \\(N, 1, 8, 8\\)"):
+            c.infer(np.zeros((2, 3, 8, 8), np.uint8))
+
+
+def test_a_killed_stage_times_out_by_name(build_dir, tmp_path, images):
+    with LocalChain(build_dir, tmp_path) as lc, Chain(lc.file, timeout=2) as c:
+        assert c.infer(images[:3]).shape == (3, 1)
+        lc.procs[1].send_signal(signal.SIGKILL)
+        lc.procs[1].wait()
+        with pytest.raises(ChainTimeout, match="no answer for frame"):
+            c.infer(images[:3])
+
+
+def test_stage_config_errors_are_named(tmp_path):
+    cfg = tmp_path / "stage.json"
+    cfg.write_text(json.dumps({"listen": "tcp://127.0.0.1:1", "colour": "red"}))
+    r = subprocess.run([sys.executable, "-m", "finnchain.cli", "stage", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2 and "unknown keys ['colour']" in r.stderr
+    cfg.write_text(json.dumps({"listen": "tcp://127.0.0.1:1"}))
+    r = subprocess.run([sys.executable, "-m", "finnchain.cli", "stage", "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2 and "'stage_dir' is required" in r.stderr
+
+
+def test_paced_accelerator_is_never_faster_than_the_plan():
+    acc = PacedAccelerator(PassThrough(100), cycles=2_000_000, clock_mhz=100)  # 20 ms a frame
+    t = time.perf_counter()
+    out = acc.run(bytes(300), 3)
+    assert time.perf_counter() - t >= 0.06 and bytes(out) == bytes(300)
+
+
+def test_finn_accelerator_moves_packed_bytes_through_the_driver(tmp_path):
+    driver = Path(__file__).resolve().parent / "finn_standin" / "driver"
+    stage_dir = tmp_path / "stage1"
+    shutil.copytree(driver, stage_dir / "driver")
+    (stage_dir / "bitfile").mkdir()
+    (stage_dir / "bitfile" / "finn-accel.bit").write_bytes(b"bit")
+    stage = {"index": 1, "stages": 3, "clock_mhz": 100,
+             "accelerator": {"kind": "finn", "bitfile": "bitfile/finn-accel.bit",
+                             "driver": "driver"},
+             "input": {"bytes_per_frame": 128}, "output": {"bytes_per_frame": 64}}
+    acc = FinnAccelerator(stage_dir, stage, batch=2)
+    payload = np.arange(256, dtype=np.uint8).tobytes()
+    out = bytes(acc.run(payload, 2))
+    expected = np.frombuffer(payload, np.uint8).reshape(2, 128)[:, :64].tobytes()
+    assert out == expected  # the bytes went into the DMA buffer and came back unchanged
+    base = sys.modules[type(acc.overlay).__module__]
+    assert [c[0] for c in base.CALLS[-3:]] == ["in", "execute", "out"]
+    acc.run(payload[:128], 1)
+    assert ("allocate", 1) in base.CALLS  # a smaller batch reallocates the buffers
