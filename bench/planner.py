@@ -13,16 +13,13 @@ plan's chart).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
-from datetime import date
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from finnchain.benchresult import save
 from finnchain.boards.catalogue import Catalogue
 from finnchain.graph.check import resolve_model
 from finnchain.plan.command import REFERENCE
@@ -111,11 +108,8 @@ def main() -> int:
                              "cycles": s.cycles, "bottleneck": s.bottleneck_op}
                             for s in plan6.stages],
         "growth": growth,
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }
-    out = RESULTS / "planner.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = save("planner", result)
     console.print(f"wrote {out} and {RESULTS / 'planner.png'}")
     return 0
 

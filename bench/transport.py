@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ import zmq
 from rich.console import Console
 from rich.table import Table
 
+from finnchain.benchresult import save
 from finnchain.finn.manifest import SCHEMA, Manifest, StageEntry
 from finnchain.runtime import protocol as P
 from finnchain.runtime.client import Chain
@@ -228,12 +227,8 @@ def main() -> int:
         "results": rows,
         "end_to_end": e2e,
         "hops": HOPS, "window": WINDOW, "planned_fps": PLANNED_FPS,
-        "date": date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "transport.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out = save("transport", result)
     console.print(f"wrote {out}")
     return 0
 

@@ -68,7 +68,9 @@ def test_emulate_target_layout_and_resume(plan_dir, tmp_path):
     assert m.plan_hash == plan["plan_hash"] and m.target == "emulate" and m.cluster.startswith("tinyx")
     for s in plan["stages"]:
         stage = json.loads((out / f"stage{s['index']}" / "stage.json").read_text())
-        assert stage["accelerator"] == {"kind": "emulate", "model": "model.onnx"}
+        assert stage["accelerator"] == {"kind": "emulate", "model": "model.onnx",
+                                        "program": "program.onnx"}
+        assert (out / f"stage{s['index']}" / "program.json").is_file()
         assert stage["input"] == s["input"] and stage["cycles"] == s["cycles"]
         assert sha256_file(out / f"stage{s['index']}" / "model.onnx") == s["files"]["model_sha256"]
     # unchanged inputs: nothing is rebuilt

@@ -138,6 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
         add(q)
         q.set_defaults(func=func)
 
+    from finnchain.emu import cluster
+
+    emu = sub.add_parser("emu", help="emulated boards on this machine (needs root)")
+    emu_sub = emu.add_subparsers(dest="emu_command", required=True)
+    e_up = emu_sub.add_parser("up", help="make N emulated PYNQ boards and their inventory",
+                              description=cluster.__doc__.split("\n\n")[0])
+    e_up.add_argument("--boards", type=int, default=3, help="how many boards (default 3)")
+    e_up.add_argument("--inventory", default=str(cluster.DEFAULT_INVENTORY),
+                      help=f"where to write the Ansible inventory (default {cluster.DEFAULT_INVENTORY})")
+    e_up.set_defaults(func=cluster.main_up)
+    e_down = emu_sub.add_parser("down", help="remove the boards, the switch and their state")
+    e_down.set_defaults(func=cluster.main_down)
+    e_st = emu_sub.add_parser("status", help="list the boards (exit 1 if one is down)")
+    e_st.set_defaults(func=cluster.main_status)
+
     d = sub.add_parser("demo", help="the README's main job")
     d.set_defaults(func=_demo)
     return p

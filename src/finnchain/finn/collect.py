@@ -44,10 +44,14 @@ def stage_json(plan: Plan, stage: StagePlan, accelerator: dict, inputs_sha256: s
 
 
 def collect_emulated(model: Path, dest: Path) -> dict:
-    """The emulated stage: its QONNX in place of a bitstream."""
+    """The emulated stage: its QONNX in place of a bitstream, and the integer program the
+    emulated accelerator runs (``program.onnx``: a board needs only onnxruntime for it)."""
+    from finnchain.emu.executor import Executor
+
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model, dest / "model.onnx")
-    return {"kind": "emulate", "model": "model.onnx"}
+    Executor(dest / "model.onnx").save(dest)
+    return {"kind": "emulate", "model": "model.onnx", "program": "program.onnx"}
 
 
 def collect_finn(build_folder: Path, dest: Path) -> dict:

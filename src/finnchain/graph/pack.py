@@ -11,26 +11,76 @@ output DMA writes in this layout is what the next board's input DMA reads.
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import dataclass
 
 import numpy as np
-from qonnx.core.datatype import DataType
 
 
 class PackError(ValueError):
     """Data that does not fit the datatype or the packed size; the message says which."""
 
 
-def _dt(dt: DataType | str) -> DataType:
-    return DataType[dt] if isinstance(dt, str) else dt
+@dataclass(frozen=True)
+class IntType:
+    """FINN's integer datatypes by name (UINT4, INT8, BIPOLAR, BINARY, TERNARY), without qonnx, so that
+    a board packs and unpacks with numpy alone. Same methods as qonnx's DataType."""
+
+    name: str
+
+    def _parts(self) -> tuple[bool, int]:
+        if self.name == "BIPOLAR":
+            return True, 1
+        if self.name == "BINARY":
+            return False, 1
+        if self.name == "TERNARY":
+            return True, 2
+        m = re.fullmatch(r"(U?)INT(\d+)", self.name)
+        if not m:
+            raise PackError(f"{self.name} is not an integer datatype")
+        return m.group(1) != "U", int(m.group(2))
+
+    def is_integer(self) -> bool:
+        try:
+            self._parts()
+            return True
+        except PackError:
+            return False
+
+    def bitwidth(self) -> int:
+        return self._parts()[1]
+
+    def signed(self) -> bool:
+        return self._parts()[0]
+
+    def min(self) -> int:
+        signed, bits = self._parts()
+        if self.name in ("BIPOLAR", "TERNARY"):
+            return -1
+        return -(1 << (bits - 1)) if signed else 0
+
+    def max(self) -> int:
+        signed, bits = self._parts()
+        if self.name in ("BIPOLAR", "TERNARY"):
+            return 1
+        return (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
 
 
-def _bits(dt: DataType) -> int:
+BIPOLAR = IntType("BIPOLAR")
+
+
+def _dt(dt) -> IntType:
+    """A datatype from its name or from a qonnx DataType (by name)."""
+    return IntType(dt if isinstance(dt, str) else dt.name)
+
+
+def _bits(dt: IntType) -> int:
     if not dt.is_integer():
         raise PackError(f"{dt.name} is not an integer datatype")
     return dt.bitwidth()
 
 
-def packed_bytes(shape: tuple[int, ...], dt: DataType | str) -> int:
+def packed_bytes(shape: tuple[int, ...], dt) -> int:
     """Bytes of one frame (batch 1) of ``shape`` packed along its innermost dimension."""
     dt = _dt(dt)
     outer = int(np.prod(shape[1:-1])) if len(shape) > 1 else 1
@@ -38,7 +88,7 @@ def packed_bytes(shape: tuple[int, ...], dt: DataType | str) -> int:
     return outer * math.ceil(inner * _bits(dt) / 8)
 
 
-def pack(x: np.ndarray, dt: DataType | str) -> np.ndarray:
+def pack(x: np.ndarray, dt) -> np.ndarray:
     """Pack ``x`` (..., n) of ``dt`` values into uint8 (..., ceil(n*bits/8))."""
     dt = _dt(dt)
     b = _bits(dt)
@@ -48,7 +98,7 @@ def pack(x: np.ndarray, dt: DataType | str) -> np.ndarray:
     if x.size and (x.min() < dt.min() or x.max() > dt.max()):
         raise PackError(f"values outside {dt.name} ({dt.min()}..{dt.max()})")
     v = x.astype(np.int64)
-    if dt == DataType["BIPOLAR"]:
+    if dt == BIPOLAR:
         if np.any(v == 0):
             raise PackError("BIPOLAR values must be -1 or +1")
         v = (v + 1) // 2
@@ -71,7 +121,7 @@ def pack(x: np.ndarray, dt: DataType | str) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def unpack(data: np.ndarray | bytes, dt: DataType | str, shape: tuple[int, ...]) -> np.ndarray:
+def unpack(data: np.ndarray | bytes, dt, shape: tuple[int, ...]) -> np.ndarray:
     """Inverse of :func:`pack`: ``shape`` is the unpacked shape (..., n). Returns int64."""
     dt = _dt(dt)
     b = _bits(dt)
@@ -92,7 +142,7 @@ def unpack(data: np.ndarray | bytes, dt: DataType | str, shape: tuple[int, ...])
         bits = np.unpackbits(raw, axis=-1, bitorder="little")[..., : n * b]
         bits = bits.reshape(*shape[:-1], n, b).astype(np.int64)
         u = (bits << np.arange(b)).sum(axis=-1)
-    if dt == DataType["BIPOLAR"]:
+    if dt == BIPOLAR:
         return u * 2 - 1
     if dt.signed():
         u = np.where(u >= (1 << (b - 1)), u - (1 << b), u)

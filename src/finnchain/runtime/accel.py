@@ -69,9 +69,15 @@ class EmulatedAccelerator(Accelerator):
     kind = "emulate"
 
     def __init__(self, model: Path, stage: dict, threads: int = 1) -> None:
-        from finnchain.emu.executor import Executor
+        program = model.with_name(stage["accelerator"].get("program", "program.onnx"))
+        if program.is_file():  # compiled at build time: numpy and onnxruntime suffice
+            from finnchain.emu.program import Runner
 
-        self.executor = Executor(model, threads=threads)
+            self.executor = Runner.load(program.parent, threads=threads)
+        else:
+            from finnchain.emu.executor import Executor
+
+            self.executor = Executor(model, threads=threads)
         self.input, self.output = stage["input"], stage["output"]
         self.in_bytes = int(self.input["bytes_per_frame"])
         self.out_bytes = int(self.output["bytes_per_frame"])

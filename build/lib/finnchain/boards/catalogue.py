@@ -1,0 +1,151 @@
+"""The board catalogue: resources, limits, clocks, links and estimates per board kind.
+
+The facts live in ``catalogue.yaml`` next to this module; a user file of the same shape may
+override or add entries (merged key by key). ``parse_chain("zedboard:4,pynq-z2:2")`` turns the
+command-line form into the ordered list of boards of a chain.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+CATALOGUE = Path(__file__).with_name("catalogue.yaml")
+RESOURCES = ("lut", "ff", "bram18", "uram", "dsp")
+
+
+class CatalogueError(ValueError):
+    """A board kind, a chain spec or a catalogue file that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Board:
+    """One kind of board, with everything the planner and the deploy need to know."""
+
+    kind: str  # catalogue key, e.g. "zedboard"
+    title: str
+    part: str  # full part name passed to FINN, e.g. "xc7z020clg484-1"
+    family: str  # catalogue part family, e.g. "xc7z020"
+    finn_board: str | None  # FINN's board name, None when FINN does not know the board
+    vivado_board_part: str  # Vivado board definition ("" if none), for boards FINN lacks
+    clock_mhz: float
+    ethernet_mbps: float
+    link_efficiency: float  # estimate
+    power_w: float  # estimate
+    arm_frame_us: float  # estimate: fixed ARM-side cost per frame
+    arm_byte_ns: float  # estimate: ARM-side cost per byte received or sent
+    resources: dict[str, int]  # lut, ff, bram18, uram, dsp of the part
+    lutram: int  # LUTs usable as distributed memory
+    dsp_kind: str
+    limits: dict[str, float]  # usable share of each resource
+    shell: dict[str, int]  # estimate: resources of the shell around the dataflow
+
+    @property
+    def finn_name(self) -> str:
+        """The board name a FINN build uses: FINN's own, or one the build registers."""
+        return self.finn_board or self.kind.capitalize()
+
+    def limit(self, resource: str) -> float:
+        """The usable amount of ``resource`` (part total times its usage limit)."""
+        return self.resources[resource] * self.limits[resource]
+
+    @property
+    def link_bytes_per_s(self) -> float:
+        """Usable payload rate of the board's Ethernet link, bytes per second."""
+        return self.ethernet_mbps * 1e6 / 8 * self.link_efficiency
+
+    def arm_fps(self, bytes_in: int, bytes_out: int) -> float:
+        """Frames per second the ARM side can move, given the bytes in and out per frame."""
+        us = self.arm_frame_us + self.arm_byte_ns * (bytes_in + bytes_out) / 1000
+        return 1e6 / us
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind, "title": self.title, "part": self.part, "family": self.family,
+            "finn_board": self.finn_board, "finn_name": self.finn_name,
+            "vivado_board_part": self.vivado_board_part, "clock_mhz": self.clock_mhz,
+            "ethernet_mbps": self.ethernet_mbps, "link_efficiency": self.link_efficiency,
+            "power_w_estimate": self.power_w, "resources": dict(self.resources),
+            "lutram": self.lutram, "limits": dict(self.limits), "shell": dict(self.shell),
+        }
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise CatalogueError(f"board catalogue not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CatalogueError(f"board catalogue {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CatalogueError(f"board catalogue {path} must be a mapping")
+    # an inventory variable file may hold the catalogue under one key
+    return data.get("finnchain_boards", data)
+
+
+class Catalogue:
+    """All board kinds known, from the packaged catalogue plus optional override files."""
+
+    def __init__(self, *overrides: str | Path) -> None:
+        data = _read(CATALOGUE)
+        for path in overrides:
+            data = _merge(data, _read(Path(path)))
+        self.data = data
+        self.boards = {kind: self._board(kind, spec) for kind, spec in data["boards"].items()}
+
+    def _board(self, kind: str, spec: dict) -> Board:
+        try:
+            part = self.data["parts"][spec["family"]]
+            limits = {**self.data.get("default_limits", {}), **spec.get("limits", {})}
+            return Board(
+                kind=kind, title=spec.get("title", kind), part=spec["part"],
+                family=spec["family"], finn_board=spec.get("finn_board"),
+                vivado_board_part=spec.get("vivado_board_part", ""),
+                clock_mhz=float(spec["clock_mhz"]), ethernet_mbps=float(spec["ethernet_mbps"]),
+                link_efficiency=float(spec.get("link_efficiency", 1.0)),
+                power_w=float(spec["power_w"]),
+                arm_frame_us=float(spec["arm"]["frame_us"]),
+                arm_byte_ns=float(spec["arm"]["byte_ns"]),
+                resources={r: int(part[r]) for r in RESOURCES}, lutram=int(part["lutram"]),
+                dsp_kind=part.get("dsp_kind", "DSP48E1"),
+                limits={r: float(limits[r]) for r in RESOURCES},
+                shell={r: int(spec.get("shell", {}).get(r, 0)) for r in ("lut", "bram18", "uram", "dsp")},
+            )
+        except KeyError as exc:
+            raise CatalogueError(f"board {kind!r} in the catalogue lacks {exc.args[0]!r}") from exc
+
+    def board(self, kind: str) -> Board:
+        try:
+            return self.boards[kind.lower()]
+        except KeyError:
+            known = ", ".join(sorted(self.boards))
+            raise CatalogueError(f"unknown board kind {kind!r}; known: {known}") from None
+
+    def chain(self, spec: str) -> list[Board]:
+        """The ordered boards of ``KIND:COUNT[,KIND:COUNT...]`` (a bare KIND counts one)."""
+        boards: list[Board] = []
+        for item in filter(None, (s.strip() for s in spec.split(","))):
+            kind, _, count = item.partition(":")
+            try:
+                n = int(count) if count else 1
+            except ValueError:
+                raise CatalogueError(f"bad board count in {item!r}: expected KIND:COUNT") from None
+            if n < 1:
+                raise CatalogueError(f"board count must be at least 1 in {item!r}")
+            boards.extend([self.board(kind)] * n)
+        if not boards:
+            raise CatalogueError(f"no boards in {spec!r}: expected KIND:COUNT[,KIND:COUNT...]")
+        return boards

@@ -1,0 +1,177 @@
+"""The ``finnchain`` command: one entry point for every step. ``finnchain <command> --help``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _export(args: argparse.Namespace) -> int:
+    from finnchain.models import zoo
+
+    out = Path(args.out) if args.out else zoo.default_path(args.model)
+    try:
+        zoo.recipe(args.model)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    print(f"exporting {args.model} (seed {args.seed}) ...")
+    path = zoo.export(args.model, out, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cuts(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from finnchain.graph.check import resolve_model
+    from finnchain.graph.cuts import cut_points
+
+    try:
+        model = resolve_model(args.model)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cuts = cut_points(model)
+    if args.json:
+        print(json.dumps([c.to_dict() for c in cuts], indent=1))
+        return 0
+    table = Table(title=f"{len(cuts)} legal cut points")
+    for col in ("index", "tensor", "datatype", "shape", "bytes/frame", "nodes before"):
+        table.add_column(col)
+    for c in cuts:
+        table.add_row(str(c.index), c.tensor, c.datatype, "x".join(map(str, c.shape[1:])),
+                      f"{c.bytes_per_frame:,}", str(c.nodes_before))
+    Console().print(table)
+    return 0
+
+
+def _split(args: argparse.Namespace) -> int:
+    from finnchain.graph.check import even_cuts, resolve_model
+    from finnchain.graph.model import save
+    from finnchain.graph.split import split
+
+    try:
+        model = resolve_model(args.model)
+        cuts = [int(c) for c in args.cuts.split(",")] if args.cuts else even_cuts(model, args.stages)
+        stages = split(model, cuts)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    for k, stage in enumerate(stages):
+        path = save(stage, out / f"stage{k}.onnx")
+        print(f"wrote {path}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from finnchain.graph import check
+
+    return check.run(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from finnchain.demo import run_demo
+
+    return run_demo()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="finnchain",
+        description="Run a quantized network split over a chain of FPGA boards (or emulated ones).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("export", help="make a model and write its QONNX file")
+    e.add_argument("model", help="mobilenet-v1 or digits-cnv")
+    e.add_argument("--out", help="output file (default artifacts/<model>/model.onnx)")
+    e.add_argument("--seed", type=int, default=0, help="seed of weights, data and training")
+    e.set_defaults(func=_export)
+
+    c = sub.add_parser("cuts", help="list the legal cut points of a model")
+    c.add_argument("model", help="QONNX file or model name")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    c.set_defaults(func=_cuts)
+
+    s = sub.add_parser("split", help="write one QONNX model per stage")
+    s.add_argument("model", help="QONNX file or model name")
+    s.add_argument("--stages", type=int, default=2, help="stages, cut evenly (default 2)")
+    s.add_argument("--cuts", help="comma-separated cut indices instead of --stages")
+    s.add_argument("--out", required=True, help="output folder")
+    s.set_defaults(func=_split)
+
+    from finnchain.graph.check import add_arguments
+
+    k = sub.add_parser("check", help="split, run the chain and the whole model, compare bits")
+    add_arguments(k)
+    k.set_defaults(func=_check)
+
+    from finnchain.plan import command as plan_command
+
+    n = sub.add_parser("plan", help="plan a model onto a chain of boards (FINN cost model)")
+    plan_command.add_arguments(n)
+    n.set_defaults(func=plan_command.run)
+
+    from finnchain.finn import command as build_command
+
+    b = sub.add_parser("build", help="from plan.json to one overlay per stage (FINN or emulated)")
+    build_command.add_arguments(b)
+    b.set_defaults(func=build_command.run)
+
+    from finnchain.runtime import command as rt
+    from finnchain.runtime import stage as stage_daemon
+
+    st = sub.add_parser("stage", help="run one stage daemon (what each board runs)")
+    stage_daemon.add_arguments(st)
+    st.set_defaults(func=stage_daemon.run)
+    for name, add, func, text in (
+        ("up", rt.add_up, rt.run_up, "start a chain of stages on this machine"),
+        ("infer", rt.add_infer, rt.run_infer, "send images through a running chain"),
+        ("bench", rt.add_bench, rt.run_bench, "stream frames through a running chain"),
+    ):
+        q = sub.add_parser(name, help=text)
+        add(q)
+        q.set_defaults(func=func)
+
+    from finnchain.emu import cluster
+
+    emu = sub.add_parser("emu", help="emulated boards on this machine (needs root)")
+    emu_sub = emu.add_subparsers(dest="emu_command", required=True)
+    e_up = emu_sub.add_parser("up", help="make N emulated PYNQ boards and their inventory",
+                              description=cluster.__doc__.split("\n\n")[0])
+    e_up.add_argument("--boards", type=int, default=3, help="how many boards (default 3)")
+    e_up.add_argument("--inventory", default=str(cluster.DEFAULT_INVENTORY),
+                      help=f"where to write the Ansible inventory (default {cluster.DEFAULT_INVENTORY})")
+    e_up.set_defaults(func=cluster.main_up)
+    e_down = emu_sub.add_parser("down", help="remove the boards, the switch and their state")
+    e_down.set_defaults(func=cluster.main_down)
+    e_st = emu_sub.add_parser("status", help="list the boards (exit 1 if one is down)")
+    e_st.set_defaults(func=cluster.main_status)
+
+    d = sub.add_parser("demo", help="the README's main job")
+    d.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["stage"]:  # the board's entry point: numpy and pyzmq only, no model tools
+        from finnchain.runtime import stage
+
+        return stage.main(argv[1:])
+
+    # brevitas announces an optional accelerator package on import; it is not needed here
+    warnings.filterwarnings("ignore", message="fast_hadamard_transform")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Which FINN hardware layers a QONNX model becomes, segment by segment.
+
+A segment is what lies between two consecutive legal cut points (see ``graph.cuts``): the unit
+the planner moves between boards. Each QONNX layer maps to FINN HW ops as FINN's conversion
+passes do:
+
+- convolution: FMPadding (when padded) + ConvolutionInputGenerator + MVAU, except a 1x1
+  convolution with stride 1 and no padding, which is an MVAU alone;
+- depthwise convolution: FMPadding + ConvolutionInputGenerator (depthwise) + VVAU;
+- dense layer (Gemm / MatMul): MVAU;
+- the activation quantizer after a convolution or dense layer: thresholds inside its MVAU/VVAU
+  (batch norm, bias and ReLU before it are absorbed into those thresholds by streamlining);
+  any other activation quantizer: a Thresholding layer;
+- average pooling over the whole map: GlobalAccPool (its scale goes into the next thresholds);
+- max pooling: StreamingMaxPool; TopK: LabelSelect.
+FIFOs and data-width converters between layers depend on the folding: the planner adds them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+from onnx import helper
+from qonnx.core.modelwrapper import ModelWrapper
+
+from finnchain.cost.ops import (
+    MVAU,
+    SWG,
+    VVAU,
+    FMPadding,
+    GlobalAccPool,
+    LabelSelect,
+    Op,
+    StreamingMaxPool,
+    Thresholding,
+)
+from finnchain.graph.cuts import CutPoint, codes_datatype, compute_nodes, cut_points
+from finnchain.graph.model import constant_tensors, input_name
+
+# absorbed into thresholds or pure reshapes: no hardware of their own
+ABSORBED = {"Mul", "Add", "Sub", "Div", "Relu", "Flatten", "Reshape", "Identity",
+            "BatchNormalization", "Squeeze", "Unsqueeze"}
+
+
+class LoweringError(ValueError):
+    """A node FINN has no hardware for (or that finnchain cannot map)."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One QONNX layer as FINN HW ops; ``ops[-1]`` is the op that sets the folding."""
+
+    node: str
+    ops: tuple[Op, ...]
+
+    @property
+    def main(self) -> Op:
+        return self.ops[-1]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The layers between two legal cuts; ``cut`` is the cut at its end (None for the last)."""
+
+    index: int
+    nodes: tuple[str, ...]
+    layers: tuple[Layer, ...]
+    cut: CutPoint | None
+    in_bytes: int  # bytes per frame entering the segment (the previous cut, or the input)
+    in_shape: tuple[int, ...]  # NCHW (or NC) shape entering the segment, batch 1
+    in_bits: int  # bits per value entering the segment
+
+
+def _attrs(node) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _bits_of(model: ModelWrapper, node) -> tuple[int, bool]:
+    """Bit width and signedness of an activation Quant node."""
+    bits = model.get_initializer(node.input[3])
+    if bits is None:
+        raise LoweringError(f"quantizer {node.name} has a computed bit width")
+    return int(np.asarray(bits).flatten()[0]), bool(_attrs(node).get("signed", 1))
+
+
+def _weight_bits(model: ModelWrapper, node, tensor: str) -> int:
+    producer = model.find_producer(tensor)
+    if producer is None or producer.op_type != "Quant":
+        raise LoweringError(f"the weights of {node.name} ({node.op_type}) are not quantized")
+    return _bits_of(model, producer)[0]
+
+
+def _hw(shape: list[int]) -> tuple[int, int]:
+    return (int(shape[2]), int(shape[3]))
+
+
+class _Lowering:
+    def __init__(self, model: ModelWrapper) -> None:
+        self.model = model
+        self.const = constant_tensors(model)
+        dt = model.get_tensor_datatype(input_name(model))
+        self.bits, self.signed = dt.bitwidth(), dt.signed()
+
+    def node(self, node, layers: list[Layer]) -> None:
+        m, op = self.model, node.op_type
+        if op == "Quant":
+            bits, signed = _bits_of(m, node)
+            last = layers[-1].main if layers else None
+            if isinstance(last, (MVAU, VVAU)) and not last.obits:
+                layers[-1] = Layer(layers[-1].node, (*layers[-1].ops[:-1], replace(last, obits=bits)))
+            else:
+                shape = m.get_tensor_shape(node.output[0])
+                dims = _hw(shape) if len(shape) == 4 else (1, 1)
+                layers.append(Layer(node.name, (Thresholding(
+                    name=f"Thresholding_{node.name}", node=node.name, channels=int(shape[1]),
+                    dims=dims, abits=self.bits, obits=bits),)))
+            self.bits, self.signed = bits, signed
+        elif op == "Conv":
+            layers.append(self.conv(node))
+        elif op in ("Gemm", "MatMul"):
+            layers.append(self.dense(node))
+        elif op in ("AveragePool", "GlobalAveragePool"):
+            layers.append(self.avgpool(node))
+        elif op == "MaxPool":
+            layers.append(self.maxpool(node))
+        elif op == "TopK":
+            shape = m.get_tensor_shape(node.input[0])
+            k = int(np.asarray(m.get_initializer(node.input[1])).flatten()[0])
+            layers.append(Layer(node.name, (LabelSelect(
+                name=f"LabelSelect_{node.name}", node=node.name, labels=int(shape[-1]), k=k,
+                abits=self.bits),)))
+            self.bits, self.signed = 32, False
+        elif op not in ABSORBED:
+            raise LoweringError(f"node {node.name} ({op}) has no FINN hardware mapping")
+
+    def conv(self, node) -> Layer:
+        m, a = self.model, _attrs(node)
+        ishape, oshape = m.get_tensor_shape(node.input[0]), m.get_tensor_shape(node.output[0])
+        wshape = m.get_tensor_shape(node.input[1])
+        cin, cout = int(ishape[1]), int(oshape[1])
+        kernel = tuple(int(k) for k in a.get("kernel_shape", wshape[2:]))
+        stride = tuple(int(s) for s in a.get("strides", (1, 1)))
+        pads = [int(p) for p in a.get("pads", (0, 0, 0, 0))]
+        if any(d != 1 for d in a.get("dilations", (1, 1))):
+            raise LoweringError(f"{node.name}: dilated convolutions are not supported")
+        group = int(a.get("group", 1))
+        wbits = _weight_bits(m, node, node.input[1])
+        (ih, iw), out_dims = _hw(ishape), _hw(oshape)
+        padded = (ih + pads[0] + pads[2], iw + pads[1] + pads[3])
+        ops: list[Op] = []
+        if any(pads):
+            ops.append(FMPadding(name=f"FMPadding_{node.name}", node=node.name, channels=cin,
+                                 out_dims=padded, abits=self.bits))
+        common = {"wbits": wbits, "abits": self.bits, "asigned": self.signed}
+        if group == cin == cout and group > 1:
+            ops.append(SWG(name=f"ConvolutionInputGenerator_{node.name}", node=node.name,
+                           channels=cin, in_dims=padded, out_dims=out_dims, kernel=kernel,
+                           stride=stride, abits=self.bits, depthwise=True))
+            ops.append(VVAU(name=f"VVAU_{node.name}", node=node.name, channels=cin,
+                            kernel=kernel, out_dims=out_dims, obits=0, **common))
+        elif group == 1:
+            if kernel != (1, 1) or stride != (1, 1) or any(pads):
+                ops.append(SWG(name=f"ConvolutionInputGenerator_{node.name}", node=node.name,
+                               channels=cin, in_dims=padded, out_dims=out_dims, kernel=kernel,
+                               stride=stride, abits=self.bits))
+            ops.append(MVAU(name=f"MVAU_{node.name}", node=node.name,
+                            mw=cin * kernel[0] * kernel[1], mh=cout,
+                            vectors=out_dims[0] * out_dims[1], **common))
+        else:
+            raise LoweringError(f"{node.name}: grouped convolution (group={group}) is not supported")
+        self._after_accumulate(ops[-1])
+        return Layer(node.name, tuple(ops))
+
+    def dense(self, node) -> Layer:
+        m, a = self.model, _attrs(node)
+        wshape = m.get_tensor_shape(node.input[1])
+        trans = node.op_type == "Gemm" and a.get("transB", 0)
+        mh, mw = (wshape[0], wshape[1]) if trans else (wshape[1], wshape[0])
+        op = MVAU(name=f"MVAU_{node.name}", node=node.name, mw=int(mw), mh=int(mh), vectors=1,
+                  wbits=_weight_bits(m, node, node.input[1]), abits=self.bits,
+                  asigned=self.signed, obits=0)
+        self._after_accumulate(op)
+        return Layer(node.name, (op,))
+
+    def _after_accumulate(self, op: MVAU | VVAU) -> None:
+        self.bits, self.signed = op.acc(), True
+
+    def avgpool(self, node) -> Layer:
+        m, a = self.model, _attrs(node)
+        ishape = m.get_tensor_shape(node.input[0])
+        dims = _hw(ishape)
+        if node.op_type == "AveragePool" and (
+            tuple(a.get("kernel_shape", ())) != dims or any(a.get("pads", (0,)))
+        ):
+            raise LoweringError(f"{node.name}: only average pooling over the whole map is supported")
+        obits = self.bits + math.ceil(math.log2(dims[0] * dims[1]))
+        op = GlobalAccPool(name=f"GlobalAccPool_{node.name}", node=node.name,
+                           channels=int(ishape[1]), dims=dims, abits=self.bits, obits=obits)
+        self.bits = obits
+        return Layer(node.name, (op,))
+
+    def maxpool(self, node) -> Layer:
+        m, a = self.model, _attrs(node)
+        ishape = m.get_tensor_shape(node.input[0])
+        k = tuple(a.get("kernel_shape", (2, 2)))
+        if k[0] != k[1] or tuple(a.get("strides", k)) != k or any(a.get("pads", (0,))):
+            raise LoweringError(f"{node.name}: only square non-overlapping max pooling is supported")
+        return Layer(node.name, (StreamingMaxPool(
+            name=f"StreamingMaxPool_{node.name}", node=node.name, channels=int(ishape[1]),
+            in_dims=_hw(ishape), kernel=int(k[0]), abits=self.bits),))
+
+
+def input_bytes(model: ModelWrapper) -> int:
+    """Bytes per frame of the model input (packed, as the client sends it)."""
+    from finnchain.graph.cuts import nhwc
+    from finnchain.graph.pack import packed_bytes
+
+    name = input_name(model)
+    shape = tuple(model.get_tensor_shape(name))
+    return packed_bytes(nhwc((1, *shape[1:])), model.get_tensor_datatype(name))
+
+
+def segments(model: ModelWrapper) -> list[Segment]:
+    """The model as a list of segments between consecutive legal cuts, lowered to FINN ops."""
+    cuts = cut_points(model)
+    compute = compute_nodes(model)
+    low = _Lowering(model)
+    out: list[Segment] = []
+    start, in_bytes = 0, input_bytes(model)
+    in_shape = (1, *model.get_tensor_shape(input_name(model))[1:])
+    for k, cut in enumerate([*cuts, None]):
+        end = cut.nodes_before if cut else len(compute)
+        in_bits = low.bits
+        layers: list[Layer] = []
+        for node in compute[start:end]:
+            low.node(node, layers)
+        if not layers:
+            raise LoweringError(f"segment {k} (nodes {start}..{end}) has no hardware layer")
+        if cut is not None:
+            dt = codes_datatype(model, model.find_producer(cut.tensor))
+            low.bits, low.signed = dt.bitwidth(), dt.signed()
+        out.append(Segment(index=k, nodes=tuple(n.name for n in compute[start:end]),
+                           layers=tuple(layers), cut=cut, in_bytes=in_bytes,
+                           in_shape=tuple(int(d) for d in in_shape), in_bits=in_bits))
+        start = end
+        if cut is not None:
+            in_bytes, in_shape = cut.bytes_per_frame, cut.shape
+    return out

@@ -1,0 +1,612 @@
+"""FINN v0.10.1's cost model, one class per hardware layer, in our own words.
+
+Every class mirrors one FINN HW op and answers two questions for a folding (``Fold``): how many
+clock cycles one frame takes (FINN's ``get_exp_cycles``) and what it costs in LUT, RAMB18, URAM
+and DSP (FINN's ``lut_estimation``, ``bram_estimation``, ``uram_estimation``,
+``dsp_estimation``). Notation: P = PE, Q = SIMD, W = weight bits, A = input bits, B = output
+bits. One RAMB18 holds 18 Kbit; the "ladder" below is how FINN packs a memory of depth d and
+width w into RAMB18s in simple-dual-port mode.
+
+Where FINN is known to be inaccurate the model says so and does one of two things, named at the
+place: it keeps FINN's figure (so that our prediction and FINN's report agree) or it corrects it
+(so that the plan fits the real device). The places:
+
+- Max-pool cycles: FINN's StreamingMaxPool formula ``IFM_H*IFM_W*(1+1/K^2)`` ignores channels
+  and PE and is marked inaccurate in FINN; the model takes the larger of it and one cycle per
+  input word ``IFM_H*IFM_W*C/P``.
+- RTL MVAU LUTs: FINN reports 0 LUT for an RTL MVAU (FINN issue #1309). On 7-series parts FINN
+  picks the RTL MVAU only for an MVAU without activation with DSP multipliers; the planner never
+  emits that combination (such an MVAU gets LUT multipliers), so every MVAU is HLS and costed by
+  the FINN-R formula below.
+- VVAU DSPs: FINN counts ``P*ceil((W+A)/48)`` whatever Q is; the model counts ``P*Q*...``.
+- Thresholding LUTs: FINN's HLS Thresholding counts one A-bit comparator per PE whatever the
+  number of thresholds; the model counts ``2^B-1`` comparators per PE, as FINN's MVAU does.
+- Threshold memory inside MVAU/VVAU: FINN counts nothing when it is in block RAM
+  (``ram_style_thresholds=block``); the model counts ladder(TMEM, P*(2^B-1)*acc) RAMB18.
+- Ops FINN gives no resource estimate (FMPadding, GlobalAccPool, LabelSelect, StreamingMaxPool):
+  FINN counts 0; the model counts ``UNESTIMATED_LUT`` LUTs each (FINN's own base cost of a
+  streaming op), so that many small ops cannot add up unseen.
+- Accumulator width: FINN narrows it from the actual weights (``minimize_accumulator_width``);
+  the model uses the data-type bound, which is never smaller, so its LUTs are an upper bound.
+- Split layers: a layer whose weights fit neither block RAM nor LUTs of one board may be split
+  by output channels into two MVAUs (weights in block RAM and in LUTs) between a
+  DuplicateStreams and a StreamingConcat; those two glue ops are costed as unestimated ops.
+- FIFO depths: FINN sizes them by simulation during the build; the model assumes one input row
+  in front of a window generator and 32 words elsewhere (see ``plan.folding.input_fifo``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+UNESTIMATED_LUT = 300  # LUTs assumed for an op FINN gives no estimate
+IODMA_BITS = 64  # width of the AXI port an IODMA streams through per cycle
+FIFO_RTL_MAX_DEPTH = 256  # deeper FIFOs go to a Vivado FIFO in block RAM
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One folding choice for one op, in FINN's folding-config terms."""
+
+    pe: int = 1
+    simd: int = 1
+    ram_style: str = "block"  # weights / buffers: "block" or "distributed"
+    res_type: str = "lut"  # multipliers: "lut" or "dsp"
+    parallel_window: bool = False  # SWG only
+    thr_style: str = "distributed"  # MVAU/VVAU threshold memory: "distributed" or "block"
+
+
+@dataclass
+class Res:
+    """Resources of an op or a stage. ``lutram`` is the part of ``lut`` used as memory."""
+
+    lut: float = 0
+    bram18: int = 0
+    uram: int = 0
+    dsp: int = 0
+    lutram: float = 0
+
+    def __add__(self, other: Res) -> Res:
+        return Res(self.lut + other.lut, self.bram18 + other.bram18, self.uram + other.uram,
+                   self.dsp + other.dsp, self.lutram + other.lutram)
+
+    def to_dict(self) -> dict:
+        return {"lut": round(self.lut), "bram18": self.bram18, "uram": self.uram,
+                "dsp": self.dsp, "lutram": round(self.lutram)}
+
+
+def bram_ladder(depth: float, width: int, rungs: tuple[int, int, int] = (9, 18, 36)) -> int:
+    """RAMB18s for a memory of ``depth`` words of ``width`` bits (FINN's SDP ladder).
+
+    width 1: ceil(d/16384); 2: ceil(d/8192); <=4: ceil(d/4096)*ceil(w/4);
+    <=9: ceil(d/2048)*ceil(w/r0); <=18 or d>512: ceil(d/1024)*ceil(w/r1); else
+    ceil(d/512)*ceil(w/r2). MVAU and FIFO use r = (9, 18, 36); VVAU uses (8, 16, 32).
+    """
+    r0, r1, r2 = rungs
+    if width <= 0 or depth <= 0:
+        return 0
+    if width == 1:
+        return math.ceil(depth / 16384)
+    if width == 2:
+        return math.ceil(depth / 8192)
+    if width <= 4:
+        return math.ceil(depth / 4096) * math.ceil(width / 4)
+    if width <= 9:
+        return math.ceil(depth / 2048) * math.ceil(width / r0)
+    if width <= 18 or depth > 512:
+        return math.ceil(depth / 1024) * math.ceil(width / r1)
+    return math.ceil(depth / 512) * math.ceil(width / r2)
+
+
+def ram_width_for_depth(depth: float) -> int:
+    """Width of one RAMB18 configured ``depth`` deep (SWG buffers): 36 up to 512 ... 1."""
+    for limit, width in ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2)):
+        if depth <= limit:
+            return width
+    return 1
+
+
+def acc_bits(dot: int, wbits: int, abits: int, asigned: bool) -> int:
+    """Accumulator bits for a dot product of ``dot`` terms: FINN's data-type bound.
+
+    alpha = log2(dot) + W + A - 1 - signed(A); bits = ceil(alpha + log2(1 + 2^-alpha) + 1),
+    at most 32 (FINN's default accumulator).
+    """
+    alpha = math.log2(dot) + wbits + abits - 1 - int(asigned)
+    return int(min(32, math.ceil(alpha + math.log2(1 + 2.0**-alpha) + 1)))
+
+
+def _mult_luts(q: int, wbits: int, abits: int) -> int:
+    """LUT multipliers of Q lanes: Q*(2*ceil((W+A)/6)-1)*(W+A)."""
+    wa = wbits + abits
+    return q * (2 * math.ceil(wa / 6) - 1) * wa
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@dataclass(frozen=True)
+class Op:
+    """A FINN HW op. ``node`` is the QONNX node it comes from (for messages and folding)."""
+
+    name: str
+    node: str
+
+    kind = "Op"
+
+    def cycles(self, f: Fold) -> int:
+        raise NotImplementedError
+
+    def resources(self, f: Fold) -> Res:
+        return Res(lut=UNESTIMATED_LUT)
+
+    def in_width(self, f: Fold) -> int:
+        """Bits per cycle on the input stream."""
+        raise NotImplementedError
+
+    def out_width(self, f: Fold) -> int:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, **asdict(self)}
+
+
+class _MacUnit:
+    """What MVAU and VVAU share: FINN-R's LUT model, weight and threshold memories, DSPs.
+
+    Subclasses give ``acc()``, ``wmem(f)``, ``tmem(f)``, the RAMB18 rungs of their weight
+    memory and whether FINN rounds the threshold-memory LUTs up to whole 64-deep LUTs.
+    """
+
+    RUNGS: tuple[int, int, int] = (9, 18, 36)
+    THR_CEIL = True
+
+    def resources(self, f: Fold) -> Res:
+        p, q, w, a = f.pe, f.simd, self.wbits, self.abits
+        acc = self.acc()
+        mult = 0 if f.res_type == "dsp" else _mult_luts(q, w, a)
+        adder = (w + a) * (2 * q - 1)
+        thr = comp = 0.0
+        thr_bram = 0
+        if self.obits:
+            levels = 2**self.obits - 1
+            comp = levels * acc
+            tmem = self.tmem(f)
+            if f.thr_style == "block":
+                thr_bram = bram_ladder(tmem, p * levels * acc)
+            else:
+                thr = levels * acc * (math.ceil(tmem / 64) if self.THR_CEIL else tmem / 64)
+        distributed = f.ram_style == "distributed"
+        c2 = p * q * w * math.ceil(self.wmem(f) / 64) if distributed else 0
+        lut = 300 + 1.1 * p * (mult + adder + acc + thr + comp) + c2
+        weights = 0 if distributed else bram_ladder(self.wmem(f), p * q * w, self.RUNGS)
+        dsp = p * q * math.ceil((w + a) / 48) if f.res_type == "dsp" else 0
+        return Res(lut=lut, bram18=thr_bram + weights, dsp=dsp, lutram=c2 + 1.1 * p * thr)
+
+
+@dataclass(frozen=True)
+class MVAU(_MacUnit, Op):
+    """Matrix-vector unit: fully connected layers and convolutions after the window generator.
+
+    cycles = (MH/P) * (MW/Q) * vectors (vectors = OH*OW for a convolution, 1 for a dense layer).
+    WMEM = MW*MH/(P*Q) words of P*Q*W bits; TMEM = MH/P (0 without activation).
+    BRAM18 (weights in block RAM, internal_decoupled): ladder(WMEM, P*Q*W), 0 when distributed.
+    LUT = 300 + 1.1*P*(mult + adder + acc + thr + comp) + c2 with
+    mult = Q*(2*ceil((W+A)/6)-1)*(W+A) (0 with DSPs), adder = (W+A)*(2Q-1), acc = accumulator
+    bits, thr = (2^B-1)*acc*ceil(TMEM/64) and comp = (2^B-1)*acc with an activation,
+    c2 = P*Q*W*ceil(WMEM/64) for distributed weights.  DSP = P*Q*ceil((W+A)/48) with DSPs.
+    """
+
+    mw: int = 1
+    mh: int = 1
+    vectors: int = 1
+    wbits: int = 4
+    abits: int = 4
+    asigned: bool = False
+    obits: int = 0  # 0: no activation, the output is the accumulator
+
+    kind = "MVAU"
+
+    def legal(self, f: Fold) -> bool:
+        return self.mh % f.pe == 0 and self.mw % f.simd == 0
+
+    def cycles(self, f: Fold) -> int:
+        return int(self.mh // f.pe * (self.mw // f.simd) * self.vectors)
+
+    def wmem(self, f: Fold) -> int:
+        return self.mw * self.mh // (f.pe * f.simd)
+
+    def tmem(self, f: Fold) -> int:
+        return self.mh // f.pe if self.obits else 0
+
+    def acc(self) -> int:
+        return acc_bits(self.mw, self.wbits, self.abits, self.asigned)
+
+    def in_width(self, f: Fold) -> int:
+        return f.simd * self.abits
+
+    def out_width(self, f: Fold) -> int:
+        return f.pe * (self.obits or self.acc())
+
+
+@dataclass(frozen=True)
+class VVAU(_MacUnit, Op):
+    """Vector-vector unit: depthwise convolutions.
+
+    cycles = (C*Kh*Kw/P/Q) * OH*OW. WMEM = Kh*Kw*C/(P*Q), TMEM = C/P.
+    BRAM18: ladder(WMEM, P*Q*W) with the VVAU rungs (8, 16, 32).
+    LUT: as the MVAU, with acc from a dot product of Kh*Kw terms and thr = (2^B-1)*acc*TMEM/64
+    (FINN applies no ceiling here). DSP: P*Q*ceil((W+A)/48) (FINN: P*..., see module notes).
+    """
+
+    channels: int = 1
+    kernel: tuple[int, int] = (3, 3)
+    out_dims: tuple[int, int] = (1, 1)
+    wbits: int = 4
+    abits: int = 4
+    asigned: bool = False
+    obits: int = 4
+
+    kind = "VVAU"
+    RUNGS = (8, 16, 32)
+    THR_CEIL = False
+
+    @property
+    def k2(self) -> int:
+        return self.kernel[0] * self.kernel[1]
+
+    def legal(self, f: Fold) -> bool:
+        return self.channels % f.pe == 0 and self.k2 % f.simd == 0
+
+    def cycles(self, f: Fold) -> int:
+        oh, ow = self.out_dims
+        return int(self.channels * self.k2 // (f.pe * f.simd) * oh * ow)
+
+    def wmem(self, f: Fold) -> int:
+        return self.k2 * self.channels // (f.pe * f.simd)
+
+    def tmem(self, f: Fold) -> int:
+        return self.channels // f.pe if self.obits else 0
+
+    def acc(self) -> int:
+        return acc_bits(self.k2, self.wbits, self.abits, self.asigned)
+
+    def in_width(self, f: Fold) -> int:
+        return f.pe * f.simd * self.abits
+
+    def out_width(self, f: Fold) -> int:
+        return f.pe * self.obits
+
+
+@dataclass(frozen=True)
+class SWG(Op):
+    """ConvolutionInputGenerator, FINN's RTL implementation (the default in v0.10.1).
+
+    Default style, cf = C/Q: buffer = ((Kh-1)*IW + (Kw-1) + 1)*cf
+    (+ max(0, (Sw-1-Kh*Kw)*cf) + max(0, ((Sh-1)*IW-Kh*Kw)*cf));
+    cycles = buffer_min + OH*max(OW*Kw*Kh*cf, Sw*IW*cf), a depthwise generator adding
+    OW*(Sw-1)*(cf-1) inside the max and (Sh-1)*IW*cf outside.
+    Parallel window (all Kh*Kw pixels of a window per cycle): cycles = IH*IW*C/Q + 2,
+    Kh-1 line buffers of depth IW-Kw, total depth ((Kh-1)*IW + Kw-1)*cf + 2.
+    BRAM18 (block): ceil(width/rw)*ceil(depth/16384) per buffer, rw from the depth
+    (36 up to 512 deep ... 1 beyond 8192), width = Q*A. LUT = 300 (+ width*ceil(depth/38)
+    when distributed).
+    """
+
+    channels: int = 1
+    in_dims: tuple[int, int] = (1, 1)
+    out_dims: tuple[int, int] = (1, 1)
+    kernel: tuple[int, int] = (3, 3)
+    stride: tuple[int, int] = (1, 1)
+    abits: int = 4
+    depthwise: bool = False
+
+    kind = "ConvolutionInputGenerator"
+
+    def legal(self, f: Fold) -> bool:
+        return self.channels % f.simd == 0
+
+    def buffer_depth(self, f: Fold) -> int:
+        (kh, kw), (_, iw), (sh, sw) = self.kernel, self.in_dims, self.stride
+        cf = self.channels // f.simd
+        if f.parallel_window:
+            return ((kh - 1) * iw + (kw - 1)) * cf + 2
+        depth = ((kh - 1) * iw + (kw - 1) + 1) * cf
+        depth += max(0, (sw - 1 - kh * kw) * cf) + max(0, ((sh - 1) * iw - kh * kw) * cf)
+        return depth
+
+    def cycles(self, f: Fold) -> int:
+        (kh, kw), (ih, iw), (oh, ow), (sh, sw) = self.kernel, self.in_dims, self.out_dims, self.stride
+        cf = self.channels // f.simd
+        if f.parallel_window:
+            return ih * iw * cf + 2
+        buffer_min = ((kh - 1) * iw + (kw - 1) + 1) * cf
+        inner = max(ow * kw * kh * cf, sw * iw * cf)
+        if self.depthwise:
+            inner += ow * (sw - 1) * (cf - 1)
+        cycles = buffer_min + oh * inner
+        if self.depthwise:
+            cycles += (sh - 1) * iw * cf
+        return int(cycles)
+
+    def resources(self, f: Fold) -> Res:
+        width = f.simd * self.abits
+        depth = self.buffer_depth(f)
+        if f.ram_style == "distributed":
+            ram = width * math.ceil(depth / 38)
+            return Res(lut=300 + ram, lutram=ram)
+        (kh, kw), (ih, iw) = self.kernel, self.in_dims
+        count = 1
+        if f.parallel_window:
+            if ih == 1 or iw == 1:
+                return Res(lut=300)
+            depth, count = iw - kw, kh - 1
+        cascade = math.ceil(width / ram_width_for_depth(depth))
+        bram = math.ceil(depth / 16384) * cascade
+        if depth > 16384:
+            bram -= cascade - math.ceil(width / ram_width_for_depth(depth % 16384))
+        return Res(lut=300, bram18=bram * count)
+
+    def in_width(self, f: Fold) -> int:
+        return f.simd * self.abits
+
+    def out_width(self, f: Fold) -> int:
+        k2 = self.kernel[0] * self.kernel[1]
+        return f.simd * self.abits * (k2 if f.parallel_window else 1)
+
+
+class _PerChannel:
+    """Ops folded by PE over channels: PE divides the channels, PE values in and out a cycle."""
+
+    def legal(self, f: Fold) -> bool:
+        return self.channels % f.pe == 0
+
+    def in_width(self, f: Fold) -> int:
+        return f.pe * self.abits
+
+    def out_width(self, f: Fold) -> int:
+        return f.pe * getattr(self, "obits", self.abits)
+
+
+@dataclass(frozen=True)
+class FMPadding(Op):
+    """Zero padding in front of a window generator: cycles = (C/Q) * OHpad * OWpad."""
+
+    channels: int = 1
+    out_dims: tuple[int, int] = (1, 1)  # padded
+    abits: int = 4
+
+    kind = "FMPadding"
+
+    def cycles(self, f: Fold) -> int:
+        return int(self.channels // f.simd * self.out_dims[0] * self.out_dims[1])
+
+    def in_width(self, f: Fold) -> int:
+        return f.simd * self.abits
+
+    out_width = in_width
+
+
+@dataclass(frozen=True)
+class Thresholding(_PerChannel, Op):
+    """A stand-alone multi-threshold activation (HLS): cycles = H*W*C/P, TMEM = C/P.
+
+    LUT = (2^B-1)*A*P comparators (FINN: A*P, see module notes) + P*A*ceil(TMEM/64) memory
+    when distributed and TMEM > 1; BRAM18 = ceil(A*P/16)*ceil(TMEM/1024) when block and TMEM > 1.
+    """
+
+    channels: int = 1
+    dims: tuple[int, int] = (1, 1)
+    abits: int = 8
+    obits: int = 4
+
+    kind = "Thresholding"
+
+    def cycles(self, f: Fold) -> int:
+        return int(self.dims[0] * self.dims[1] * self.channels // f.pe)
+
+    def resources(self, f: Fold) -> Res:
+        p, a = f.pe, self.abits
+        tmem = self.channels // p
+        comp = (2**self.obits - 1) * a * p
+        if f.ram_style == "distributed":
+            mem = p * a * math.ceil(tmem / 64) if tmem > 1 else 0
+            return Res(lut=comp + mem, lutram=mem)
+        bram = math.ceil(a * p / 16) * math.ceil(tmem / 1024) if tmem > 1 else 0
+        return Res(lut=comp, bram18=bram)
+
+
+@dataclass(frozen=True)
+class GlobalAccPool(_PerChannel, Op):
+    """Global sum pooling (average pooling's accumulation): cycles = H*W*C/P + C/P."""
+
+    channels: int = 1
+    dims: tuple[int, int] = (1, 1)
+    abits: int = 4
+    obits: int = 16
+
+    kind = "GlobalAccPool"
+
+    def cycles(self, f: Fold) -> int:
+        folds = self.channels // f.pe
+        return int(self.dims[0] * self.dims[1] * folds + folds)
+
+
+@dataclass(frozen=True)
+class StreamingMaxPool(_PerChannel, Op):
+    """Max pooling: FINN's cycles IH*IW*(1+1/K^2), corrected to at least IH*IW*C/P."""
+
+    channels: int = 1
+    in_dims: tuple[int, int] = (1, 1)
+    kernel: int = 2
+    abits: int = 4
+
+    kind = "StreamingMaxPool"
+
+    def finn_cycles(self) -> int:
+        ih, iw = self.in_dims
+        return int(ih * iw * (1 + 1 / (self.kernel * self.kernel)))
+
+    def cycles(self, f: Fold) -> int:
+        ih, iw = self.in_dims
+        return max(self.finn_cycles(), ih * iw * self.channels // f.pe)
+
+
+@dataclass(frozen=True)
+class LabelSelect(Op):
+    """Top-k over the class scores: cycles = Labels/P."""
+
+    labels: int = 1
+    k: int = 1
+    abits: int = 16
+
+    kind = "LabelSelect"
+
+    def legal(self, f: Fold) -> bool:
+        return self.labels % f.pe == 0
+
+    def cycles(self, f: Fold) -> int:
+        return int(self.labels // f.pe)
+
+    def in_width(self, f: Fold) -> int:
+        return f.pe * self.abits
+
+    def out_width(self, f: Fold) -> int:
+        return 32
+
+
+@dataclass(frozen=True)
+class StreamGlue(Op):
+    """DuplicateStreams or StreamingConcat around a split layer: one word per cycle.
+
+    cycles = words per frame / width in words; FINN gives no estimate (see module notes).
+    """
+
+    words: int = 1  # values per frame through the op
+    width: int = 1  # values per cycle
+    abits: int = 4
+    glue: str = "DuplicateStreams"
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return self.glue
+
+    def cycles(self, f: Fold) -> int:
+        return -(-self.words // self.width)
+
+    def in_width(self, f: Fold) -> int:
+        return self.width * self.abits
+
+    out_width = in_width
+
+
+@dataclass(frozen=True)
+class FIFO(Op):
+    """A stream FIFO of ``depth`` words of ``width`` bits.
+
+    Up to 256 deep: FINN's RTL FIFO in LUTs, 2*ceil(log2 d) + ceil(d/32)*ceil(W/2).
+    Deeper: a Vivado FIFO in block RAM, depth rounded up to a power of two,
+    ladder(d, W) RAMB18 and 2*ceil(log2 d) LUTs.
+    """
+
+    depth: int = 2
+    width: int = 8
+
+    kind = "StreamingFIFO"
+
+    def cycles(self, f: Fold) -> int:
+        return 0
+
+    def resources(self, f: Fold) -> Res:
+        d = max(2, self.depth)
+        address = 2 * math.ceil(math.log2(d))
+        if d <= FIFO_RTL_MAX_DEPTH:
+            ram = math.ceil(d / 32) * math.ceil(self.width / 2)
+            return Res(lut=address + ram, lutram=ram)
+        d = 2 ** math.ceil(math.log2(d))
+        return Res(lut=address, bram18=bram_ladder(d, self.width))
+
+    def in_width(self, f: Fold) -> int:
+        return self.width
+
+    out_width = in_width
+
+
+def fifo_depth(words: int) -> int:
+    """A FIFO depth of at least ``words``: at least 32 and a power of two."""
+    return 2 ** math.ceil(math.log2(max(32, words)))
+
+
+@dataclass(frozen=True)
+class DWC(Op):
+    """Data width converter between a producer's and a consumer's stream widths.
+
+    Through the least common multiple L of the two widths: for each conversion step that is
+    needed, ceil(|log2 ratio|) counter LUTs plus L (in to L) or the output width (L to out).
+    """
+
+    inw: int = 8
+    outw: int = 8
+
+    kind = "StreamingDataWidthConverter"
+
+    def cycles(self, f: Fold) -> int:
+        return 0
+
+    def resources(self, f: Fold) -> Res:
+        lcm = self.inw * self.outw // math.gcd(self.inw, self.outw)
+        cnt = cset = 0
+        if self.inw != lcm:
+            cnt += abs(math.ceil(math.log2(self.inw / lcm)))
+            cset += lcm
+        if lcm != self.outw:
+            cnt += abs(math.ceil(math.log2(lcm / self.outw)))
+            cset += self.outw
+        return Res(lut=cnt + cset)
+
+    def in_width(self, f: Fold) -> int:
+        return self.inw
+
+    def out_width(self, f: Fold) -> int:
+        return self.outw
+
+
+@dataclass(frozen=True)
+class IODMA(Op):
+    """The DMA that moves a stage's frame between DDR and the dataflow: bytes*8/64 cycles.
+
+    Its resources are part of the board's shell figure in the catalogue.
+    """
+
+    bytes_per_frame: int = 0
+
+    kind = "IODMA"
+
+    def cycles(self, f: Fold) -> int:
+        return math.ceil(self.bytes_per_frame * 8 / IODMA_BITS)
+
+    def resources(self, f: Fold) -> Res:
+        return Res()
+
+    def in_width(self, f: Fold) -> int:
+        return IODMA_BITS
+
+    out_width = in_width
+
+
+@dataclass
+class Placed:
+    """An op with its folding, cycles and resources (what a stage is made of)."""
+
+    op: Op
+    fold: Fold = field(default_factory=Fold)
+
+    @property
+    def cycles(self) -> int:
+        return self.op.cycles(self.fold)
+
+    @property
+    def res(self) -> Res:
+        return self.op.resources(self.fold)

@@ -1,0 +1,90 @@
+"""The README's main job: export the models, plan MobileNetV1 onto six Zedboards with FINN's cost
+model, build its overlays for the emulated accelerator, split it where the plan cuts, run the
+chain of stages on the emulated accelerator and say whether it matches the whole model bit for
+bit. Later steps of the project (emulated cluster, deployment, benchmark) grow this command."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from finnchain.boards.catalogue import Catalogue
+from finnchain.graph.check import check_split, even_cuts, print_result
+from finnchain.graph.model import load
+from finnchain.models import zoo
+from finnchain.plan.command import REFERENCE
+from finnchain.plan.make import make_plan, write_plan
+from finnchain.plan.report import chart, print_plan
+
+ARTIFACTS = Path("artifacts")
+# digits-cnv fits one board (the planner says so), so it is split evenly to exercise a chain;
+# MobileNetV1 is planned onto six Zedboards and split where the plan cuts
+CHAINS = [("digits-cnv", None, 3), ("mobilenet-v1", "zedboard:6", None)]
+
+
+def _model(name: str, console: Console):
+    path = zoo.default_path(name, ARTIFACTS)
+    if not path.exists():
+        t = time.perf_counter()
+        with console.status(f"exporting {name} ..."):
+            zoo.export(name, path)
+        console.print(f"exported {name} to {path} in {time.perf_counter() - t:.1f} s")
+    else:
+        console.print(f"using {path} (delete it to export again)")
+    return load(path)
+
+
+def _plan(model, name: str, spec: str, catalogue: Catalogue, console: Console) -> list[str]:
+    """Plan ``model`` onto ``spec``, write and show the plan; the cut tensors it chose."""
+    with console.status(f"planning {name} onto {spec} ..."):
+        plan, _, stage_models = make_plan(model, catalogue.chain(spec), name,
+                                          str(zoo.default_path(name, ARTIFACTS)))
+    out = ARTIFACTS / name / f"plan-{spec.replace(':', 'x')}"
+    write_plan(plan, stage_models, out)
+    chart(plan, out / "plan.png")
+    print_plan(plan, console, REFERENCE if name == "mobilenet-v1" else None)
+    console.print(f"wrote {out}/plan.json, plan.png and {len(plan.stages)} stage folders")
+    # the overlays for the emulated accelerator, in the layout a FINN build would produce
+    from finnchain.finn import command as build
+
+    overlays = ARTIFACTS / name / build.cluster_name(plan)
+    build.run(argparse.Namespace(plan=str(out / "plan.json"), target="emulate",
+                                 out=str(overlays), jobs=None, force=False))
+    return [s.output.name for s in plan.stages[:-1]]
+
+
+def run_demo(full: bool = True) -> int:
+    console = Console(width=max(Console().width, 132))
+    ok = True
+    catalogue = Catalogue()
+    for name, spec, stages in CHAINS:
+        console.rule(f"{name} on {spec}" if spec else f"{name}: {stages} even stages")
+        model = _model(name, console)
+        if spec is None:
+            cuts = even_cuts(model, stages)
+        else:
+            cuts = _plan(model, name, spec, catalogue, console)
+        shape = tuple(model.get_tensor_shape(model.graph.input[0].name))
+        if name == "digits-cnv":
+            from finnchain.models.digits_cnv import dataset
+
+            _, _, x, labels = dataset(0)
+        else:
+            x, labels = zoo.sample_inputs(shape, 2, seed=0), None
+        with console.status("splitting and running the chain and the whole model ..."):
+            res = check_split(model, cuts, x)
+        print_result(res, console)
+        ok &= res.equal
+        if labels is not None:
+            from finnchain.emu.executor import Executor
+
+            pred = Executor(model).run(x)[:, 0]
+            acc = float(np.mean(pred == labels))
+            console.print(f"integer model accuracy on the {len(labels)} held-out digits: {acc:.1%}")
+    console.rule()
+    console.print("[green]all chains bit-exact[/green]" if ok else "[red]a chain differs[/red]")
+    return 0 if ok else 1

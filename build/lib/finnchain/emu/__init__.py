@@ -1,0 +1,1 @@
+"""Emulation: the bit-exact CPU executor that stands in for a stage's FPGA fabric."""

@@ -1,0 +1,700 @@
+"""Compile a QONNX model (a whole network or one stage) into a fast, bit-exact integer program.
+
+The result is a plain ONNX graph that onnxruntime runs with all graph optimisations off. It is the
+emulated FPGA: it computes, bit for bit, what qonnx's reference ``execute_onnx`` computes.
+
+Why it is exact
+---------------
+- Every tensor of the program is a float32 tensor of integers: the *codes* of a quantized
+  activation (value = (code - zero_point) * scale) or the exact accumulator of a linear layer.
+- Weights and biases are power-of-two scaled integers (finnchain's models use fixed-point
+  quantizers; :func:`integer_codes` refuses anything else). A convolution or matrix product of
+  integer codes by integer weights is computed exactly in float32 in any summation order while
+  its magnitude stays below 2**24, which is checked per layer from the weights.
+- Between a linear layer and the next quantizer the reference runs a chain of float operations
+  (batch-norm as Mul/Add, ReLU, the quantizer's divide/round/clip). That chain is a function of
+  the exact integer accumulator, one per channel. It is *measured*: the chain's own nodes are run
+  through qonnx's ``execute_onnx`` (the reference itself) on probe accumulators, and replaced by
+  - where the function is monotone (checked), its thresholds are located per channel and level,
+    and an affine form ``clip(rint(fl(fl(acc + B) * M)))`` is fitted and then verified exactly,
+    in float32, at every threshold and both ends of the range, with the scale-and-round step
+    computed with one rounding and with two. Being monotone as well, the affine form then equals the chain on the whole range.
+    ``+ B`` becomes the convolution's bias;
+  - when no affine form verifies, a lookup table per channel for small ranges, otherwise the
+    thresholds themselves (FINN's MultiThreshold: the code is the number of thresholds the
+    accumulator reaches), slower but exact.
+- Pooling: max-pool of codes is exact; an average pool is computed as an exact window sum of
+  codes, and the reference's AveragePool and the quantizer after it are measured as a function
+  of that sum like any other chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.core.onnx_exec import execute_node, execute_onnx
+from qonnx.custom_op.general.quant import max_int, min_int
+from qonnx.transformation.infer_shapes import InferShapes
+from qonnx.util.basic import get_preferred_qonnx_opset, qonnx_make_model
+
+from finnchain.graph.model import is_pow2
+
+EXACT_LIMIT = 2**24  # float32 holds every integer below this exactly
+LUT_LIMIT = 4096  # a function that is not monotone becomes a table up to this range
+COARSE_POINTS = 2049
+ROUNDER = 1.5 * 2**23  # fl(v + R) - R rounds v to an integer while |v| < 2**22
+
+
+class CompileError(ValueError):
+    """The model uses something the exact executor cannot emulate; the message names the node."""
+
+
+@dataclass
+class Q:
+    """A tensor held as integer codes: value = (codes - zp) * scale."""
+
+    name: str  # tensor of the compiled program (float32, integer-valued)
+    scale: np.ndarray  # broadcastable to the value (scalar, (1, C, 1, 1) or (1, C))
+    zp: float
+    lo: np.ndarray  # per-channel code bounds, shape (C,) or (1,)
+    hi: np.ndarray
+    shape: tuple[int, ...]  # shape in the source model
+
+
+@dataclass
+class Pending:
+    """Float operations of the reference still to be applied to an integer tensor."""
+
+    base: Q
+    src: str  # source-model tensor that holds base's value
+    nodes: list[onnx.NodeProto]
+    window: tuple[int, int] | None = None  # set when the chain starts with an AveragePool
+
+
+@dataclass
+class Program:
+    """The compiled graph and what it takes and gives."""
+
+    model: onnx.ModelProto
+    input_shape: tuple[int, ...]  # without the batch dimension
+    input_range: tuple[int, int]  # codes accepted at the input
+    output_name: str
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def integer_codes(values: np.ndarray, axis: int | None, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split power-of-two scaled integers into (integer codes, power-of-two scale per ``axis``).
+
+    Raises CompileError when the values are not integers times a power of two (per ``axis``)."""
+    v = np.asarray(values, dtype=np.float64)
+    flat = v.reshape(v.shape[0], -1) if axis == 0 else v.reshape(1, -1)
+    mant, exp = np.frexp(flat)
+    ints = np.round(mant * 2.0**53).astype(np.int64)
+    tz = np.zeros_like(ints)
+    nz = ints != 0
+    low = ints & -ints
+    tz[nz] = np.log2(low[nz].astype(np.float64)).astype(np.int64)
+    lsb = np.where(nz, exp - 53 + tz, 10**6)
+    step_exp = lsb.min(axis=1)
+    step_exp = np.where(step_exp == 10**6, 0, step_exp)
+    scale = np.ldexp(1.0, step_exp)
+    codes = flat / scale[:, None]
+    if np.any(np.abs(codes) >= 2**20) or not np.all(codes == np.round(codes)):
+        raise CompileError(f"{what}: values are not power-of-two scaled integers")
+    shape = (-1,) + (1,) * (v.ndim - 1) if axis == 0 else ()
+    return codes.reshape(v.shape), scale.reshape(shape) if axis == 0 else scale.reshape(())
+
+
+class _Builder:
+    """Collects the nodes and initializers of the compiled program."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.n = 0
+
+    def fresh(self, hint: str) -> str:
+        self.n += 1
+        return f"{hint}_{self.n}"
+
+    def const(self, value: np.ndarray, hint: str = "c", dtype=np.float32) -> str:
+        name = self.fresh(hint)
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs) -> str:
+        out = self.fresh(hint or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
+        return out
+
+
+def _chan_shape(rank: int, c: int) -> tuple[int, ...]:
+    return (1, c) + (1,) * (rank - 2)
+
+
+class _Compiler:
+    def __init__(self, model: ModelWrapper) -> None:
+        self.m = model
+        self.b = _Builder()
+        self.env: dict[str, object] = {}
+        self.consts: dict[str, np.ndarray] = {
+            init.name: numpy_helper.to_array(init) for init in model.graph.initializer
+        }
+        self.opset = get_preferred_qonnx_opset()
+        self.stats = {"lut": 0, "affine": 0, "thresholds": 0, "linear": 0}
+
+    # ---- helpers -------------------------------------------------------------------------
+    def shape(self, tensor: str) -> tuple[int, ...]:
+        return tuple(self.m.get_tensor_shape(tensor))
+
+    def const_of(self, tensor: str) -> np.ndarray | None:
+        return self.consts.get(tensor)
+
+    def fold(self, node: onnx.NodeProto) -> None:
+        ctx = {t: self.consts[t] for t in node.input if t}
+        for t in node.output:
+            ctx[t] = None
+        execute_node(node, ctx, self.m.graph, self.opset)
+        for t in node.output:
+            self.consts[t] = np.asarray(ctx[t])
+
+    def where(self, node: onnx.NodeProto) -> str:
+        return f"node {node.name or node.op_type} ({node.op_type})"
+
+    def q_of(self, tensor: str, node: onnx.NodeProto) -> Q:
+        r = self.env.get(tensor)
+        if isinstance(r, Pending):
+            r = self.materialize(r, node)
+        if not isinstance(r, Q):
+            raise CompileError(f"{self.where(node)}: input {tensor} is not a quantized tensor")
+        return r
+
+    def materialize(self, p: Pending, node: onnx.NodeProto) -> Q:
+        """A chain of additions of constants on the base's grid (a bias) stays exact."""
+        q = p.base
+        name = q.name
+        lo, hi = q.lo.copy(), q.hi.copy()
+        for n in p.nodes:
+            c = self.consts.get(n.input[1]) if n.op_type in ("Add", "Sub") else None
+            if c is None or p.window:
+                break
+            steps = np.asarray(c, dtype=np.float64) / q.scale * (1 if n.op_type == "Add" else -1)
+            if not np.all(steps == np.round(steps)):
+                break
+            steps = np.broadcast_to(steps, np.broadcast(steps, q.scale).shape)
+            name = self.b.op("Add", [name, self.b.const(steps)])
+            flat = steps.reshape(-1) if steps.size == lo.size else np.full(lo.size, steps.flat[0])
+            lo, hi = lo + flat, hi + flat
+        else:
+            if max(abs(lo.min()), abs(hi.max())) < EXACT_LIMIT:
+                return Q(name, q.scale, q.zp, lo, hi, q.shape)
+        raise CompileError(
+            f"{self.where(node)}: float operations "
+            f"({', '.join(n.op_type for n in p.nodes)}) on {p.src} are not followed by a quantizer"
+        )
+
+    # ---- entry -----------------------------------------------------------------------------
+    def run(self) -> Program:
+        g = self.m.graph
+        if len(g.input) != 1 or len(g.output) != 1:
+            raise CompileError("the executor takes models with one input and one output")
+        inp = g.input[0].name
+        dt = self.m.get_tensor_datatype(inp)
+        if not dt.is_integer():
+            raise CompileError(f"input {inp} has datatype {dt.name}; an integer datatype is needed")
+        shp = self.shape(inp)
+        c = shp[1] if len(shp) > 1 else 1
+        self.env[inp] = Q(
+            "x",
+            np.array(1.0),
+            0.0,
+            np.full(c, dt.min(), dtype=np.float64),
+            np.full(c, dt.max(), dtype=np.float64),
+            shp,
+        )
+        for node in g.node:
+            if all(t in self.consts for t in node.input if t):
+                self.fold(node)
+                continue
+            handler = getattr(self, "op_" + node.op_type, None)
+            if handler is None:
+                raise CompileError(f"{self.where(node)}: operation not supported by the executor")
+            handler(node)
+        out = g.output[0].name
+        res = self.env.get(out)
+        out_name = self.finish_output(res, out)
+        graph = helper.make_graph(
+            self.b.nodes,
+            "finnchain-emulated-stage",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *shp[1:]])],
+            [helper.make_tensor_value_info(out_name, self._out_type(out), None)],
+            self.b.inits,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        return Program(model, tuple(shp[1:]), (int(dt.min()), int(dt.max())), out_name, self.stats)
+
+    def _out_type(self, out: str) -> int:
+        elem = self.m.get_tensor_valueinfo(out).type.tensor_type.elem_type
+        return TensorProto.INT64 if elem == TensorProto.INT64 else TensorProto.FLOAT
+
+    def finish_output(self, res: object, out: str) -> str:
+        if isinstance(res, str):  # a raw tensor (TopK indices)
+            return res
+        if isinstance(res, Pending):
+            raise CompileError(f"output {out} ends in float operations without a quantizer")
+        if not isinstance(res, Q):
+            raise CompileError(f"output {out} is not computed by the graph")
+        name = res.name
+        if res.zp != 0:
+            name = self.b.op("Sub", [name, self.b.const(res.zp)])
+        if not np.all(res.scale == 1.0):
+            name = self.b.op("Mul", [name, self.b.const(res.scale)])
+        return self.b.op("Identity", [name], hint="y")
+
+    # ---- element-wise ---------------------------------------------------------------------
+    def _elementwise(self, node: onnx.NodeProto) -> None:
+        data = [t for t in node.input if t not in self.consts]
+        if len(data) != 1:
+            raise CompileError(f"{self.where(node)}: needs one data input and constants")
+        src = data[0]
+        r = self.env.get(src)
+        if node.op_type in ("Mul", "Div") and isinstance(r, Q):
+            other = next(t for t in node.input if t in self.consts)
+            c = self.consts[other]
+            if node.input[0] == src and is_pow2(c) and c.size in (1, r.lo.size):
+                c = c.reshape(()) if c.size == 1 else c.reshape(_chan_shape(len(r.shape), c.size))
+                scale = r.scale * c if node.op_type == "Mul" else r.scale / c
+                self.env[node.output[0]] = Q(r.name, scale, r.zp, r.lo, r.hi, r.shape)
+                return
+        if isinstance(r, Q):
+            r = Pending(r, src, [])
+        if not isinstance(r, Pending):
+            raise CompileError(f"{self.where(node)}: input {src} is not a quantized tensor")
+        self.env[node.output[0]] = Pending(r.base, r.src, r.nodes + [node], r.window)
+
+    op_Mul = op_Div = op_Add = op_Sub = op_Relu = _elementwise
+
+    # ---- linear layers -------------------------------------------------------------------------
+    def _linear(self, node: onnx.NodeProto, x: Q, w_codes: np.ndarray, w_scale: np.ndarray,
+                bias: np.ndarray | None, emit) -> None:
+        if x.zp != 0 or x.scale.size != 1:
+            raise CompileError(f"{self.where(node)}: input needs one scale and zero point 0")
+        amax = float(max(abs(x.lo.min()), abs(x.hi.max())))
+        cout = w_codes.shape[0]
+        wabs = np.abs(w_codes.reshape(cout, -1)).sum(axis=1)
+        wpos = np.clip(w_codes.reshape(cout, -1), 0, None).sum(axis=1)
+        wneg = np.clip(w_codes.reshape(cout, -1), None, 0).sum(axis=1)
+        if float(wabs.max()) * amax >= EXACT_LIMIT:
+            raise CompileError(f"{self.where(node)}: accumulator may exceed 2**24, not exact")
+        xlo, xhi = float(x.lo.min()), float(x.hi.max())
+        lo = wpos * xlo + wneg * xhi
+        hi = wpos * xhi + wneg * xlo
+        acc = emit(x.name)
+        shape = self.shape(node.output[0])
+        acc_scale = (float(x.scale) * w_scale).reshape(_chan_shape(len(shape), cout))
+        q = Q(acc, acc_scale, 0.0, lo, hi, shape)
+        self.stats["linear"] += 1
+        if bias is None:
+            self.env[node.output[0]] = q
+            return
+        # the bias joins the measured chain, as the reference adds it (exactly) in float
+        bias_name = self.b.fresh("bias")
+        self.consts[bias_name] = bias.astype(np.float32).reshape(_chan_shape(len(shape), cout))
+        add = helper.make_node("Add", ["__acc__", bias_name], [node.output[0]])
+        self.env[node.output[0]] = Pending(q, "__acc__", [add])
+
+    def op_Conv(self, node: onnx.NodeProto) -> None:
+        x = self.q_of(node.input[0], node)
+        w = self.const_of(node.input[1])
+        if w is None:
+            raise CompileError(f"{self.where(node)}: weights must be constant")
+        codes, scale = integer_codes(w, 0, f"{self.where(node)} weights")
+        bias = self.const_of(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+        def emit(xname: str) -> str:
+            return self.b.op("Conv", [xname, self.b.const(codes)], hint="acc", **attrs)
+
+        self._linear(node, x, codes, scale.reshape(-1), bias, emit)
+
+    def op_Gemm(self, node: onnx.NodeProto) -> None:
+        x = self.q_of(node.input[0], node)
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
+            raise CompileError(f"{self.where(node)}: only alpha = beta = 1 without transA")
+        w = self.const_of(node.input[1])
+        if w is None:
+            raise CompileError(f"{self.where(node)}: weights must be constant")
+        w = w if attrs.get("transB", 0) else w.T  # (out, in)
+        codes, scale = integer_codes(w, 0, f"{self.where(node)} weights")
+        bias = self.const_of(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+
+        def emit(xname: str) -> str:
+            return self.b.op("Gemm", [xname, self.b.const(codes)], hint="acc", transB=1)
+
+        self._linear(node, x, codes, scale.reshape(-1), bias, emit)
+
+    def op_MatMul(self, node: onnx.NodeProto) -> None:
+        x = self.q_of(node.input[0], node)
+        w = self.const_of(node.input[1])
+        if w is None or w.ndim != 2:
+            raise CompileError(f"{self.where(node)}: weights must be a constant matrix")
+        codes, scale = integer_codes(w.T, 0, f"{self.where(node)} weights")
+
+        def emit(xname: str) -> str:
+            return self.b.op("MatMul", [xname, self.b.const(codes.T)], hint="acc")
+
+        self._linear(node, x, codes, scale.reshape(-1), None, emit)
+
+    # ---- pooling and shapes ---------------------------------------------------------------
+    def op_MaxPool(self, node: onnx.NodeProto) -> None:
+        x = self.q_of(node.input[0], node)
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        out = self.b.op("MaxPool", [x.name], **attrs)
+        self.env[node.output[0]] = Q(out, x.scale, x.zp, x.lo, x.hi, self.shape(node.output[0]))
+
+    def op_AveragePool(self, node: onnx.NodeProto) -> None:
+        x = self.q_of(node.input[0], node)
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        kh, kw = attrs["kernel_shape"]
+        if any(attrs.get("pads", [0])) or x.zp != 0:
+            raise CompileError(f"{self.where(node)}: padded average pools are not supported")
+        # exact window sum of codes: the float average times the window size, rounded
+        avg = self.b.op("AveragePool", [x.name], **attrs)
+        s = self.b.op("Round", [self.b.op("Mul", [avg, self.b.const(float(kh * kw))])], hint="sum")
+        q = Q(s, x.scale, 0.0, x.lo * kh * kw, x.hi * kh * kw, self.shape(node.output[0]))
+        self.env[node.output[0]] = Pending(q, node.input[0], [node], (kh, kw))
+
+    def _reshape_like(self, node: onnx.NodeProto, emit) -> None:
+        x = self.env.get(node.input[0])
+        if not isinstance(x, Q):
+            raise CompileError(f"{self.where(node)}: input is not a quantized tensor")
+        out_shape = self.shape(node.output[0])
+        scale = x.scale
+        if scale.size > 1:
+            c = scale.size
+            if len(out_shape) == 2 and out_shape[1] == c and int(np.prod(x.shape[2:])) == 1:
+                scale = scale.reshape(1, c)
+            else:
+                raise CompileError(f"{self.where(node)}: per-channel scale cannot be reshaped")
+        lo, hi = x.lo, x.hi
+        if lo.size > 1 and len(out_shape) == 2 and out_shape[1] != lo.size:
+            lo, hi = np.array([lo.min()]), np.array([hi.max()])
+        self.env[node.output[0]] = Q(emit(x.name), scale, x.zp, lo, hi, out_shape)
+
+    def op_Flatten(self, node: onnx.NodeProto) -> None:
+        axis = helper.get_attribute_value(node.attribute[0]) if node.attribute else 1
+        if axis != 1:
+            raise CompileError(f"{self.where(node)}: only Flatten(axis=1)")
+        self._reshape_like(node, lambda n: self.b.op("Flatten", [n], axis=1))
+
+    def op_Reshape(self, node: onnx.NodeProto) -> None:
+        target = np.array(self.shape(node.output[0]), dtype=np.int64)
+        target[0] = 0  # keep the batch dimension of the input
+        self._reshape_like(node, lambda n: self.b.op("Reshape", [n, self.b.const(target, dtype=np.int64)]))
+
+    def op_TopK(self, node: onnx.NodeProto) -> None:
+        x = self.q_of(node.input[0], node)
+        k = self.const_of(node.input[1])
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        vals = x.name
+        if x.zp != 0:
+            vals = self.b.op("Sub", [vals, self.b.const(x.zp)])
+        if x.scale.size > 1:  # per-channel scale changes the order: compare values (exact)
+            vals = self.b.op("Mul", [vals, self.b.const(x.scale)])
+        out_v, out_i = self.b.fresh("topk_values"), self.b.fresh("topk_indices")
+        self.b.nodes.append(
+            helper.make_node("TopK", [vals, self.b.const(k, dtype=np.int64)], [out_v, out_i], **attrs)
+        )
+        self.env[node.output[1]] = out_i
+        self.env[node.output[0]] = Q(out_v, x.scale if x.scale.size == 1 else np.array(1.0),
+                                     0.0, x.lo, x.hi, self.shape(node.output[0]))
+
+    # ---- quantizers: measure the float chain and replace it ----------------------------------
+    def _quantizer(self, node: onnx.NodeProto) -> None:
+        r = self.env.get(node.input[0])
+        if isinstance(r, Q):
+            r = Pending(r, node.input[0], [])
+        if not isinstance(r, Pending):
+            raise CompileError(f"{self.where(node)}: input is not computed from the model input")
+        chain = r.nodes + [node]
+        signed = bool(helper.get_attribute_value(
+            next(a for a in node.attribute if a.name == "signed")))
+        narrow = bool(helper.get_attribute_value(
+            next(a for a in node.attribute if a.name == "narrow")))
+        if node.op_type == "Quant":
+            scale, zp, bits = (self.consts[t] for t in node.input[1:4])
+        elif len(node.input) == 6:  # Trunc v2: x, scale, zeropt, in_bits, out_scale, out_bits
+            zp = self.consts[node.input[2]]
+            scale = self.consts[node.input[4]]
+            bits = self.consts[node.input[5]]
+        else:  # Trunc v1: x, scale, zeropt, in_bits, out_bits; the scale grows by the bits cut
+            in_scale, zp, in_bits, bits = (self.consts[t] for t in node.input[1:5])
+            scale = in_scale * 2.0 ** (float(in_bits) - float(bits))
+        qmin, qmax = min_int(signed, narrow, int(bits)), max_int(signed, narrow, int(bits))
+        if not (np.size(zp) == 1 and is_pow2(scale)):
+            raise CompileError(f"{self.where(node)}: output scale must be a power of two")
+        codes = self.requant(r, chain, float(scale.flatten()[0]) if scale.size == 1 else scale,
+                             float(np.asarray(zp).flatten()[0]), qmin, qmax, node)
+        out_shape = self.shape(node.output[0])
+        c = r.base.lo.size
+        sc = np.asarray(scale, dtype=np.float64)
+        sc = sc.reshape(()) if sc.size == 1 else sc.reshape(_chan_shape(len(out_shape), sc.size))
+        self.env[node.output[0]] = Q(codes, sc, float(np.asarray(zp).flatten()[0]),
+                                     np.full(c, qmin, dtype=np.float64),
+                                     np.full(c, qmax, dtype=np.float64), out_shape)
+
+    op_Quant = op_Trunc = _quantizer
+
+    def _probe(self, p: Pending, chain: list[onnx.NodeProto], acc: np.ndarray,
+               scale, zp: float) -> np.ndarray:
+        """Run the reference chain on accumulators ``acc`` (P, C); return the output codes."""
+        base = p.base
+        rank = len(base.shape)
+        P, C = acc.shape
+        if p.window:
+            kh, kw = p.window
+            n = kh * kw
+            q, rem = np.divmod(acc.astype(np.int64), n)
+            cells = np.repeat(q[:, :, None], n, axis=2) + (np.arange(n)[None, None, :] < rem[:, :, None])
+            codes = cells.reshape(P, C, kh, kw).astype(np.float64)
+            in_shape = (P, C, kh, kw)
+        else:
+            codes = acc.astype(np.float64).reshape((P, C) + (1,) * (rank - 2))
+            in_shape = codes.shape
+        value = ((codes - base.zp) * np.asarray(base.scale, dtype=np.float64)).astype(np.float32)
+        inits = {}
+        for n in chain:
+            for t in n.input[1:]:
+                if t and t in self.consts:
+                    inits[t] = self.consts[t]
+        out = chain[-1].output[0]
+        graph = helper.make_graph(
+            chain,
+            "probe",
+            [helper.make_tensor_value_info(p.src, TensorProto.FLOAT, list(in_shape))],
+            [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
+        )
+        pm = ModelWrapper(qonnx_make_model(graph, opset_imports=list(self.m.model.opset_import)))
+        pm = pm.transform(InferShapes())
+        y = execute_onnx(pm, {p.src: value})[out].astype(np.float64)
+        y = y / np.asarray(scale, dtype=np.float64) + zp
+        y = y.reshape(P, C)
+        if not np.all(y == np.round(y)):
+            raise CompileError(f"node {chain[-1].name}: probe output is not integer codes")
+        return y
+
+    def requant(self, p: Pending, chain, scale, zp, qmin, qmax, node) -> str:
+        base = p.base
+        C = base.lo.size
+        lo, hi = base.lo.astype(np.int64), base.hi.astype(np.int64)
+        width = int((hi - lo).max()) + 1
+
+        def f(acc: np.ndarray) -> np.ndarray:
+            return self._probe(p, chain, acc, scale, zp)
+
+        points = min(COARSE_POINTS, width)
+        grid = np.linspace(lo, hi, points).round().astype(np.int64)  # (G, C)
+        y = f(grid)
+        d = np.diff(y, axis=0)
+        inc = np.all(d >= 0, axis=0)
+        dec = np.all(d <= 0, axis=0)
+        if not np.all(inc | dec):
+            if width <= LUT_LIMIT:
+                return self._emit_lut(p, f, lo, width)
+            bad = int(np.flatnonzero(~(inc | dec))[0])
+            raise CompileError(f"{self.where(node)}: channel {bad} is not monotone in its input")
+        sign = np.where(inc, 1, -1)
+        acc_name = base.name
+        if np.any(sign < 0):
+            acc_name = self.b.op("Mul", [acc_name, self.b.const(sign.reshape(_chan_shape(len(base.shape), C)))])
+        slo = np.where(sign > 0, lo, -hi)
+        shi = np.where(sign > 0, hi, -lo)
+
+        def g(a: np.ndarray) -> np.ndarray:  # non-decreasing in a
+            return f(a * sign[None, :])
+
+        T = self._thresholds(g, slo, shi, qmin, qmax)
+        fit = _fit_affine(T, slo, shi, g(np.stack([slo, shi])), qmin, qmax)
+        rank = len(base.shape)
+        cs = _chan_shape(rank, C)
+        if fit is not None:
+            B, M = fit
+            self.stats["affine"] += 1
+            added = self._into_bias(acc_name, B.reshape(cs))
+            return self._emit_scale_round_clip(added, M, C, rank, qmin, qmax)
+        if width <= LUT_LIMIT:
+            return self._emit_lut(p, f, lo, width)
+        self.stats["thresholds"] += 1
+        L = T.shape[1]
+        Tt = np.where(np.isfinite(T), T, np.where(T > 0, 3e38, -3e38)).astype(np.float32)
+        ge = self.b.op("GreaterOrEqual", [
+            self.b.op("Unsqueeze", [acc_name, self.b.const(np.array([-1]), dtype=np.int64)]),
+            self.b.const(Tt.reshape(cs + (L,)))])
+        cnt = self.b.op("ReduceSum", [self.b.op("Cast", [ge], to=TensorProto.FLOAT),
+                                      self.b.const(np.array([-1]), dtype=np.int64)], keepdims=0)
+        return self.b.op("Add", [cnt, self.b.const(float(qmin))], hint="codes")
+
+    def _emit_scale_round_clip(self, v: str, M: np.ndarray, C: int, rank: int,
+                               qmin: int, qmax: int) -> str:
+        """clip(rint(v * M)). On 4-D tensors as two depthwise 1x1 convolutions (scale, then
+        unshift), whose biases add and remove ROUNDER: onnxruntime keeps those in its blocked
+        layout and fuses the clip, where Mul/Floor nodes would be reordered around. Whether it
+        computes v * M + R with one rounding or two does not matter: the form is verified both
+        ways (see :func:`_apply`)."""
+        if rank != 4:
+            cs = _chan_shape(rank, C)
+            r = self.b.op("Mul", [v, self.b.const(M.reshape(cs))])
+            r = self.b.op("Add", [self.b.op("Add", [r, self.b.const(ROUNDER)]),
+                                  self.b.const(-ROUNDER)])
+        else:
+            w = (C, 1, 1, 1)
+            r = self.b.op("Conv", [v, self.b.const(M.reshape(w)), self.b.const(np.full(C, ROUNDER))],
+                          group=C, kernel_shape=[1, 1])
+            r = self.b.op("Conv", [r, self.b.const(np.ones(w)), self.b.const(np.full(C, -ROUNDER))],
+                          group=C, kernel_shape=[1, 1])
+        return self.b.op("Clip", [r, self.b.const(qmin), self.b.const(qmax)], hint="codes")
+
+    def _into_bias(self, acc: str, B: np.ndarray) -> str:
+        """acc + B: as the bias of the convolution that made ``acc`` when it has none (the
+        convolution adds its bias to the finished sum, one float add, as an Add node would)."""
+        node = next((n for n in self.b.nodes if acc in n.output), None)
+        if node is not None and node.op_type == "Conv" and len(node.input) == 2:
+            node.input.append(self.b.const(B.reshape(-1)))
+            return acc
+        return self.b.op("Add", [acc, self.b.const(B)])
+
+    def _emit_lut(self, p: Pending, f, lo: np.ndarray, width: int) -> str:
+        base = p.base
+        C = base.lo.size
+        accs = lo[None, :] + np.arange(width)[:, None]  # (W, C)
+        table = f(accs).T.reshape(-1)  # channel-major
+        cs = _chan_shape(len(base.shape), C)
+        offset = (np.arange(C) * width - lo).reshape(cs)
+        idx = self.b.op("Cast", [self.b.op("Add", [base.name, self.b.const(offset)])],
+                        to=TensorProto.INT64)
+        self.stats["lut"] += 1
+        return self.b.op("Gather", [self.b.const(table), idx], hint="codes", axis=0)
+
+    def _thresholds(self, g, lo: np.ndarray, hi: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
+        """T[c, j]: the least a in [lo, hi] with g(a) >= qmin + 1 + j (+inf/-inf outside)."""
+        C = lo.size
+        levels = np.arange(qmin + 1, qmax + 1)
+        L = levels.size
+        y_lo, y_hi = g(np.stack([lo, hi]))  # (C,) each
+        T = np.empty((C, L))
+        a = np.repeat(lo[:, None], L, axis=1).astype(np.int64)  # g(a) < level
+        b = np.repeat(hi[:, None], L, axis=1).astype(np.int64)  # g(b) >= level
+        below = y_lo[:, None] >= levels[None, :]
+        never = y_hi[:, None] < levels[None, :]
+        active = ~(below | never)
+        while True:
+            open_ = active & (b - a > 1)
+            if not open_.any():
+                break
+            mid = (a + b) // 2
+            # evaluate the (C, L) midpoints as L probes per channel
+            y = g(mid.T).T  # (C, L)
+            up = y >= levels[None, :]
+            b = np.where(open_ & up, mid, b)
+            a = np.where(open_ & ~up, mid, a)
+        T[:] = b
+        T[below] = -np.inf
+        T[never] = np.inf
+        return T
+
+
+def _fit_affine(T: np.ndarray, lo: np.ndarray, hi: np.ndarray, y_ends: np.ndarray,
+                qmin: int, qmax: int):
+    """Per-channel B, M (float32) with clip(rint(fl(fl(a + B) * M))) equal to the thresholds."""
+    C = T.shape[0]
+    B = np.zeros(C, dtype=np.float32)
+    M = np.zeros(C, dtype=np.float32)
+    levels = np.arange(qmin + 1, qmax + 1, dtype=np.float64)
+    for c in range(C):
+        fin = np.isfinite(T[c])
+        j, t = levels[fin], T[c][fin]
+        if j.size == 0:
+            # a constant channel: a tiny slope on a huge offset rounds to its one code everywhere
+            M[c] = np.float32(2.0**-30)
+            B[c] = np.float32(y_ends[0, c] * 2.0**30)
+            if not _verify(T[c], lo[c], hi[c], y_ends[:, c], B[c], M[c], qmin, qmax):
+                return None
+        else:
+            # the level-j threshold of the affine form is j*d + e (d = 1/M, e = -B); find d, e
+            # with T_j - 1 < j*d + e <= T_j for every finite threshold
+            # unreachable levels bound the threshold line too: above hi (+inf), at most lo (-inf)
+            up = levels[T[c] == np.inf]
+            down = levels[T[c] == -np.inf]
+            if j.size == 1:
+                span = float(max(hi[c] - lo[c], 1))
+                candidates = [span * 4.0, 1.0, span]
+            else:
+                dj = j[None, :] - j[:, None]
+                dt = t[None, :] - t[:, None]
+                mask = dj > 0
+                dlo = ((dt - 1) / np.where(mask, dj, 1))[mask].max()
+                dhi = ((dt + 1) / np.where(mask, dj, 1))[mask].min()
+                if dlo >= dhi:
+                    return None
+                candidates = list(dlo + (dhi - dlo) * np.linspace(0.5, 0.02, 25)) + list(
+                    dlo + (dhi - dlo) * np.linspace(0.52, 0.98, 24))
+            for d in candidates:
+                elo = (t - 1 - j * d).max()
+                ehi = (t - j * d).min()
+                if up.size:
+                    elo = max(elo, hi[c] - up.min() * d)
+                if down.size:
+                    ehi = min(ehi, lo[c] - down.max() * d)
+                if elo >= ehi:
+                    continue
+                e = (elo + ehi) / 2.0
+                # rint(v) >= j where v >= j - 1/2: the level-j threshold (j - 1/2)*d - B = j*d + e
+                M[c], B[c] = np.float32(1.0 / d), np.float32(-e - 0.5 * d)
+                if _verify(T[c], lo[c], hi[c], y_ends[:, c], B[c], M[c], qmin, qmax):
+                    break
+            else:
+                return None
+    return B, M
+
+
+def _apply(a: np.ndarray, B: np.float32, M: np.float32, qmin: int, qmax: int,
+           fused: bool = False) -> np.ndarray:
+    """clip(rint(fl(fl(a + B) * M))) as the program computes it in float32: the scale and the
+    rounder R are one depthwise convolution, fl(fl(v * M) + R) - R, or with ``fused`` (a fused
+    multiply-add) fl(v * M + R) - R. Both are monotone in ``a``."""
+    v = (a.astype(np.float32) + B).astype(np.float32)
+    if fused:
+        y = (v.astype(np.float64) * np.float64(M) + ROUNDER).astype(np.float32)
+    else:
+        y = ((v * M).astype(np.float32) + np.float32(ROUNDER)).astype(np.float32)
+    r = (y - np.float32(ROUNDER)).astype(np.float32)
+    return np.clip(r, qmin, qmax)
+
+
+def _verify(T, lo, hi, y_ends, B, M, qmin, qmax) -> bool:
+    levels = np.arange(qmin + 1, qmax + 1)
+    pts = [np.array([lo, hi])]
+    exp = [y_ends]
+    fin = np.isfinite(T)
+    for shift, expect in ((0, levels[fin]), (-1, levels[fin] - 1)):
+        p = T[fin] + shift
+        ok = (p >= lo) & (p <= hi)
+        pts.append(p[ok])
+        exp.append(expect[ok])
+    a = np.concatenate(pts).astype(np.int64)
+    e = np.concatenate(exp)
+    if np.any(np.abs(a) >= EXACT_LIMIT):
+        return False
+    return all(bool(np.all(_apply(a, B, M, qmin, qmax, fused) == e)) for fused in (False, True))
+
+
+def compile_model(model: ModelWrapper) -> Program:
+    """Compile a QONNX model (integer input, one output) into a bit-exact program."""
+    return _Compiler(model).run()

@@ -1,0 +1,202 @@
+"""``finnchain build`` (and ``build/build.py``): from plan.json to one overlay per stage."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from itertools import groupby
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from finnchain.finn.collect import (
+    CollectError,
+    collect_emulated,
+    collect_finn,
+    finn_estimates,
+    planner_estimates,
+    stage_json,
+)
+from finnchain.finn.docker import FinnSetupError, RunResult, finn_script, run_build
+from finnchain.finn.folder import BuildInputError, stage_model_path, write_folder
+from finnchain.finn.manifest import (
+    SCHEMA,
+    Manifest,
+    ManifestError,
+    StageEntry,
+    file_hashes,
+    verify,
+)
+from finnchain.plan.schema import Plan, PlanFileError, StagePlan
+
+GB_PER_FINN_BUILD = 16  # Vivado's appetite for an xc7z020 build, to bound --jobs by memory
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Turn a plan into one deployable overlay per stage. --target finn writes a FINN build "
+        "folder per stage and runs FINN's docker flow ($FINN_ROOT/run-docker.sh build_custom), "
+        "several at once with --jobs; --target emulate writes the same layout with each stage's "
+        "QONNX in place of the bitstream, for the emulated accelerator. Stages whose inputs did "
+        "not change are not rebuilt. Writes OUT/stage<k>/ and OUT/manifest.json (files and "
+        "SHA-256) and prints FINN's estimates beside the planner's. Exits 1 if a stage failed "
+        "(the others are kept), 2 on bad input or a missing FINN.")
+    p.add_argument("plan", help="plan.json (or the folder holding it) written by build/plan.py")
+    p.add_argument("--target", choices=("emulate", "finn"), default="emulate",
+                   help="emulate (default, no FINN needed) or finn (FINN + Vivado via Docker)")
+    p.add_argument("--out", help="output folder (default artifacts/<model>/<cluster>)")
+    p.add_argument("--jobs", type=int, help="FINN builds at once (default: by memory, "
+                   f"{GB_PER_FINN_BUILD} GB each)")
+    p.add_argument("--force", action="store_true", help="rebuild every stage")
+
+
+def cluster_name(plan: Plan) -> str:
+    """e.g. zedboardx6, or zedboardx4-pynq-z2x2 for a mixed chain."""
+    kinds = [s.board["kind"] for s in plan.stages]
+    return "-".join(f"{k}x{len(list(g))}" for k, g in groupby(kinds))
+
+
+def default_jobs(stages: int) -> int:
+    try:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem_gb = GB_PER_FINN_BUILD
+    return max(1, min(stages, int(mem_gb // GB_PER_FINN_BUILD), os.cpu_count() or 1))
+
+
+def _emulate_hash(model: Path) -> str:
+    return hashlib.sha256(b"emulate\0" + model.read_bytes()).hexdigest()
+
+
+def _up_to_date(old: Manifest | None, out: Path, index: int, inputs: str) -> StageEntry | None:
+    entry = old.stage(index) if old else None
+    if entry is None or entry.inputs_sha256 != inputs or verify(out, entry):
+        return None
+    return entry
+
+
+def _finish(plan: Plan, stage: StagePlan, out: Path, accelerator: dict, inputs: str,
+            seconds: float | None) -> StageEntry:
+    dest = out / f"stage{stage.index}"
+    (dest / "stage.json").write_text(
+        json.dumps(stage_json(plan, stage, accelerator, inputs), indent=1) + "\n")
+    return StageEntry(index=stage.index, board=stage.board["kind"], dir=dest.name,
+                      accelerator=accelerator, inputs_sha256=inputs,
+                      files=file_hashes(out, dest), predicted=planner_estimates(stage),
+                      finn_estimate=finn_estimates(dest), build_seconds=seconds)
+
+
+def _compare(console: Console, entries: list[StageEntry]) -> None:
+    table = Table(title="planner prediction beside FINN's estimate (dataflow only, per stage)")
+    for col in ("stage", "board", "cycles plan/FINN", "fps plan/FINN", "LUT plan/FINN",
+                "RAMB18 plan/FINN", "DSP plan/FINN"):
+        table.add_column(col, justify="right")
+    for e in sorted(entries, key=lambda e: e.index):
+        p, f = e.predicted, e.finn_estimate
+
+        def pair(key, fmt="{:,.0f}", p=p, f=f):
+            theirs = fmt.format(f[key]) if f else "-"
+            return f"{fmt.format(p[key])} / {theirs}"
+
+        table.add_row(str(e.index), e.board, pair("max_cycles"), pair("fps", "{:,.1f}"),
+                      pair("lut"), pair("bram18"), pair("dsp"))
+    console.print(table)
+    if not any(e.finn_estimate for e in entries):
+        console.print("no FINN estimates for emulated stages: build with --target finn to compare")
+    else:
+        console.print("FINN estimates before FIFO and width-converter insertion; the planner "
+                      "counts them (see finnchain.cost.ops)")
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(width=max(Console().width, 120))
+    try:
+        path = Path(args.plan)
+        path = path / "plan.json" if path.is_dir() else path
+        plan = Plan.read(path)
+        models = {s.index: stage_model_path(path.parent, s) for s in plan.stages}
+        script = finn_script() if args.target == "finn" else None
+    except (PlanFileError, BuildInputError, FinnSetupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.jobs is not None and args.jobs < 1:
+        print("error: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path("artifacts") / plan.model["name"] / cluster_name(plan)
+    out.mkdir(parents=True, exist_ok=True)
+    old = None
+    if (out / "manifest.json").is_file() and not args.force:
+        try:
+            old = Manifest.read(out / "manifest.json")
+        except ManifestError as exc:
+            console.print(f"ignoring the old manifest: {exc}")
+        if old and (old.plan_hash != plan.plan_hash or old.target != args.target):
+            old = None
+    entries: dict[int, StageEntry] = {}
+    failed: dict[int, str] = {}
+    queue = []
+    for stage in plan.stages:
+        if args.target == "emulate":
+            inputs = _emulate_hash(models[stage.index])
+        else:
+            inputs = write_folder(plan, path.parent, stage, out / "finn-build").inputs_sha256
+        kept = _up_to_date(old, out, stage.index, inputs)
+        if kept is not None:
+            entries[stage.index] = kept
+            console.print(f"stage {stage.index}: up to date ({inputs[:12]}), not rebuilt")
+        else:
+            queue.append((stage, inputs))
+
+    def build_one(stage: StagePlan, inputs: str) -> tuple[StageEntry | None, RunResult | None]:
+        dest = out / f"stage{stage.index}"
+        if args.target == "emulate":
+            acc = collect_emulated(models[stage.index], dest)
+            return _finish(plan, stage, out, acc, inputs, None), None
+        folder = out / "finn-build" / f"stage{stage.index}"
+        result = run_build(script, folder, folder / "build.log")
+        if not result.ok:
+            return None, result
+        acc = collect_finn(folder, dest)
+        return _finish(plan, stage, out, acc, inputs, round(result.seconds, 1)), result
+
+    jobs = args.jobs or (default_jobs(len(queue)) if args.target == "finn" else 1)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress, ThreadPoolExecutor(jobs) as pool:
+        tasks = {s.index: progress.add_task(f"stage {s.index} ({s.board['kind']}): building",
+                                            total=1) for s, _ in queue}
+        futures = {pool.submit(build_one, s, h): s for s, h in queue}
+        for fut in as_completed(futures):
+            stage = futures[fut]
+            task = tasks[stage.index]
+            try:
+                entry, result = fut.result()
+            except (CollectError, OSError) as exc:
+                entry, result = None, None
+                failed[stage.index] = str(exc)
+            if entry is not None:
+                entries[stage.index] = entry
+                progress.update(task, completed=1,
+                                description=f"stage {stage.index} ({stage.board['kind']}): done")
+            else:
+                if result is not None:
+                    failed[stage.index] = (f"FINN exited with {result.returncode}; last lines "
+                                           f"of {result.log}:\n{result.tail()}")
+                progress.update(task, completed=1,
+                                description=f"stage {stage.index}: [red]failed[/red]")
+    manifest = Manifest(schema=SCHEMA, plan_hash=plan.plan_hash,
+                        model={k: plan.model[k] for k in ("name", "sha256")},
+                        target=args.target, cluster=cluster_name(plan),
+                        stages=[entries[k] for k in sorted(entries)])
+    manifest.write(out / "manifest.json")
+    _compare(console, list(entries.values()))
+    for index, why in sorted(failed.items()):
+        print(f"error: stage {index} failed: {why}", file=sys.stderr)
+    console.print(f"wrote {out / 'manifest.json'}: {len(entries)} of {len(plan.stages)} stages "
+                  f"built ({args.target})")
+    return 1 if failed else 0

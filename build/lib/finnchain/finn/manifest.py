@@ -1,0 +1,75 @@
+"""manifest.json: what a build produced, with checksums, for the deploy to trust.
+
+One entry per stage: its folder, the board it is for, the accelerator kind, every file with its
+SHA-256, the hash of the build inputs (to skip unchanged stages next time), the planner's
+prediction and FINN's estimate side by side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from finnchain.files import read_document, sha256_file, write_document
+
+SCHEMA = "finnchain.manifest/1"
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read, or files that do not match it."""
+
+
+@dataclass
+class StageEntry:
+    index: int
+    board: str
+    dir: str
+    accelerator: dict
+    inputs_sha256: str
+    files: dict[str, str]  # path relative to the manifest's folder -> sha256
+    predicted: dict
+    finn_estimate: dict | None = None
+    build_seconds: float | None = None
+
+
+@dataclass
+class Manifest:
+    schema: str
+    plan_hash: str
+    model: dict
+    target: str
+    cluster: str
+    stages: list[StageEntry] = field(default_factory=list)
+
+    def write(self, path: Path) -> Path:
+        return write_document(path, asdict(self))
+
+    @classmethod
+    def read(cls, path: str | Path) -> Manifest:
+        data = read_document(path, "manifest", SCHEMA, ManifestError)
+        try:
+            stages = [StageEntry(**s) for s in data.pop("stages")]
+            return cls(**data, stages=stages)
+        except (TypeError, KeyError) as exc:
+            raise ManifestError(f"{path} is not a finnchain manifest: {exc}") from exc
+
+    def stage(self, index: int) -> StageEntry | None:
+        return next((s for s in self.stages if s.index == index), None)
+
+
+def file_hashes(root: Path, folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder``, keyed by its path relative to ``root``."""
+    return {str(p.relative_to(root)): sha256_file(p)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def verify(root: Path, entry: StageEntry) -> list[str]:
+    """Files of a stage that are missing or changed since the manifest was written."""
+    bad = []
+    for rel, digest in entry.files.items():
+        p = root / rel
+        if not p.is_file():
+            bad.append(f"{rel} (missing)")
+        elif sha256_file(p) != digest:
+            bad.append(f"{rel} (changed)")
+    return bad

@@ -1,0 +1,1 @@
+"""QONNX graphs: cut points, splitting into stages, wire packing, the reference run."""

@@ -1,0 +1,177 @@
+"""Split a model into stages, run the chain and the whole model, and compare bit for bit.
+
+    python -m finnchain.graph.check MODEL --stages N [--cuts I,J,...] [--inputs K] [--seed S]
+
+MODEL is a QONNX file or a known model name (exported on first use). The chain of stages runs on
+the emulated accelerator (``--engine emulate``, the default) or on qonnx's reference; the whole
+model runs on the reference. Exits 0 only when every output is equal bit for bit, 1 when not,
+2 on bad input. For every cut it prints the datatype, the bytes per frame on the wire and how many
+distinct values crossed it (a degenerate cut with one or two values proves little).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+
+from finnchain.graph.cuts import CutPoint, cut_points
+from finnchain.graph.model import input_name, load
+from finnchain.graph.reference import run_reference
+from finnchain.graph.split import resolve_cuts, split
+
+
+@dataclass
+class CutReport:
+    tensor: str
+    datatype: str
+    shape: tuple[int, ...]
+    bytes_per_frame: int
+    distinct: int
+
+
+@dataclass
+class CheckResult:
+    equal: bool
+    stages: int
+    cuts: list[CutReport] = field(default_factory=list)
+    output_distinct: int = 0
+    seconds_whole: float = 0.0
+    seconds_chain: float = 0.0
+    detail: str = ""
+
+
+def even_cuts(model: ModelWrapper, stages: int) -> list[CutPoint]:
+    """``stages - 1`` legal cuts spread evenly over the model's legal cuts."""
+    legal = cut_points(model)
+    if stages < 1:
+        raise ValueError("the number of stages must be at least 1")
+    if stages - 1 > len(legal):
+        raise ValueError(f"{stages} stages need {stages - 1} cuts; the model has {len(legal)}")
+    if stages == 1:
+        return []
+    pos = np.linspace(0, len(legal) - 1, stages + 1)[1:-1]
+    idx = sorted({round(p) for p in pos})
+    while len(idx) < stages - 1:  # crowded: take the first free ones
+        idx = sorted(set(idx) | {next(i for i in range(len(legal)) if i not in idx)})
+    return [legal[i] for i in idx]
+
+
+def runner(engine: str):
+    if engine == "reference":
+        return lambda m: (lambda x: run_reference(m, x))
+    if engine == "emulate":
+        from finnchain.emu.executor import Executor
+
+        return lambda m: Executor(m).run
+    raise ValueError(f"unknown engine {engine!r} (emulate or reference)")
+
+
+def check_split(
+    model: ModelWrapper,
+    cuts: list[int | str | CutPoint],
+    x: np.ndarray,
+    engine: str = "emulate",
+    whole_engine: str = "reference",
+) -> CheckResult:
+    """Run ``x`` through the whole model and through its stages; compare the outputs."""
+    points = resolve_cuts(model, cuts)
+    stages = split(model, points)
+    t0 = time.perf_counter()
+    whole = runner(whole_engine)(model)(x)
+    t1 = time.perf_counter()
+    make = runner(engine)
+    y = x
+    reports = []
+    for k, stage in enumerate(stages):
+        y = make(stage)(y)
+        if k < len(points):
+            c = points[k]
+            reports.append(CutReport(c.tensor, c.datatype, c.shape, c.bytes_per_frame,
+                                     int(np.unique(y).size)))
+    t2 = time.perf_counter()
+    equal = bool(np.array_equal(np.asarray(y), np.asarray(whole)))
+    detail = ""
+    if not equal:
+        diff = np.asarray(y) != np.asarray(whole)
+        detail = f"{int(diff.sum())} of {diff.size} output values differ"
+    return CheckResult(equal, len(stages), reports, int(np.unique(whole).size),
+                       t1 - t0, t2 - t1, detail)
+
+
+def resolve_model(spec: str, root: Path = Path("artifacts")) -> ModelWrapper:
+    """A QONNX file, or a known model name (exported to ``root``/<name>/model.onnx if missing)."""
+    path = Path(spec)
+    if path.suffix == ".onnx" or path.exists():
+        return load(path)
+    from finnchain.models import zoo
+
+    zoo.recipe(spec)  # raises with the list of known names
+    path = zoo.default_path(spec, root)
+    if not path.exists():
+        print(f"exporting {spec} to {path} ...", file=sys.stderr)
+        zoo.export(spec, path)
+    return load(path)
+
+
+def print_result(res: CheckResult, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"{res.stages} stages")
+    for col in ("cut", "tensor", "datatype", "shape", "bytes/frame", "distinct values"):
+        table.add_column(col)
+    for i, c in enumerate(res.cuts):
+        table.add_row(str(i), c.tensor, c.datatype, "x".join(map(str, c.shape[1:])),
+                      f"{c.bytes_per_frame:,}", str(c.distinct))
+    console.print(table)
+    verdict = "[green]bit-exact[/green]" if res.equal else f"[red]MISMATCH[/red]: {res.detail}"
+    console.print(f"chain vs whole model: {verdict} (whole {res.seconds_whole:.2f} s, "
+                  f"chain {res.seconds_chain:.2f} s, {res.output_distinct} distinct outputs)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="QONNX file or model name (mobilenet-v1, digits-cnv)")
+    p.add_argument("--stages", type=int, default=2, help="number of stages (default 2)")
+    p.add_argument("--cuts", default=None,
+                   help="comma-separated cut indices (see 'finnchain cuts'); overrides --stages")
+    p.add_argument("--inputs", type=int, default=4, help="seeded inputs to run (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the inputs (default 0)")
+    p.add_argument("--engine", choices=("emulate", "reference"), default="emulate",
+                   help="what runs the stages (default: the emulated accelerator)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from finnchain.models.zoo import sample_inputs
+
+    try:
+        model = resolve_model(args.model)
+        if args.cuts:
+            cuts: list = [int(c) for c in args.cuts.split(",") if c.strip()]
+        else:
+            cuts = even_cuts(model, args.stages)
+        shape = tuple(model.get_tensor_shape(input_name(model)))
+        x = sample_inputs(shape, args.inputs, args.seed)
+        res = check_split(model, cuts, x, engine=args.engine)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_result(res)
+    return 0 if res.equal else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m finnchain.graph.check", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

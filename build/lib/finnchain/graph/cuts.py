@@ -1,0 +1,112 @@
+"""Legal cut points of a QONNX model and what crosses the link at each.
+
+A cut may sit only on the output of an activation quantizer (a ``Quant`` node whose input is
+computed from the model input, not a weight) with a power-of-two scale and a single zero point,
+and only where that tensor is the one thing that crosses: no other computed tensor of the part
+before is used by the part after. What crosses is the integer code ``value / scale + zero_point``
+with a FINN datatype (UINT4, INT8, ...), in FINN's packed NHWC layout (see ``pack``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from onnx import helper
+from qonnx.core.datatype import DataType
+from qonnx.core.modelwrapper import ModelWrapper
+
+from finnchain.graph.model import constant_tensors, input_name, is_pow2
+from finnchain.graph.pack import packed_bytes
+
+
+@dataclass(frozen=True)
+class CutPoint:
+    """A place where the model may be split between two boards."""
+
+    index: int  # position among the model's legal cuts, in graph order
+    tensor: str  # the quantizer output in the whole model
+    node: str  # the quantizer that produces it
+    shape: tuple[int, ...]  # NCHW (or NC) shape for batch 1
+    datatype: str  # FINN datatype of the codes, e.g. "UINT4"
+    scale: float  # value = (code - zero_point) * scale
+    zero_point: float
+    bytes_per_frame: int  # packed NHWC, innermost dimension (channels) padded to whole bytes
+    nodes_before: int  # non-constant nodes upstream of the cut (for display and planning)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def codes_datatype(model: ModelWrapper, node) -> DataType | None:
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    bits = model.get_initializer(node.input[3])
+    if bits is None:
+        return None
+    bits = int(np.asarray(bits).flatten()[0])
+    signed = bool(attrs.get("signed", 1))
+    if bits == 1 and signed:
+        return DataType["BIPOLAR"]
+    # a narrow range (-7..7 for INT4) travels in the full type's container
+    return DataType[f"INT{bits}" if signed else f"UINT{bits}"]
+
+
+def compute_nodes(model: ModelWrapper) -> list:
+    """Nodes that depend on the model input (weights and their quantizers are excluded)."""
+    const = constant_tensors(model)
+    return [n for n in model.graph.node if not all(t in const for t in n.input if t)]
+
+
+def _crossing(model: ModelWrapper, compute: list, upto: int) -> set[str]:
+    """Computed tensors produced by compute[:upto+1] and used by compute[upto+1:]."""
+    produced = {t for n in compute[: upto + 1] for t in n.output}
+    used = {t for n in compute[upto + 1 :] for t in n.input}
+    outputs = {o.name for o in model.graph.output}
+    return (produced & used) | (produced & outputs if upto + 1 < len(compute) else set())
+
+
+def cut_points(model: ModelWrapper) -> list[CutPoint]:
+    """Every legal cut of ``model``, in graph order (the graph must be topologically sorted)."""
+    compute = compute_nodes(model)
+    cuts: list[CutPoint] = []
+    inp = input_name(model)
+    for i, node in enumerate(compute):
+        if node.op_type != "Quant" or i == len(compute) - 1:
+            continue
+        if node.input[0] == inp:
+            continue
+        scale = model.get_initializer(node.input[1])
+        zp = model.get_initializer(node.input[2])
+        if scale is None or zp is None or np.size(scale) != 1 or np.size(zp) != 1:
+            continue
+        if not is_pow2(scale):
+            continue
+        out = node.output[0]
+        if _crossing(model, compute, i) != {out}:
+            continue
+        dt = codes_datatype(model, node)
+        if dt is None:
+            continue
+        shape = tuple(model.get_tensor_shape(out))
+        cuts.append(
+            CutPoint(
+                index=len(cuts),
+                tensor=out,
+                node=node.name,
+                shape=shape,
+                datatype=dt.name,
+                scale=float(np.asarray(scale).flatten()[0]),
+                zero_point=float(np.asarray(zp).flatten()[0]),
+                bytes_per_frame=packed_bytes(nhwc(shape), dt),
+                nodes_before=i + 1,
+            )
+        )
+    return cuts
+
+
+def nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """NCHW -> NHWC (FINN's layout on the wire); 2-D shapes stay as they are."""
+    if len(shape) == 4:
+        n, c, h, w = shape
+        return (n, h, w, c)
+    return tuple(shape)

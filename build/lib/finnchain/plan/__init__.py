@@ -1,0 +1,1 @@
+"""The planner: folding per layer, cut points across boards, plan.json."""

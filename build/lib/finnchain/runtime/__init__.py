@@ -1,0 +1,1 @@
+"""The inference chain at run time: stage daemon, transport, accelerators, client."""

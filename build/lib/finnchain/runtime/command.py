@@ -1,0 +1,116 @@
+"""``finnchain up``, ``finnchain infer`` and ``finnchain bench``: a chain from the user's side."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def add_up(p: argparse.ArgumentParser) -> None:
+    p.description = ("Start a chain of stage daemons on this machine from a build folder "
+                     "(manifest.json), last stage first, and keep it up until Ctrl-C. Writes "
+                     "WORKDIR/chain.json for clients (finnchain infer/bench --chain).")
+    p.add_argument("build", help="a build folder (build/build.py --out), with manifest.json")
+    p.add_argument("--workdir", default="artifacts/local-chain", help="configs, logs, chain.json")
+    p.add_argument("--accelerator", help="emulate, emulate-paced or pass-through (default: "
+                   "what the stages were built for)")
+    p.add_argument("--batch", type=int, default=1, help="frames per accelerator call")
+
+
+def run_up(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from finnchain.finn.manifest import ManifestError
+    from finnchain.runtime.local import LaunchError, LocalChain
+
+    try:
+        chain = LocalChain(args.build, args.workdir, args.accelerator, args.batch).start()
+    except (LaunchError, ManifestError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"chain up: {len(chain.procs)} stages; clients use --chain {chain.file}", flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    chain.stop()
+    return 0
+
+
+def add_infer(p: argparse.ArgumentParser) -> None:
+    p.description = ("Send images (a .npy file of uint8, N x C x H x W) through a running "
+                     "chain and print or save the top-k class indices, in order.")
+    p.add_argument("images", help=".npy file of uint8 images")
+    p.add_argument("--chain", required=True, help="chain.json of a running chain")
+    p.add_argument("--out", help="save the results here (.npy) instead of printing them")
+    p.add_argument("--window", type=int, default=16, help="frames in flight (default 16)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per frame (default 30)")
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    from finnchain.runtime.client import Chain, ChainError, ChainTimeout
+
+    try:
+        images = np.load(args.images)
+        with Chain(args.chain, window=args.window, timeout=args.timeout) as chain:
+            results = chain.infer(images)
+    except (OSError, ValueError, TypeError, ChainError, ChainTimeout) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.out:
+        np.save(args.out, results)
+        print(f"wrote {args.out}: {results.shape[0]} results")
+    else:
+        for i, row in enumerate(results):
+            print(i, " ".join(map(str, row)))
+    return 0
+
+
+def add_bench(p: argparse.ArgumentParser) -> None:
+    p.description = "Stream seeded images through a running chain: frames/s and latency."
+    p.add_argument("--chain", required=True, help="chain.json of a running chain")
+    p.add_argument("--frames", type=int, default=200, help="frames to send (default 200)")
+    p.add_argument("--window", type=int, default=16, help="frames in flight (default 16)")
+
+
+def stream(chain, frames: int, seed: int = 0) -> dict:
+    """Send ``frames`` seeded images through ``chain``; rate and latency percentiles."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, size=(min(frames, 32), *chain.image_shape), dtype=np.uint8)
+    sent: dict[int, float] = {}
+    latency = []
+    t0 = time.perf_counter()
+    seqs = []
+    for i in range(frames):
+        (seq,) = chain.submit(images[i % len(images)][None])
+        sent[seq] = time.perf_counter()
+        seqs.append(seq)
+        for s in [s for s in list(chain.done) if s in sent]:
+            latency.append(time.perf_counter() - sent.pop(s))
+    for seq, _ in chain.results(seqs):
+        if seq in sent:
+            latency.append(time.perf_counter() - sent.pop(seq))
+    seconds = time.perf_counter() - t0
+    lat = np.array(latency) * 1e3
+    return {"frames": frames, "seconds": round(seconds, 3),
+            "frames_per_s": round(frames / seconds, 2),
+            "latency_ms_p50": round(float(np.percentile(lat, 50)), 3),
+            "latency_ms_p99": round(float(np.percentile(lat, 99)), 3)}
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from finnchain.runtime.client import Chain, ChainError, ChainTimeout
+
+    try:
+        with Chain(args.chain, window=args.window) as chain:
+            r = stream(chain, args.frames)
+    except (OSError, ChainError, ChainTimeout) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{r['frames']} frames in {r['seconds']} s: {r['frames_per_s']} frames/s, latency "
+          f"p50 {r['latency_ms_p50']} ms, p99 {r['latency_ms_p99']} ms")
+    return 0

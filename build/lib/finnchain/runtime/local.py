@@ -1,0 +1,158 @@
+"""A chain of stage daemons as processes on this host, from a build folder (``manifest.json``).
+
+Used by ``finnchain up``, the tests and the benchmarks: the same daemons a board runs, on
+localhost ports (``ports.local_ports``), started last stage first, each checked through its
+metrics endpoint before the next starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from finnchain.finn.manifest import Manifest
+from finnchain.runtime.client import ChainFile
+from finnchain.runtime.ports import StagePorts, local_ports
+
+READY_SECONDS = 120.0
+
+
+class LaunchError(RuntimeError):
+    """A stage that did not come up; the message holds the tail of its log."""
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_base(stages: int, tries: int = 50) -> int:
+    """A base port whose local ports for ``stages`` stages are all free."""
+    for _ in range(tries):
+        base = random.randrange(20000, 45000, 100)
+        ports = [p for k in range(stages) for p in vars(local_ports(k, base)).values()]
+        if all(_free(p) for p in ports):
+            return base
+    raise LaunchError("no free block of local ports found")
+
+
+def stage_configs(build_dir: Path, workdir: Path, base: int, accelerator: str | None = None,
+                  batch: int = 1, hwm: int = 8) -> tuple[list[Path], ChainFile]:
+    """Write one config file per stage and the chain file for clients."""
+    manifest = Manifest.read(build_dir / "manifest.json")
+    stages = sorted(manifest.stages, key=lambda s: s.index)
+    n = len(stages)
+    infos = [json.loads((build_dir / s.dir / "stage.json").read_text()) for s in stages]
+    if [i["index"] for i in infos] != list(range(n)) or any(i["stages"] != n for i in infos):
+        raise LaunchError(f"{build_dir}: the manifest does not hold a whole chain "
+                          f"(stages {[i['index'] for i in infos]} of {infos[0]['stages']})")
+    ports: list[StagePorts] = [local_ports(k, base) for k in range(n)]
+    workdir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, entry in enumerate(stages):
+        cfg = {"stage_dir": str((build_dir / entry.dir).resolve()),
+               "listen": f"tcp://127.0.0.1:{ports[k].data}",
+               "metrics": f"127.0.0.1:{ports[k].metrics}", "batch": batch, "hwm": hwm}
+        if accelerator:
+            cfg["accelerator"] = accelerator
+        if k + 1 < n:
+            cfg["downstream"] = f"tcp://127.0.0.1:{ports[k + 1].data}"
+        else:
+            cfg["results"] = f"tcp://127.0.0.1:{ports[k].results}"
+        path = workdir / f"stage{k}.json"
+        path.write_text(json.dumps(cfg, indent=1) + "\n")
+        paths.append(path)
+    chain = ChainFile(plan_hash=manifest.plan_hash, first=f"tcp://127.0.0.1:{ports[0].data}",
+                      last=f"tcp://127.0.0.1:{ports[-1].results}", input=infos[0]["input"],
+                      output=infos[-1]["output"],
+                      stages=[{"index": k, "host": "127.0.0.1", "data": p.data,
+                               "metrics": p.metrics} for k, p in enumerate(ports)])
+    return paths, chain
+
+
+def metrics_text(host: str, port: int, timeout: float = 2.0) -> str:
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as r:
+        return r.read().decode()
+
+
+class LocalChain:
+    """Start with ``with LocalChain(build_dir) as chain:``; ``chain.file`` is the chain file."""
+
+    def __init__(self, build_dir: str | Path, workdir: str | Path, accelerator: str | None = None,
+                 batch: int = 1, base: int | None = None, hwm: int = 8) -> None:
+        self.build_dir, self.workdir = Path(build_dir), Path(workdir)
+        self.accelerator, self.batch, self.hwm = accelerator, batch, hwm
+        self.base = base
+        self.procs: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+
+    def start(self) -> LocalChain:
+        manifest = Manifest.read(self.build_dir / "manifest.json")
+        base = self.base or free_base(len(manifest.stages))
+        configs, self.chain = stage_configs(self.build_dir, self.workdir, base, self.accelerator,
+                                            self.batch, self.hwm)
+        self.file = self.chain.write(self.workdir / "chain.json")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.procs = [None] * len(configs)
+        self.logs = [self.workdir / f"stage{k}.log" for k in range(len(configs))]
+        for k in reversed(range(len(configs))):  # last stage first
+            with open(self.logs[k], "wb") as log:
+                self.procs[k] = subprocess.Popen(
+                    [sys.executable, "-m", "finnchain.cli", "stage", "--config", str(configs[k])],
+                    stdout=log, stderr=subprocess.STDOUT, env=env)
+            self._wait_ready(k)
+        return self
+
+    def _wait_ready(self, k: int) -> None:
+        port = self.chain.stages[k]["metrics"]
+        deadline = time.monotonic() + READY_SECONDS
+        while time.monotonic() < deadline:
+            if self.procs[k].poll() is not None:
+                self.stop()
+                raise LaunchError(f"stage {k} exited with {self.procs[k].returncode}:\n"
+                                  + self.log_tail(k))
+            try:
+                metrics_text("127.0.0.1", port, timeout=0.5)
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise LaunchError(f"stage {k} not ready after {READY_SECONDS:g} s:\n{self.log_tail(k)}")
+
+    def log_tail(self, k: int, lines: int = 15) -> str:
+        text = self.logs[k].read_text(errors="replace") if self.logs[k].is_file() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def metrics(self, k: int) -> str:
+        return metrics_text("127.0.0.1", self.chain.stages[k]["metrics"])
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p is not None]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p is not None and p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            if p is not None:
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,103 @@
+"""A stage's counters, in Prometheus' text exposition format over HTTP (``GET /metrics``).
+
+Written with the standard library only: a board runs the stage with what its PYNQ image has
+(numpy, pyzmq), and the format is a dozen lines.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PREFIX = "finnchain_"
+
+
+class Metrics:
+    """Counters and gauges of one stage: written by the stage's loop alone (no lock on the
+    hot path), read by the HTTP thread."""
+
+    def __init__(self, stage: int, plan_hash: str, accelerator: str) -> None:
+        self.lock = threading.Lock()
+        self.started = time.time()
+        self.info = {"stage": str(stage), "plan": plan_hash[:16], "accelerator": accelerator}
+        self.frames = Counter()  # in, out
+        self.bytes = Counter()
+        self.errors = Counter()  # by kind
+        self.busy = 0.0
+        self.batches = 0
+        self.queues: dict[str, callable] = {}
+
+    def add(self, direction: str, frames: int, nbytes: int) -> None:
+        self.frames[direction] += frames
+        self.bytes[direction] += nbytes
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] += 1
+
+    def work(self, seconds: float) -> None:
+        self.busy += seconds
+        self.batches += 1
+
+    def snapshot(self) -> dict:
+        with self.lock:  # one reader at a time; copies are taken under the GIL
+            return {"frames": dict(self.frames), "bytes": dict(self.bytes),
+                    "errors": dict(self.errors), "busy_seconds": self.busy,
+                    "batches": self.batches, "uptime_seconds": time.time() - self.started,
+                    "queues": {k: f() for k, f in self.queues.items()}, **self.info}
+
+    def render(self) -> str:
+        s = self.snapshot()
+        labels = ",".join(f'{k}="{v}"' for k, v in self.info.items())
+        lines = [f"# TYPE {PREFIX}stage_info gauge", f"{PREFIX}stage_info{{{labels}}} 1"]
+
+        def family(name: str, kind: str, rows: list[tuple[str, float]]) -> None:
+            lines.append(f"# TYPE {PREFIX}{name} {kind}")
+            lines.extend(f"{PREFIX}{name}{lbl} {val}" for lbl, val in rows)
+
+        family("frames_total", "counter",
+               [(f'{{direction="{d}"}}', s["frames"].get(d, 0)) for d in ("in", "out")])
+        family("bytes_total", "counter",
+               [(f'{{direction="{d}"}}', s["bytes"].get(d, 0)) for d in ("in", "out")])
+        family("errors_total", "counter",
+               [(f'{{kind="{k}"}}', v) for k, v in sorted(s["errors"].items())] or [("", 0)])
+        family("busy_seconds_total", "counter", [("", round(s["busy_seconds"], 6))])
+        family("batches_total", "counter", [("", s["batches"])])
+        family("queue_depth", "gauge", [(f'{{queue="{q}"}}', v) for q, v in s["queues"].items()])
+        family("uptime_seconds", "gauge", [("", round(s["uptime_seconds"], 3))])
+        return "\n".join(lines) + "\n"
+
+
+def parse(text: str) -> dict[str, float]:
+    """Prometheus text back into {'name{labels}': value} (for clients and tests)."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
+    """Serve ``/metrics`` on a daemon thread; returns the server (``.server_address``)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404, "only /metrics here")
+                return
+            body = metrics.render().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # quiet: the stage logs what matters
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
+    return server

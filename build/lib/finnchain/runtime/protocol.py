@@ -1,0 +1,77 @@
+"""The wire protocol between clients and stages: a small fixed header, then the payload.
+
+Every message is a ZeroMQ multipart message. Between stages: ``[client, header, payload]``;
+from a client to the first stage the ROUTER socket adds the client's identity itself. The
+header (40 bytes, little-endian):
+
+    magic  4s  b"FCH1"
+    kind   B   DATA 1, RESULT 2, ERROR 3, HELLO 4, WELCOME 5
+    flags  B   reserved, 0
+    stage  H   index of the stage that wrote the message (0xFFFF: a client)
+    plan   16s the first 16 bytes of the plan's SHA-256 (plan_hash)
+    seq    Q   the client's sequence number of the first frame
+    count  I   frames in the payload
+    size   I   payload bytes
+
+A DATA payload is ``count`` frames in FINN's packed layout, back to back (``graph.pack``); an
+ERROR payload is UTF-8 text naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+MAGIC = b"FCH1"
+HEADER = struct.Struct("<4sBBH16sQII")
+DATA, RESULT, ERROR, HELLO, WELCOME = 1, 2, 3, 4, 5
+KINDS = {DATA: "data", RESULT: "result", ERROR: "error", HELLO: "hello", WELCOME: "welcome"}
+CLIENT = 0xFFFF
+MAX_COUNT = 4096  # frames in one message
+
+
+class HeaderError(ValueError):
+    """A header that cannot be read; the message says why."""
+
+
+class Header(NamedTuple):
+    """A parsed header (a NamedTuple: it is built for every message, so it must be cheap)."""
+
+    kind: int
+    stage: int
+    plan: bytes
+    seq: int
+    count: int
+    size: int
+
+    def pack(self) -> bytes:
+        return HEADER.pack(MAGIC, self.kind, 0, self.stage, self.plan, self.seq, self.count,
+                           self.size)
+
+    @classmethod
+    def parse(cls, raw: bytes | memoryview) -> Header:
+        if len(raw) != HEADER.size:
+            raise HeaderError(f"header of {len(raw)} bytes, expected {HEADER.size}")
+        magic, kind, _, stage, plan, seq, count, size = HEADER.unpack(raw)
+        if magic != MAGIC:
+            raise HeaderError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
+        if kind not in KINDS:
+            raise HeaderError(f"unknown message kind {kind}")
+        if count > MAX_COUNT:
+            raise HeaderError(f"{count} frames in one message, at most {MAX_COUNT}")
+        return cls(kind, stage, plan, seq, count, size)
+
+    @staticmethod
+    def make(kind: int, stage: int, plan: bytes, seq: int, count: int, size: int) -> bytes:
+        """A packed header, without building a Header first."""
+        return HEADER.pack(MAGIC, kind, 0, stage, plan, seq, count, size)
+
+
+def plan_id(plan_hash: str) -> bytes:
+    """The 16 bytes of a plan's SHA-256 that travel in every header."""
+    return bytes.fromhex(plan_hash)[:16]
+
+
+def error_message(stage: int, plan: bytes, seq: int, text: str) -> list[bytes]:
+    body = text.encode()
+    return [Header(ERROR, stage, plan, seq, 0, len(body)).pack(), body]

@@ -1,0 +1,356 @@
+"""The stage daemon: receive frames, run them through the accelerator, send them on.
+
+``finnchain stage --config FILE``. Sockets: the data socket (ROUTER on the first stage, where
+clients connect; PULL from the upstream stage otherwise) and the output socket (PUSH to the
+next stage, or on the last stage a ROUTER where clients collect their results after a HELLO).
+
+One Python thread runs the loop: take up to ``batch`` messages, check them, run the
+accelerator, hand the results to the output socket. ZeroMQ's own I/O thread moves the bytes:
+while the accelerator works on one batch, it already receives the next into the data socket's
+queue and sends the last from the output socket's queue (double buffering), without the
+Python-level hand-offs between threads that would cost more than the transport itself
+(bench/transport.py). Queues are bounded (``hwm`` messages), so a slow stage pushes back on
+its upstream, and through it on the client.
+
+Bad input never stops a stage: a garbled header, another plan's hash, a wrong size or random
+bytes are counted by kind and answered with an ERROR that names what was wrong (to the client
+directly on the first stage, through the chain to the client further on, when the message says
+who the client is). The config file (JSON or YAML):
+
+    stage_dir: folder with stage.json (and model.onnx, or bitfile/ and driver/)
+    listen: tcp://*:5550            where frames come in
+    downstream: tcp://host:5550     the next stage (absent on the last stage)
+    results: tcp://*:5551           the last stage: where clients collect results
+    metrics: 0.0.0.0:9150           Prometheus text at /metrics
+    accelerator: emulate            emulate, emulate-paced, finn, pass-through (default: built)
+    batch: 1                        frames per accelerator call
+    hwm: 8                          messages queued per socket before pushing back
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from finnchain.runtime import protocol as P
+from finnchain.runtime.accel import Accelerator, FrameError, load_accelerator
+from finnchain.runtime.metrics import Metrics, serve
+
+POLL_MS = 100
+HELLO_EVERY = 64
+ZERO_COPY_BYTES = 65536  # pyzmq's advice: below this, copying beats zero-copy bookkeeping
+log = logging.getLogger("finnchain.stage")
+
+
+class ConfigError(ValueError):
+    """A stage config that cannot be used; the message names the key."""
+
+
+@dataclass
+class StageConfig:
+    stage_dir: Path
+    listen: str
+    downstream: str | None = None
+    results: str | None = None
+    metrics: str | None = None
+    accelerator: str | None = None
+    batch: int = 1
+    hwm: int = 8
+    threads: int = 1
+
+    @classmethod
+    def read(cls, path: str | Path) -> StageConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"stage config not found: {path}")
+        text = path.read_text()
+        try:
+            data = json.loads(text) if path.suffix == ".json" else _yaml(text)
+        except ValueError as exc:
+            raise ConfigError(f"{path} is not valid: {exc}") from exc
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
+        for key in ("stage_dir", "listen"):
+            if key not in data:
+                raise ConfigError(f"{path}: '{key}' is required")
+        data["stage_dir"] = (path.parent / data["stage_dir"]).resolve()
+        cfg = cls(**data)
+        if cfg.batch < 1 or cfg.hwm < 1:
+            raise ConfigError(f"{path}: batch and hwm must be at least 1")
+        return cfg
+
+
+def _yaml(text: str) -> dict:
+    import yaml  # only where a YAML config is used; JSON needs nothing beyond the stdlib
+
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+class Stage:
+    """One running stage: sockets, the loop, counters."""
+
+    def __init__(self, cfg: StageConfig, accelerator: Accelerator | None = None,
+                 info: dict | None = None) -> None:
+        if accelerator is None:
+            accelerator, info = load_accelerator(cfg.stage_dir, cfg.accelerator, cfg.batch,
+                                                 cfg.threads)
+        self.cfg, self.acc, self.info = cfg, accelerator, info
+        self.index = int(info["index"])
+        self.last = self.index == int(info["stages"]) - 1
+        self.plan = P.plan_id(info["plan_hash"])
+        if self.last and not cfg.results:
+            raise ConfigError("the last stage needs 'results' (where clients collect results)")
+        if not self.last and not cfg.downstream:
+            raise ConfigError(f"stage {self.index} needs 'downstream' (the next stage)")
+        self.metrics = Metrics(self.index, info["plan_hash"], accelerator.kind)
+        # frames taken in and not yet handed on (ZeroMQ's own socket queues are not visible)
+        frames = self.metrics.frames
+        self.metrics.queues = {"stage": lambda: frames["in"] - frames["out"]}
+        self.ctx = zmq.Context()
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.http = None
+
+    def _socket(self, kind: int) -> zmq.Socket:
+        """A socket whose blocking calls give up after POLL_MS (to notice a stop), so that
+        waiting costs no CPU: no polling loops, no sleeps."""
+        s = self.ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDTIMEO, POLL_MS)
+        s.setsockopt(zmq.RCVTIMEO, POLL_MS)
+        s.setsockopt(zmq.SNDHWM, self.cfg.hwm)
+        s.setsockopt(zmq.RCVHWM, self.cfg.hwm)
+        return s
+
+    def start(self) -> Stage:
+        self.data = self._socket(zmq.ROUTER if self.index == 0 else zmq.PULL)
+        self.data.bind(self.cfg.listen)
+        if self.last:
+            self.out = self._socket(zmq.ROUTER)
+            self.out.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self.out.bind(self.cfg.results)
+        else:
+            self.out = self._socket(zmq.PUSH)
+            self.out.connect(self.cfg.downstream)
+        if self.cfg.metrics:
+            host, _, port = self.cfg.metrics.rpartition(":")
+            self.http = serve(self.metrics, host or "0.0.0.0", int(port))
+        self.thread = threading.Thread(target=self._loop, name="stage", daemon=True)
+        self.thread.start()
+        log.info("stage %d ready: %d bytes a frame in on %s, %s, accelerator %s, batch %d",
+                 self.index, self.acc.in_bytes, self.cfg.listen,
+                 f"results on {self.cfg.results}" if self.last else f"out to {self.cfg.downstream}",
+                 self.acc.kind, self.cfg.batch)
+        return self
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread:
+            self.thread.join(timeout=2)
+        if self.http:
+            self.http.shutdown()
+        for sock in (self.data, self.out):
+            sock.close(0)
+        self.ctx.term()
+
+    # -- the loop ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        handled = 0
+        while not self.stop.is_set():
+            # the last stage greets clients on its results socket: when idle, and every
+            # HELLO_EVERY messages under load (clients repeat HELLO until welcomed)
+            if self.last and handled % HELLO_EVERY == 0:
+                self._greet()
+            try:
+                first = self.data.recv_multipart(copy=False)
+            except zmq.Again:
+                handled = 0
+                continue
+            handled += 1
+            msg = self._check(first)
+            batch = [msg] if msg else []
+            frames = msg[1].count if msg else 0
+            while frames < self.cfg.batch:
+                try:
+                    msg = self._check(self.data.recv_multipart(copy=False, flags=zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+                if msg:
+                    batch.append(msg)
+                    frames += msg[1].count
+            if batch:
+                self._run(batch, frames)
+
+    def _send(self, parts: list) -> None:
+        """Hand a message to the output socket, waiting while it is full (back-pressure)."""
+        while not self.stop.is_set():
+            try:
+                self.out.send_multipart(parts, copy=False)
+                return
+            except zmq.Again:
+                continue
+            except zmq.ZMQError as exc:  # the last stage: the client has gone
+                self.metrics.error("undeliverable")
+                log.warning("stage %d: message for client %s not delivered: %s", self.index,
+                            bytes(parts[0]).hex(), exc)
+                return
+
+    def _reject(self, client: bytes | None, seq: int, kind: str, text: str) -> None:
+        """Count a bad message and tell its client what was wrong: directly from the first
+        stage, through the rest of the chain from later ones (the last stage delivers it)."""
+        self.metrics.error(kind)
+        log.warning("stage %d: %s (client %s)", self.index, text,
+                    client.hex() if client else "unknown")
+        if client is None:
+            return
+        msg = [client, *P.error_message(self.index, self.plan, seq, f"stage {self.index}: {text}")]
+        if self.index == 0:
+            try:
+                self.data.send_multipart(msg, flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self.metrics.error("undeliverable")
+        else:
+            self._send(msg)
+
+    def _check(self, parts: list) -> tuple[list, P.Header] | None:
+        """A data message worth running, or None (answered, forwarded or counted)."""
+        # the first stage's ROUTER put the client's identity first; later stages get it from
+        # upstream as the first part
+        if len(parts) != 3:
+            client = parts[0].bytes if self.index == 0 else None
+            got = len(parts) - 1 if self.index == 0 else len(parts)
+            self._reject(client, 0, "malformed", f"a message of {got} parts, expected "
+                         + ("2 (header, payload)" if self.index == 0 else
+                            "3 (client, header, payload)"))
+            return None
+        try:
+            h = P.Header.parse(parts[1].buffer)
+        except P.HeaderError as exc:
+            self._reject(parts[0].bytes, 0, "header", f"garbled header: {exc}")
+            return None
+        if h.kind == P.DATA and h.plan == self.plan and h.count >= 1 \
+                and len(parts[2]) == h.size == h.count * self.acc.in_bytes:
+            self.metrics.add("in", h.count, h.size)
+            return parts, h  # the common case, checked first
+        client = parts[0].bytes
+        if h.kind == P.HELLO and self.index == 0:
+            self.data.send_multipart([client, P.Header(P.WELCOME, 0, self.plan, h.seq, 0,
+                                                       0).pack(), b""])
+            return None
+        if h.kind == P.ERROR:
+            self._send(parts)  # an error on its way to its client
+            return None
+        if h.kind != P.DATA:
+            self._reject(client, h.seq, "kind",
+                         f"frame {h.seq}: a {P.KINDS[h.kind]} message where data was expected")
+            return None
+        if h.plan != self.plan:
+            self._reject(client, h.seq, "plan", f"frame {h.seq} carries plan {h.plan.hex()}, "
+                         f"this chain runs plan {self.plan.hex()}")
+            return None
+        size = len(parts[2])
+        self._reject(client, h.seq, "size", f"frame {h.seq}: {size} bytes for {h.count} "
+                     f"frame(s) (header says {h.size}); this stage takes "
+                     f"{self.acc.in_bytes} bytes per frame")
+        return None
+
+    def _run(self, batch: list[tuple[list, P.Header]], n: int) -> None:
+        payload = batch[0][0][2].buffer if len(batch) == 1 else b"".join(
+            p[2].buffer for p, _ in batch)
+        t0 = time.perf_counter()
+        try:
+            result = self.acc.run(payload, n)
+        except FrameError as exc:
+            self.metrics.work(time.perf_counter() - t0)
+            if len(batch) > 1:  # find the bad frame: run the messages one by one
+                for one in batch:
+                    self._run([one], one[1].count)
+                return
+            parts, h = batch[0]
+            self._reject(parts[0].bytes, h.seq, "frame", f"frame {h.seq}: {exc}")
+            return
+        self.metrics.work(time.perf_counter() - t0)
+        kind = P.RESULT if self.last else P.DATA
+        if result is payload and len(batch) == 1:  # unchanged: pass the received message on
+            out = [batch[0][0][2]]
+        else:
+            view = memoryview(result).cast("B")
+            out, offset = [], 0
+            for _, h in batch:
+                size = h.count * self.acc.out_bytes
+                chunk = view[offset: offset + size]
+                # small payloads are copied: cheaper than tracking a zero-copy buffer
+                out.append(bytes(chunk) if size < ZERO_COPY_BYTES else chunk)
+                offset += size
+        for (parts, h), chunk in zip(batch, out):
+            size = h.count * self.acc.out_bytes
+            self._send([parts[0], P.Header.make(kind, self.index, self.plan, h.seq, h.count,
+                                                size), chunk])
+            self.metrics.add("out", h.count, size)
+
+    def _greet(self) -> None:
+        while True:
+            try:
+                parts = self.out.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._hello(parts)
+
+    def _hello(self, parts: list[bytes]) -> None:
+        client = parts[0]
+        try:
+            h = P.Header.parse(parts[1]) if len(parts) >= 2 else None
+        except P.HeaderError:
+            h = None
+        if h is None or h.kind != P.HELLO:
+            self.metrics.error("results-port")
+            return
+        welcome = P.Header(P.WELCOME, self.index, self.plan, h.seq, 0, 0).pack()
+        try:
+            self.out.send_multipart([client, welcome, b""], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.metrics.error("undeliverable")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="finnchain stage", description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Run one stage of a chain: receive frames, run them through the "
+                     "accelerator, send them on (see finnchain.runtime.stage for the config).")
+    p.add_argument("--config", required=True, help="the stage's config file (JSON or YAML)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = StageConfig.read(args.config)
+        stage = Stage(cfg).start()
+    except (ConfigError, FileNotFoundError, ValueError, zmq.ZMQError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    print(f"stage {stage.index} ready", flush=True)
+    done.wait()
+    stage.close()
+    return 0

@@ -1,0 +1,115 @@
+"""The emulated cluster and the Ansible deployment, end to end (needs root, as CI has).
+
+Three emulated boards; the small trained model's plan deployed with the real
+``ansible-playbook deploy.yml``; a second run changes nothing; images through the chain match
+the whole model bit for bit; ``emu down`` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finnchain.boards.catalogue import Catalogue
+from finnchain.emu import cluster
+from finnchain.emu.executor import Executor
+from finnchain.plan.make import make_plan, write_plan
+from finnchain.runtime.client import Chain
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the emulated cluster needs root")
+
+
+def _finnchain(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "finnchain.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def _playbook(inventory: Path, build: Path, fresh_connections: bool = False
+              ) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if fresh_connections:  # no SSH connection kept from the run before: key logins only
+        env["ANSIBLE_SSH_ARGS"] = "-o ControlMaster=no"
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "deploy.yml", "-i",
+         str(inventory), "-e", f"finnchain_build={build}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False, env=env)
+
+
+def _recap(output: str) -> dict[str, dict[str, int]]:
+    rows = re.findall(r"^(\S+)\s+:\s+(.*)$", output.split("PLAY RECAP")[-1], re.M)
+    return {host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
+            for host, counts in rows}
+
+
+@pytest.fixture(scope="module")
+def boards(tmp_path_factory):
+    if cluster.load():
+        pytest.skip("an emulated cluster is already up on this machine (finnchain emu down)")
+    inventory = tmp_path_factory.mktemp("inventory") / "emulated.yml"
+    r = _finnchain("emu", "up", "--boards", "3", "--inventory", str(inventory))
+    assert r.returncode == 0, r.stdout + r.stderr
+    yield inventory
+    r = _finnchain("emu", "down")
+    assert r.returncode == 0, r.stderr
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "fc-" not in netns, netns
+    links = subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
+    assert cluster.HOST_LINK not in links
+    assert not cluster.STATE.exists()
+
+
+@pytest.fixture(scope="module")
+def build(digits, tiny_file, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("deploy")
+    plan, _, models = make_plan(digits, Catalogue(tiny_file).chain("tiny:3"), "digits-cnv", "x")
+    assert len(plan.stages) == 3
+    write_plan(plan, models, folder / "plan")
+    r = subprocess.run([sys.executable, "build/build.py", str(folder / "plan"), "--out",
+                        str(folder / "build")], cwd=ROOT, capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    return folder / "build"
+
+
+def test_boards_look_like_fresh_pynq_images(boards):
+    status = cluster.status()
+    assert [b["name"] for b in status] == ["board1", "board2", "board3"]
+    assert all(b["running"] and b["ssh"] for b in status)
+    assert all(b["address"].startswith("127.77.0.") for b in status)
+    board = status[1]
+    r = subprocess.run(["sshpass", "-p", "xilinx", "ssh", "-o", "StrictHostKeyChecking=no",
+                        "-o", "UserKnownHostsFile=/dev/null", f"xilinx@{board['address']}",
+                        "hostname; ls /usr/local/share/pynq-venv/bin/python; "
+                        "cat /etc/network/interfaces.d/eth0; echo xilinx | sudo -S -p '' id -u"],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == "board2" and "inet dhcp" in r.stdout and "192.168.2.99" in r.stdout
+    assert r.stdout.strip().endswith("0")  # sudo works with the default password
+    assert not Path("/etc/finnchain-emu-board").exists()  # the machine's /etc is untouched
+
+
+def test_deploy_twice_then_infer_bit_exactly(boards, build, digits, digits_test_set):
+    first = _playbook(boards, build)
+    assert first.returncode == 0, first.stdout[-3000:]
+    second = _playbook(boards, build, fresh_connections=True)
+    assert second.returncode == 0, second.stdout[-3000:]
+    recap = _recap(second.stdout)
+    assert set(recap) >= {"board1", "board2", "board3"}
+    assert all(r["changed"] == 0 and r["failed"] == 0 for r in recap.values()), recap
+    images = digits_test_set[0].astype(np.uint8)
+    with Chain(build / "chain.json", timeout=30) as chain:
+        got = chain.infer(images)
+    assert np.array_equal(got, Executor(digits).run(images).astype(np.int32))
+    # provisioning took the default password away: it no longer opens the board
+    r = subprocess.run(["sshpass", "-p", "xilinx", "ssh", "-o", "StrictHostKeyChecking=no",
+                        "-o", "UserKnownHostsFile=/dev/null", "-o", "PubkeyAuthentication=no",
+                        "xilinx@127.77.0.11", "true"], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode != 0
