@@ -7,6 +7,7 @@ the whole model bit for bit; ``emu down`` leaves nothing behind.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -43,7 +44,7 @@ def _playbook(inventory: Path, build: Path, fresh_connections: bool = False
 
 
 def _recap(output: str) -> dict[str, dict[str, int]]:
-    rows = re.findall(r"^(\S+)\s+:\s+(.*)$", output.split("PLAY RECAP")[-1], re.M)
+    rows = re.findall(r"^(\S+)\s+:\s+(.*)$", output.split("PLAY RECAP")[-1], re.MULTILINE)
     return {host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
             for host, counts in rows}
 
@@ -58,9 +59,10 @@ def boards(tmp_path_factory):
     yield inventory
     r = _finnchain("emu", "down")
     assert r.returncode == 0, r.stderr
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                           check=False).stdout
     assert "fc-" not in netns, netns
-    links = subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "link"], capture_output=True, text=True, check=False).stdout
     assert cluster.HOST_LINK not in links
     assert not cluster.STATE.exists()
 
@@ -86,8 +88,8 @@ def test_boards_look_like_fresh_pynq_images(boards):
     board = status[1]
     r = subprocess.run(["sshpass", "-p", "xilinx", "ssh", "-o", "StrictHostKeyChecking=no",
                         "-o", "UserKnownHostsFile=/dev/null", f"xilinx@{board['address']}",
-                        "hostname; ls /usr/local/share/pynq-venv/bin/python; "
-                        "cat /etc/network/interfaces.d/eth0; echo xilinx | sudo -S -p '' id -u"],
+                        ("hostname; ls /usr/local/share/pynq-venv/bin/python; "
+                         "cat /etc/network/interfaces.d/eth0; echo xilinx | sudo -S -p '' id -u")],
                        capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == "board2" and "inet dhcp" in r.stdout and "192.168.2.99" in r.stdout
@@ -113,3 +115,41 @@ def test_deploy_twice_then_infer_bit_exactly(boards, build, digits, digits_test_
                         "xilinx@127.77.0.11", "true"], capture_output=True, text=True,
                        timeout=60, check=False)
     assert r.returncode != 0
+
+
+def test_fab_benchmark_status_and_health(boards, build, tmp_path):
+    fab = str(Path(sys.executable).with_name("fab"))
+    r = subprocess.run([fab, "benchmark", "--build", str(build), "--frames", "400", "--source",
+                        "dataset", "--out", str(tmp_path)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    result = json.loads((tmp_path / "benchmark-digits-cnv.json").read_text())
+    for key in ("frames", "frames_lost", "frames_per_s", "latency_ms_p50", "latency_ms_p99",
+                "bit_exact", "predicted_fps"):
+        assert key in result, key
+    assert result["frames"] == 400 and result["frames_lost"] == 0 and result["bit_exact"]
+    assert all(s["busy_percent"] > 0 for s in result["stages"])
+    assert (tmp_path / "benchmark-digits-cnv.png").stat().st_size > 1000
+
+    health = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/health",
+              "--hosts=ansible://boards", f"--ansible-inventory={boards}"]
+    env = {**os.environ, "FINNCHAIN_BUILD": str(build),  # testinfra calls ansible-inventory
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    r = subprocess.run(health, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       check=False, env=env)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "skipped" not in r.stdout.splitlines()[-1]
+
+    # a stage stopped by hand: the health checks fail and name that board, and only it
+    subprocess.run(["ssh", "-i", str(Path("~/.ssh/finnchain_ed25519").expanduser()),
+                    "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                    "xilinx@127.77.0.12", "sudo /etc/init.d/finnchain-stage stop"],
+                   capture_output=True, timeout=60, check=True)
+    r = subprocess.run(health, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       check=False, env=env)
+    failed = [line for line in r.stdout.splitlines() if line.startswith("FAILED")]
+    assert r.returncode == 1 and failed, r.stdout[-3000:]
+    assert all("board2" in line for line in failed), failed
+    r = subprocess.run([fab, "status", "--inventory", str(boards)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0 and "stopped" in r.stdout, r.stdout + r.stderr

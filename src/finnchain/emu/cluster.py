@@ -70,7 +70,7 @@ if [ ! -e /etc/finnchain-emu-board ]; then   # first boot: the state of a fresh 
   ssh-keygen -q -t ecdsa -N '' -f /etc/ssh/ssh_host_ecdsa_key
   mkdir -p /etc/ssh/sshd_config.d /etc/network/interfaces.d
   printf 'ListenAddress %s\nPasswordAuthentication yes\nUseDNS no\n' "$FC_ADDRESS" \
-    > /etc/ssh/sshd_config.d/00-finnchain-emu.conf
+    > /etc/ssh/sshd_config.d/99-pynq-image.conf
   printf 'auto eth0\niface eth0 inet dhcp\n\nauto eth0:1\niface eth0:1 inet static\naddress 192.168.2.99\nnetmask 255.255.255.0\n' \
     > /etc/network/interfaces.d/eth0
   printf 'source %s/bin/activate\n' "$FC_VENV" > /etc/profile.d/pynq_venv.sh

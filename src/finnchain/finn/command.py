@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
                 progress.update(task, completed=1,
                                 description=f"stage {stage.index}: [red]failed[/red]")
     manifest = Manifest(schema=SCHEMA, plan_hash=plan.plan_hash,
-                        model={k: plan.model[k] for k in ("name", "sha256")},
+                        model={k: plan.model[k] for k in ("name", "sha256", "file")},
                         target=args.target, cluster=cluster_name(plan),
                         stages=[entries[k] for k in sorted(entries)])
     manifest.write(out / "manifest.json")

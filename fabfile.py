@@ -1,0 +1,76 @@
+"""Operating a deployed chain: ``fab benchmark``, ``fab status``, ``fab logs``, ``fab start``,
+``fab stop``, ``fab restart``. Thin over ``finnchain.ops``; hosts come from the Ansible
+inventory (``--inventory``, default inventory/emulated.yml). ``fab --help <task>`` explains each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fabric import task
+from rich.console import Console
+from rich.table import Table
+
+from finnchain.ops import control
+from finnchain.ops.inventory import DEFAULT_INVENTORY, boards
+
+BUILD = "artifacts/deploy"
+console = Console(width=max(Console().width, 120))
+
+
+@task(help={"build": f"the deployed build folder, with chain.json (default {BUILD})",
+            "frames": "frames to send (default 1000; ignored with --duration)",
+            "duration": "seconds to stream instead of a frame count",
+            "window": "frames in flight (default 16)",
+            "source": "seeded (default), dataset (digits-cnv's test images) or a .npy file",
+            "out": "folder for the JSON and PNG (default artifacts/reports)"})
+def benchmark(c, build=BUILD, frames=1000, duration=0.0, window=16, source="seeded",
+              out="artifacts/reports"):
+    """Stream frames through the chain; report rate, latency, load, links, losses, bits, energy."""
+    from finnchain.ops.benchmark import print_report, run
+
+    result, path = run(Path(build), frames=int(frames), duration=float(duration),
+                       window=int(window), source=source, out=Path(out), console=console)
+    print_report(result, path, console)
+    if result["frames_lost"] or not result["bit_exact"]:
+        raise SystemExit(1)
+
+
+@task(help={"inventory": f"Ansible inventory (default {DEFAULT_INVENTORY})"})
+def status(c, inventory=str(DEFAULT_INVENTORY)):
+    """Per board: service state, plan hash, overlay checksum, counters, uptime."""
+    rows = control.status(boards(inventory))
+    t = Table(title="boards")
+    for col in rows[0]:
+        t.add_column(col)
+    for r in rows:
+        t.add_row(*[str(v) for v in r.values()])
+    console.print(t)
+
+
+@task(help={"inventory": "Ansible inventory", "lines": "lines per board (default 20)"})
+def logs(c, inventory=str(DEFAULT_INVENTORY), lines=20):
+    """The last lines of every stage's log."""
+    for name, text in control.logs(boards(inventory), int(lines)).items():
+        console.rule(name)
+        console.print(text.rstrip(), markup=False, highlight=False)
+
+
+@task(help={"inventory": "Ansible inventory"})
+def start(c, inventory=str(DEFAULT_INVENTORY)):
+    """Start the stages, last first, each answering before the one before it."""
+    console.print("started: " + ", ".join(control.start(boards(inventory))))
+
+
+@task(help={"inventory": "Ansible inventory"})
+def stop(c, inventory=str(DEFAULT_INVENTORY)):
+    """Stop the stages, first first."""
+    console.print("stopped: " + ", ".join(control.stop(boards(inventory))))
+
+
+@task(help={"inventory": "Ansible inventory"})
+def restart(c, inventory=str(DEFAULT_INVENTORY)):
+    """Stop, then start in chain order."""
+    hosts = boards(inventory)
+    control.stop(hosts)
+    console.print("restarted: " + ", ".join(control.start(hosts)))

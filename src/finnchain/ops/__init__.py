@@ -1,0 +1,1 @@
+"""Operating a deployed chain: inventory, benchmark, status and control (fabfile.py is thin over this)."""
