@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo demo-mobilenet test bench venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/finnchain demo
+
+demo-mobilenet: $(STAMP)
+	$(VENV)/bin/finnchain demo --model mobilenet-v1
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

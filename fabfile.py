@@ -5,6 +5,7 @@ inventory (``--inventory``, default inventory/emulated.yml). ``fab --help <task>
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from fabric import task
@@ -14,6 +15,7 @@ from rich.table import Table
 from finnchain.ops import control
 from finnchain.ops.inventory import DEFAULT_INVENTORY, boards
 
+warnings.filterwarnings("ignore", message="fast_hadamard_transform")  # brevitas, not needed
 BUILD = "artifacts/deploy"
 console = Console(width=max(Console().width, 120))
 

@@ -75,9 +75,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from finnchain.demo import run_demo
+    from finnchain.demo import run_cluster_demo, run_demo
 
-    return run_demo()
+    if args.no_cluster:
+        return run_demo()
+    return run_cluster_demo(args.model)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     e_st = emu_sub.add_parser("status", help="list the boards (exit 1 if one is down)")
     e_st.set_defaults(func=cluster.main_status)
 
-    d = sub.add_parser("demo", help="the README's main job")
+    d = sub.add_parser("demo", help="the README's main job",
+                       description="As root: plan, build, bring up emulated boards, deploy with "
+                       "Ansible, fab benchmark and health checks, leaving the cluster up. "
+                       "Without root (or with --no-cluster): plan, build and check the chain's "
+                       "bits on this machine.")
+    d.add_argument("--model", choices=("digits-cnv", "mobilenet-v1"), default="digits-cnv",
+                   help="digits-cnv on 3 small boards (default) or MobileNetV1-W4A4 on six "
+                   "paced Zedboards")
+    d.add_argument("--no-cluster", action="store_true", help="skip the emulated cluster")
     d.set_defaults(func=_demo)
     return p
 

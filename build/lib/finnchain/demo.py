@@ -88,3 +88,70 @@ def run_demo(full: bool = True) -> int:
     console.rule()
     console.print("[green]all chains bit-exact[/green]" if ok else "[red]a chain differs[/red]")
     return 0 if ok else 1
+
+
+# -- the demo on the emulated cluster (root) ----------------------------------------------------
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_BOARDS = Path(__file__).with_name("boards") / "demo.yaml"
+CLUSTER_DEMOS = {
+    # model, boards for the plan, emulated boards, accelerator, frames for fab benchmark
+    "digits-cnv": ("demo-small:3", 3, "emulate", 2000, "dataset"),
+    "mobilenet-v1": ("zedboard:6", 6, "emulate-paced", 300, "seeded"),
+}
+
+
+def _step(console: Console, text: str, cmd: list[str], env: dict | None = None) -> None:
+    import os
+    import subprocess
+
+    console.rule(text)
+    console.print("$ " + " ".join(cmd), markup=False, highlight=False)
+    r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, check=False)
+    if r.returncode != 0:
+        raise SystemExit(f"demo stopped: {text} failed (exit {r.returncode})")
+
+
+def run_cluster_demo(model: str = "digits-cnv") -> int:
+    """Plan, build, bring up emulated boards, deploy with Ansible, benchmark, check health."""
+    import os
+    import sys
+
+    console = Console(width=max(Console().width, 132))
+    if os.geteuid() != 0:
+        console.print("[red]the emulated cluster needs root[/red] (network namespaces, mounts, "
+                      "sshd): run `sudo make demo` (or as root). Without root, this runs the "
+                      "part that needs none: planning, building and checking the chain's bits.")
+        return run_demo()
+    spec, count, accelerator, frames, source = CLUSTER_DEMOS[model]
+    bin_dir = Path(sys.executable).parent
+    py, venv = sys.executable, {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    plan_dir, build = ROOT / "artifacts" / "demo" / model / "plan", ROOT / "artifacts" / "deploy"
+    _model(model, console)
+    _step(console, f"plan {model} onto {spec}",
+          [py, "build/plan.py", model, "--boards", spec, "--catalogue", str(DEMO_BOARDS),
+           "--out", str(plan_dir)])
+    _step(console, "build the emulated overlays",
+          [py, "build/build.py", str(plan_dir), "--target", "emulate", "--out", str(build)])
+    from finnchain.emu import cluster
+
+    if cluster.load():
+        _step(console, "take down the cluster already up", [py, "-m", "finnchain.cli", "emu", "down"])
+    _step(console, f"bring up {count} emulated boards",
+          [py, "-m", "finnchain.cli", "emu", "up", "--boards", str(count)])
+    extra = ["-e", f"finnchain_accelerator={accelerator}"] if accelerator != "emulate" else []
+    _step(console, "deploy with Ansible (deploy.yml)",
+          [str(bin_dir / "ansible-playbook"), "deploy.yml", "-e", f"finnchain_build={build}",
+           *extra], env=venv)
+    _step(console, "fab benchmark",
+          [str(bin_dir / "fab"), "benchmark", "--build", str(build), "--frames", str(frames),
+           "--source", source], env=venv)
+    _step(console, "health checks (testinfra)",
+          [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/health",
+           "--hosts=ansible://boards", f"--ansible-inventory={cluster.DEFAULT_INVENTORY}"],
+          env={**venv, "FINNCHAIN_BUILD": str(build)})
+    console.rule("done")
+    console.print(f"report: artifacts/reports/benchmark-{model}.json and .png; plan: "
+                  f"{plan_dir}/plan.json and plan.png")
+    console.print("the cluster is still up: `.venv/bin/fab status`, `.venv/bin/finnchain emu "
+                  "status`; tear it down with `.venv/bin/finnchain emu down`")
+    return 0

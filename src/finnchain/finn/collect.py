@@ -33,6 +33,7 @@ def stage_json(plan: Plan, stage: StagePlan, accelerator: dict, inputs_sha256: s
         "index": stage.index,
         "stages": len(plan.stages),
         "board": stage.board["kind"],
+        "power_w_estimate": stage.board["power_w_estimate"],
         "clock_mhz": stage.board["clock_mhz"],
         "cycles": stage.cycles,
         "predicted_fps": stage.fabric_fps,

@@ -160,8 +160,8 @@ def run(build: Path, frames: int = 1000, duration: float = 0.0, window: int = 16
                           "busy_percent": round(100 * busy / seconds, 1),
                           "link_out_mb_s": round(out_bytes / seconds / 1e6, 3),
                           "errors": int(errs), "predicted_fps": st["predicted_fps"]})
-    power = sum(catalogue.board(st["board"]).power_w for st in stages
-                if st["board"] in catalogue.boards)
+    power = sum(st.get("power_w_estimate") or (catalogue.board(st["board"]).power_w
+                if st["board"] in catalogue.boards else 0.0) for st in stages)
     fps = received / seconds if seconds else 0.0
     result = {
         "model": manifest["model"]["name"], "plan_hash": manifest["plan_hash"],
@@ -187,9 +187,11 @@ def run(build: Path, frames: int = 1000, duration: float = 0.0, window: int = 16
     return result, path
 
 
-def _timeline(done_at: list[float], step: float = 0.5) -> list[list[float]]:
+def _timeline(done_at: list[float]) -> list[list[float]]:
+    """Frames per second over the run, in about 40 steps."""
     if not done_at:
         return []
+    step = max(max(done_at) / 40, 0.01)
     edges = np.arange(0, max(done_at) + step, step)
     counts, _ = np.histogram(done_at, bins=edges)
     return [[round(float(e), 2), round(float(c / step), 1)] for e, c in zip(edges[:-1], counts)]
@@ -203,7 +205,7 @@ def _chart(result: dict, latency_ms: np.ndarray, path: Path) -> Path:
 
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 4))
     tl = np.array(result["throughput_timeline"] or [[0, 0]])
-    a.plot(tl[:, 0], tl[:, 1], label="measured")
+    a.plot(tl[:, 0], tl[:, 1], marker=".", label="measured")
     a.axhline(result["predicted_fps"], color="tab:red", linestyle="--", label="plan")
     a.set_xlabel("s")
     a.set_ylabel("frames/s")
