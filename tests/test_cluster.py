@@ -131,7 +131,7 @@ def test_fab_benchmark_status_and_health(boards, build, tmp_path):
     assert all(s["busy_percent"] > 0 for s in result["stages"])
     assert (tmp_path / "benchmark-digits-cnv.png").stat().st_size > 1000
 
-    health = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/health",
+    health = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "health",
               "--hosts=ansible://boards", f"--ansible-inventory={boards}"]
     env = {**os.environ, "FINNCHAIN_BUILD": str(build),  # testinfra calls ansible-inventory
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}

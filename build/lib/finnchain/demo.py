@@ -146,7 +146,7 @@ def run_cluster_demo(model: str = "digits-cnv") -> int:
           [str(bin_dir / "fab"), "benchmark", "--build", str(build), "--frames", str(frames),
            "--source", source], env=venv)
     _step(console, "health checks (testinfra)",
-          [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/health",
+          [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "health",
            "--hosts=ansible://boards", f"--ansible-inventory={cluster.DEFAULT_INVENTORY}"],
           env={**venv, "FINNCHAIN_BUILD": str(build)})
     console.rule("done")

@@ -1,6 +1,6 @@
 """Health checks of a deployed chain (pytest-testinfra). They run only against boards:
 
-    pytest tests/health --hosts=ansible://boards --ansible-inventory=inventory/emulated.yml
+    pytest health --hosts=ansible://boards --ansible-inventory=inventory/emulated.yml
 
 FINNCHAIN_BUILD names the deployed build folder (default artifacts/deploy). Without --hosts
 (the ordinary test run) they are skipped.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(config, items):
