@@ -153,3 +153,10 @@ def test_fab_benchmark_status_and_health(boards, build, tmp_path):
     r = subprocess.run([fab, "status", "--inventory", str(boards)], cwd=ROOT,
                        capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0 and "stopped" in r.stdout, r.stdout + r.stderr
+    # fab start brings the stopped stage back (last stage first); the checks pass again
+    r = subprocess.run([fab, "start", "--inventory", str(boards)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0 and "board2" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run(health, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       check=False, env=env)
+    assert r.returncode == 0, r.stdout[-3000:]

@@ -6,6 +6,7 @@ deployment does); stop goes first stage first.
 
 from __future__ import annotations
 
+import shlex
 import time
 import urllib.request
 
@@ -27,11 +28,16 @@ def connect(board: BoardHost) -> Connection:
                       connect_kwargs={"key_filename": str(Path(board.key).expanduser())})
 
 
+def sudo(conn: Connection, cmd: str):
+    """Run ``cmd`` as root with sudo's non-interactive mode (the operator's sudo needs no
+    password after provisioning; nothing is ever typed into a remote prompt)."""
+    return conn.run(f"sudo -n sh -c {shlex.quote(cmd)}", hide=True, warn=True, in_stream=False)
+
+
 def service(conn: Connection, action: str):
     """The service command on either init system (systemd on a board, init script where not)."""
-    cmd = (f"if [ -d /run/systemd/system ]; then systemctl {action} {SERVICE}; "
-           f"else /etc/init.d/{SERVICE} {action}; fi")
-    return conn.sudo(cmd, hide=True, warn=True, in_stream=False)
+    return sudo(conn, f"if [ -d /run/systemd/system ]; then systemctl {action} {SERVICE}; "
+                      f"else /etc/init.d/{SERVICE} {action}; fi")
 
 
 def metrics(board: BoardHost) -> dict[str, float]:
@@ -50,7 +56,7 @@ def status(boards: list[BoardHost]) -> list[dict]:
         try:
             with connect(b) as c:
                 row["service"] = "running" if service(c, "status").ok else "stopped"
-                r = c.sudo(f"sha256sum {STAGE_DIR}/stage.json", hide=True, warn=True, in_stream=False)
+                r = sudo(c, f"sha256sum {STAGE_DIR}/stage.json")
                 row["overlay_sha256"] = r.stdout.split()[0][:12] if r.ok else "-"
         except Exception as exc:  # noqa: BLE001 (any connection failure is reported per board)
             row["service"] = f"unreachable ({type(exc).__name__})"
@@ -68,7 +74,7 @@ def logs(boards: list[BoardHost], lines: int = 20) -> dict[str, str]:
     out = {}
     for b in boards:
         with connect(b) as c:
-            out[b.name] = c.sudo(f"tail -n {int(lines)} {LOG}", hide=True, warn=True, in_stream=False).stdout
+            out[b.name] = sudo(c, f"tail -n {int(lines)} {LOG}").stdout
     return out
 
 
