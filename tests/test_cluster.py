@@ -157,6 +157,12 @@ def test_fab_benchmark_status_and_health(boards, build, tmp_path):
     r = subprocess.run([fab, "start", "--inventory", str(boards)], cwd=ROOT,
                        capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0 and "board2" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([fab, "restart", "--inventory", str(boards)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0 and "restarted: board3, board2, board1" in r.stdout, r.stdout
+    r = subprocess.run([fab, "logs", "--inventory", str(boards), "--lines", "5"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0 and r.stdout.count("ready") >= 3, r.stdout  # each stage's log
     r = subprocess.run(health, cwd=ROOT, capture_output=True, text=True, timeout=600,
                        check=False, env=env)
     assert r.returncode == 0, r.stdout[-3000:]
