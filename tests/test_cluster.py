@@ -106,9 +106,24 @@ def test_deploy_twice_then_infer_bit_exactly(boards, build, digits, digits_test_
     assert set(recap) >= {"board1", "board2", "board3"}
     assert all(r["changed"] == 0 and r["failed"] == 0 for r in recap.values()), recap
     images = digits_test_set[0].astype(np.uint8)
+    spec = json.loads((build / "chain.json").read_text())
+    assert spec["curve"]  # the deployed links are CURVE-encrypted and authenticated
     with Chain(build / "chain.json", timeout=30) as chain:
         got = chain.infer(images)
     assert np.array_equal(got, Executor(digits).run(images).astype(np.int32))
+    # a client without the chain's keys gets nothing from the first board
+    import zmq
+
+    from finnchain.runtime import protocol as P
+
+    stranger = zmq.Context.instance().socket(zmq.DEALER)
+    stranger.setsockopt(zmq.LINGER, 0)
+    stranger.connect(spec["first"])
+    size = spec["input"]["bytes_per_frame"]
+    stranger.send_multipart([P.Header(P.DATA, P.CLIENT, P.plan_id(spec["plan_hash"]), 0, 1,
+                                      size).pack(), bytes(size)])
+    assert not stranger.poll(2000)
+    stranger.close()
     # provisioning took the default password away: it no longer opens the board
     r = subprocess.run(["sshpass", "-p", "xilinx", "ssh", "-o", "StrictHostKeyChecking=no",
                         "-o", "UserKnownHostsFile=/dev/null", "-o", "PubkeyAuthentication=no",

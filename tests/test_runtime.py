@@ -261,3 +261,45 @@ def test_finn_accelerator_moves_packed_bytes_through_the_driver(tmp_path):
     assert [c[0] for c in base.CALLS[-3:]] == ["in", "execute", "out"]
     acc.run(payload[:128], 1)
     assert ("allocate", 1) in base.CALLS  # a smaller batch reallocates the buffers
+
+
+def test_curve_links_refuse_strangers(build_dir, tmp_path, images, digits):
+    """With CURVE, the configured client is served bit-exactly; a client without keys or with
+    keys of its own is not, and a stranger's frames pushed at stage 1 never enter it."""
+    with LocalChain(build_dir, tmp_path, curve=True) as lc:
+        with Chain(lc.file, timeout=10) as c:
+            got = c.infer(images[:40])
+        assert np.array_equal(got, Executor(digits).run(images[:40]).astype(np.int32))
+        before = [parse(lc.metrics(k)) for k in range(2)]
+        spec = json.loads(Path(lc.file).read_text())
+        size = spec["input"]["bytes_per_frame"]
+        frame = [P.Header(P.DATA, P.CLIENT, P.plan_id(spec["plan_hash"]), 0, 1, size).pack(),
+                 bytes(size)]
+        plain = _dealer(spec["first"])  # no CURVE at all
+        plain.send_multipart(frame)
+        assert not plain.poll(1500)
+        plain.close()
+        import zmq.auth
+
+        from finnchain.runtime.curve import connect_with, make_certificates
+
+        make_certificates(tmp_path / "stranger", ["mallory"])
+        s = zmq.Context.instance().socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        connect_with(s, tmp_path / "stranger" / "mallory.key_secret",
+                     Path(spec["curve"]["first"]))
+        s.connect(spec["first"])
+        s.send_multipart(frame)
+        assert not s.poll(1500)  # a key the stage was not given: refused
+        s.close()
+        push = zmq.Context.instance().socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(f"tcp://127.0.0.1:{spec['stages'][1]['data']}")
+        push.send_multipart([b"client12", *frame], flags=zmq.NOBLOCK)
+        time.sleep(1.0)
+        push.close()
+        after = [parse(lc.metrics(k)) for k in range(2)]
+        key = 'finnchain_frames_total{direction="in"}'
+        assert [a[key] for a in after] == [b[key] for b in before]
+        with Chain(lc.file, timeout=10) as c:  # and the configured client is still served
+            assert c.infer(images[:5]).shape == (5, 1)

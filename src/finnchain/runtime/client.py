@@ -49,6 +49,7 @@ class ChainFile:
     input: dict
     output: dict
     stages: list[dict] = field(default_factory=list)
+    curve: dict | None = None  # secret (the client's certificate), first, last (public keys)
 
     @classmethod
     def read(cls, path: str | Path) -> ChainFile:
@@ -56,8 +57,11 @@ class ChainFile:
         if not path.is_file():
             raise FileNotFoundError(f"chain file not found: {path}")
         data = json.loads(path.read_text())
+        curve = data.get("curve")
+        if curve:  # paths relative to the chain file
+            curve = {k: str((path.parent / v).resolve()) for k, v in curve.items()}
         return cls(**{k: data[k] for k in ("plan_hash", "first", "last", "input", "output")},
-                   stages=data.get("stages", []))
+                   stages=data.get("stages", []), curve=curve)
 
     def write(self, path: Path) -> Path:
         path.write_text(json.dumps(self.__dict__, indent=1) + "\n")
@@ -78,8 +82,8 @@ class Chain:
         self.k = int(np.prod(self.spec.output["shape"][1:]))
         self.ctx = context or zmq.Context.instance()
         self.identity = os.urandom(8)
-        self.send = self._dealer(self.spec.first)
-        self.recv = self._dealer(self.spec.last)
+        self.send = self._dealer(self.spec.first, "first")
+        self.recv = self._dealer(self.spec.last, "last")
         # results come from the last stage; the first stage answers bad frames directly
         self.poller = zmq.Poller()
         self.poller.register(self.recv, zmq.POLLIN)
@@ -89,10 +93,14 @@ class Chain:
         self.done: dict[int, np.ndarray | ChainError] = {}
         self._hello()
 
-    def _dealer(self, address: str) -> zmq.Socket:
+    def _dealer(self, address: str, end: str) -> zmq.Socket:
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.ROUTING_ID, self.identity)
         s.setsockopt(zmq.LINGER, 0)
+        if self.spec.curve:
+            from finnchain.runtime.curve import connect_with
+
+            connect_with(s, self.spec.curve["secret"], self.spec.curve[end])
         s.connect(address)
         return s
 

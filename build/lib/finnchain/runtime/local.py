@@ -47,8 +47,27 @@ def free_base(stages: int, tries: int = 50) -> int:
     raise LaunchError("no free block of local ports found")
 
 
+def curve_keys(workdir: Path, n: int) -> dict[str, Path]:
+    """Certificates for ``n`` stages and one client, and each listener's allowed keys."""
+    import shutil as sh
+
+    from finnchain.runtime.curve import make_certificates
+
+    keys = workdir / "keys"
+    make_certificates(keys, ["client", *(f"stage{k}" for k in range(n))])
+    for k in range(n):  # stage k takes frames from stage k-1 (stage 0: from the client)
+        allow = keys / f"allow{k}"
+        allow.mkdir(exist_ok=True)
+        sh.copy(keys / ("client.key" if k == 0 else f"stage{k - 1}.key"), allow)
+    clients = keys / "clients"
+    clients.mkdir(exist_ok=True)
+    sh.copy(keys / "client.key", clients)
+    return {"dir": keys}
+
+
 def stage_configs(build_dir: Path, workdir: Path, base: int, accelerator: str | None = None,
-                  batch: int = 1, hwm: int = 8) -> tuple[list[Path], ChainFile]:
+                  batch: int = 1, hwm: int = 8, curve: bool = False
+                  ) -> tuple[list[Path], ChainFile]:
     """Write one config file per stage and the chain file for clients."""
     manifest = Manifest.read(build_dir / "manifest.json")
     stages = sorted(manifest.stages, key=lambda s: s.index)
@@ -59,6 +78,7 @@ def stage_configs(build_dir: Path, workdir: Path, base: int, accelerator: str | 
                           f"(stages {[i['index'] for i in infos]} of {infos[0]['stages']})")
     ports: list[StagePorts] = [local_ports(k, base) for k in range(n)]
     workdir.mkdir(parents=True, exist_ok=True)
+    keys = curve_keys(workdir, n)["dir"] if curve else None
     paths = []
     for k, entry in enumerate(stages):
         cfg = {"stage_dir": str((build_dir / entry.dir).resolve()),
@@ -70,6 +90,11 @@ def stage_configs(build_dir: Path, workdir: Path, base: int, accelerator: str | 
             cfg["downstream"] = f"tcp://127.0.0.1:{ports[k + 1].data}"
         else:
             cfg["results"] = f"tcp://127.0.0.1:{ports[k].results}"
+        if keys:
+            cfg["curve"] = {"secret": str(keys / f"stage{k}.key_secret"),
+                            "allow": str(keys / f"allow{k}"), "clients": str(keys / "clients")}
+            if k + 1 < n:
+                cfg["curve"]["downstream"] = str(keys / f"stage{k + 1}.key")
         path = workdir / f"stage{k}.json"
         path.write_text(json.dumps(cfg, indent=1) + "\n")
         paths.append(path)
@@ -77,7 +102,10 @@ def stage_configs(build_dir: Path, workdir: Path, base: int, accelerator: str | 
                       last=f"tcp://127.0.0.1:{ports[-1].results}", input=infos[0]["input"],
                       output=infos[-1]["output"],
                       stages=[{"index": k, "host": "127.0.0.1", "data": p.data,
-                               "metrics": p.metrics} for k, p in enumerate(ports)])
+                               "metrics": p.metrics} for k, p in enumerate(ports)],
+                      curve={"secret": str(keys / "client.key_secret"),
+                             "first": str(keys / "stage0.key"),
+                             "last": str(keys / f"stage{n - 1}.key")} if keys else None)
     return paths, chain
 
 
@@ -90,9 +118,10 @@ class LocalChain:
     """Start with ``with LocalChain(build_dir) as chain:``; ``chain.file`` is the chain file."""
 
     def __init__(self, build_dir: str | Path, workdir: str | Path, accelerator: str | None = None,
-                 batch: int = 1, base: int | None = None, hwm: int = 8) -> None:
+                 batch: int = 1, base: int | None = None, hwm: int = 8,
+                 curve: bool = False) -> None:
         self.build_dir, self.workdir = Path(build_dir), Path(workdir)
-        self.accelerator, self.batch, self.hwm = accelerator, batch, hwm
+        self.accelerator, self.batch, self.hwm, self.curve = accelerator, batch, hwm, curve
         self.base = base
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
@@ -101,7 +130,7 @@ class LocalChain:
         manifest = Manifest.read(self.build_dir / "manifest.json")
         base = self.base or free_base(len(manifest.stages))
         configs, self.chain = stage_configs(self.build_dir, self.workdir, base, self.accelerator,
-                                            self.batch, self.hwm)
+                                            self.batch, self.hwm, self.curve)
         self.file = self.chain.write(self.workdir / "chain.json")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.procs = [None] * len(configs)

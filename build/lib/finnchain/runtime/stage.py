@@ -25,6 +25,11 @@ who the client is). The config file (JSON or YAML):
     accelerator: emulate            emulate, emulate-paced, finn, pass-through (default: built)
     batch: 1                        frames per accelerator call
     hwm: 8                          messages queued per socket before pushing back
+    curve:                          optional: encrypted, authenticated links (runtime.curve)
+      secret: keys/self.key_secret  this stage's certificate
+      allow: keys/allow             public keys that may send frames in (upstream or clients)
+      clients: keys/clients         the last stage: public keys that may collect results
+      downstream: keys/next.key     the next stage's public key
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class StageConfig:
     batch: int = 1
     hwm: int = 8
     threads: int = 1
+    curve: dict | None = None
 
     @classmethod
     def read(cls, path: str | Path) -> StageConfig:
@@ -84,6 +90,8 @@ class StageConfig:
             if key not in data:
                 raise ConfigError(f"{path}: '{key}' is required")
         data["stage_dir"] = (path.parent / data["stage_dir"]).resolve()
+        if data.get("curve"):
+            data["curve"] = {k: str((path.parent / v).resolve()) for k, v in data["curve"].items()}
         cfg = cls(**data)
         if cfg.batch < 1 or cfg.hwm < 1:
             raise ConfigError(f"{path}: batch and hwm must be at least 1")
@@ -136,24 +144,38 @@ class Stage:
         return s
 
     def start(self) -> Stage:
+        curve = self.cfg.curve
+        self.guard = None
+        if curve:
+            from finnchain.runtime import curve as C
+
+            self.guard = C.Guard(self.ctx)
+            self.guard.allow("data", curve["allow"])
         self.data = self._socket(zmq.ROUTER if self.index == 0 else zmq.PULL)
+        if curve:
+            C.serve(self.data, curve["secret"], "data")
         self.data.bind(self.cfg.listen)
         if self.last:
             self.out = self._socket(zmq.ROUTER)
             self.out.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            if curve:
+                self.guard.allow("results", curve["clients"])
+                C.serve(self.out, curve["secret"], "results")
             self.out.bind(self.cfg.results)
         else:
             self.out = self._socket(zmq.PUSH)
+            if curve:
+                C.connect_with(self.out, curve["secret"], curve["downstream"])
             self.out.connect(self.cfg.downstream)
         if self.cfg.metrics:
             host, _, port = self.cfg.metrics.rpartition(":")
             self.http = serve(self.metrics, host or "0.0.0.0", int(port))
         self.thread = threading.Thread(target=self._loop, name="stage", daemon=True)
         self.thread.start()
-        log.info("stage %d ready: %d bytes a frame in on %s, %s, accelerator %s, batch %d",
+        log.info("stage %d ready: %d bytes a frame in on %s, %s, accelerator %s, batch %d%s",
                  self.index, self.acc.in_bytes, self.cfg.listen,
                  f"results on {self.cfg.results}" if self.last else f"out to {self.cfg.downstream}",
-                 self.acc.kind, self.cfg.batch)
+                 self.acc.kind, self.cfg.batch, ", CURVE" if curve else "")
         return self
 
     def close(self) -> None:
@@ -164,6 +186,8 @@ class Stage:
             self.http.shutdown()
         for sock in (self.data, self.out):
             sock.close(0)
+        if self.guard:
+            self.guard.stop()
         self.ctx.term()
 
     # -- the loop ------------------------------------------------------------------------
