@@ -34,7 +34,7 @@ def benchmark(c, build=BUILD, frames=1000, duration=0.0, window=16, source="seed
     result, path = run(Path(build), frames=int(frames), duration=float(duration),
                        window=int(window), source=source, out=Path(out), console=console)
     print_report(result, path, console)
-    if result["frames_lost"] or not result["bit_exact"]:
+    if result["frames_lost"] or result["frames_failed"] or not result["bit_exact"]:
         raise SystemExit(1)
 
 

@@ -9,7 +9,10 @@ A chain is described by a chain file (JSON, written by the deploy or by ``finnch
 Frames go to the first stage (a DEALER socket to its ROUTER); results come back from the last
 stage (a second DEALER with the same identity, introduced by HELLO/WELCOME before anything is
 sent). At most ``window`` frames are in flight; a frame without an answer after ``timeout``
-seconds raises ``ChainTimeout`` naming it.
+seconds ends as an explicit failure (a ``ChainError`` in its place among the results): every
+submitted frame ends as a result or a failure, none twice (an answer arriving after its frame
+failed is dropped and counted in ``late``), in submission order. ``ChainTimeout`` is raised only
+when the chain cannot be reached at all.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ class Chain:
         self.next_seq = 0
         self.in_flight: dict[int, float] = {}
         self.done: dict[int, np.ndarray | ChainError] = {}
+        self.late = 0  # answers that came after their frame had failed by timeout
         self._hello()
 
     def _dealer(self, address: str, end: str) -> zmq.Socket:
@@ -174,15 +178,18 @@ class Chain:
         return True
 
     def _settle(self, seq: int, value) -> None:
-        self.in_flight.pop(seq, None)
+        if seq not in self.in_flight:  # already failed by timeout: never delivered twice
+            self.late += 1
+            return
+        del self.in_flight[seq]
         self.done[seq] = value
 
     def _check_timeouts(self) -> None:
         now = time.monotonic()
-        late = [s for s, t in self.in_flight.items() if now - t > self.timeout]
-        if late:
-            raise ChainTimeout(f"no answer for frame(s) {late[:8]} within {self.timeout:g} s "
-                               f"(chain {self.spec.first} -> {self.spec.last})")
+        for seq in [s for s, t in self.in_flight.items() if now - t > self.timeout]:
+            self._settle(seq, ChainError(seq, f"frame {seq}: no answer within "
+                                              f"{self.timeout:g} s (chain {self.spec.first} -> "
+                                              f"{self.spec.last}); it was lost on the way"))
 
     def results(self, seqs: list[int]) -> Iterator[tuple[int, np.ndarray | ChainError]]:
         """Results of ``seqs`` in the order given, waiting as needed."""
