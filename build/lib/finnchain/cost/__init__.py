@@ -1,1 +1,0 @@
-"""FINN v0.10.1 cost model: HW layers of a QONNX model, their cycles and resources."""

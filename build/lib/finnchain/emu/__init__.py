@@ -1,1 +1,0 @@
-"""Emulation: the bit-exact CPU executor that stands in for a stage's FPGA fabric."""

@@ -1,1 +1,0 @@
-"""QONNX graphs: cut points, splitting into stages, wire packing, the reference run."""

@@ -1,1 +1,0 @@
-"""The planner: folding per layer, cut points across boards, plan.json."""

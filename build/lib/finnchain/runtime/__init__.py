@@ -1,1 +1,0 @@
-"""The inference chain at run time: stage daemon, transport, accelerators, client."""
