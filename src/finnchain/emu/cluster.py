@@ -184,8 +184,9 @@ def up(count: int, inventory: Path = DEFAULT_INVENTORY, progress=print) -> list[
     require_root()
     if count < 1 or count > 200:
         raise EmuError("--boards must be between 1 and 200")
-    if load():
-        raise EmuError(f"a cluster of {len(load())} boards is already up: "
+    existing = load()
+    if existing:
+        raise EmuError(f"a cluster of {len(existing)} boards is already up: "
                        "`finnchain emu down` first (or `finnchain emu status`)")
     image = make_image(progress)
     STATE.mkdir(parents=True, exist_ok=True)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import shlex
 import time
-import urllib.request
 
 from fabric import Connection
 
 from finnchain.ops.inventory import BoardHost
-from finnchain.runtime.metrics import parse
+from finnchain.runtime.metrics import scrape
 from finnchain.runtime.ports import METRICS_PORT
 
 SERVICE = "finnchain-stage"
@@ -41,12 +40,7 @@ def service(conn: Connection, action: str):
 
 
 def metrics(board: BoardHost) -> dict[str, float]:
-    try:
-        with urllib.request.urlopen(f"http://{board.address}:{METRICS_PORT}/metrics",
-                                    timeout=3) as r:
-            return parse(r.read().decode())
-    except OSError:
-        return {}
+    return scrape(board.address, METRICS_PORT, timeout=3)
 
 
 def status(boards: list[BoardHost]) -> list[dict]:

@@ -142,26 +142,25 @@ def floor_fps(search: Search) -> float:
     return clock / worst
 
 
+def _chain_or_raise(search: Search, fps: float, max_boards: int | None,
+                    fewest: bool = False) -> list[Stage]:
+    """The assembled chain for ``fps``; PlanError saying why when there is none."""
+    bounds = chain(search, fps, max_boards, fewest=fewest)
+    if bounds is None:
+        raise PlanError(explain(search, fps))
+    stages = assemble_chain(search, fps, bounds)
+    if not _valid(stages):
+        raise PlanError(_over(stages))
+    return stages
+
+
 def best_chain(search: Search, max_boards: int | None = None, fewest_at: float | None = None
                ) -> tuple[float, list[Stage]]:
     """The fastest chain (or, with ``fewest_at``, the fewest boards reaching that rate)."""
     if fewest_at is not None:
-        bounds = chain(search, fewest_at, max_boards, fewest=True)
-        if bounds is None:
-            raise PlanError(explain(search, fewest_at))
-        stages = assemble_chain(search, fewest_at, bounds)
-        if not _valid(stages):
-            raise PlanError(_over(stages))
-        return fewest_at, stages
+        return fewest_at, _chain_or_raise(search, fewest_at, max_boards, fewest=True)
     lo, hi = floor_fps(search) * 0.999, ceiling_fps(search) * 1.001
-    found = None
-    bounds = chain(search, lo, max_boards)
-    if bounds is None:
-        raise PlanError(explain(search, lo))
-    stages = assemble_chain(search, lo, bounds)
-    if not _valid(stages):
-        raise PlanError(_over(stages))
-    found = (lo, stages)
+    found = (lo, _chain_or_raise(search, lo, max_boards))
     for _ in range(SEARCH_STEPS):
         if hi / lo < 1 + 1e-7:
             break

@@ -14,11 +14,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from finnchain.finn.manifest import Manifest
 from finnchain.runtime.client import ChainFile
+from finnchain.runtime.metrics import fetch
 from finnchain.runtime.ports import StagePorts, local_ports
 
 READY_SECONDS = 120.0
@@ -109,11 +109,6 @@ def stage_configs(build_dir: Path, workdir: Path, base: int, accelerator: str | 
     return paths, chain
 
 
-def metrics_text(host: str, port: int, timeout: float = 2.0) -> str:
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as r:
-        return r.read().decode()
-
-
 class LocalChain:
     """Start with ``with LocalChain(build_dir) as chain:``; ``chain.file`` is the chain file."""
 
@@ -152,7 +147,7 @@ class LocalChain:
                 raise LaunchError(f"stage {k} exited with {self.procs[k].returncode}:\n"
                                   + self.log_tail(k))
             try:
-                metrics_text("127.0.0.1", port, timeout=0.5)
+                fetch("127.0.0.1", port, timeout=0.5)
                 return
             except OSError:
                 time.sleep(0.1)
@@ -164,7 +159,7 @@ class LocalChain:
         return "\n".join(text.splitlines()[-lines:])
 
     def metrics(self, k: int) -> str:
-        return metrics_text("127.0.0.1", self.chain.stages[k]["metrics"])
+        return fetch("127.0.0.1", self.chain.stages[k]["metrics"])
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs if p is not None]

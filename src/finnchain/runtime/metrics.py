@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -77,6 +78,20 @@ def parse(text: str) -> dict[str, float]:
             key, _, value = line.rpartition(" ")
             out[key] = float(value)
     return out
+
+
+def fetch(host: str, port: int, timeout: float = 2.0) -> str:
+    """A stage's ``/metrics`` text (raises OSError when the stage does not answer)."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as r:
+        return r.read().decode()
+
+
+def scrape(host: str, port: int, timeout: float = 2.0) -> dict[str, float]:
+    """A stage's counters, parsed; empty when the stage does not answer."""
+    try:
+        return parse(fetch(host, port, timeout))
+    except OSError:
+        return {}
 
 
 def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
