@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-mobilenet test bench venv clean
+.PHONY: demo demo-mobilenet test bench soak venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/executor.py
 	$(VENV)/bin/python bench/planner.py
 	$(VENV)/bin/python bench/transport.py
+
+soak: $(STAMP)
+	$(VENV)/bin/python bench/soak.py --minutes 5
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

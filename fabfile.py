@@ -25,14 +25,17 @@ console = Console(width=max(Console().width, 120))
             "duration": "seconds to stream instead of a frame count",
             "window": "frames in flight (default 16)",
             "source": "seeded (default), dataset (digits-cnv's test images) or a .npy file",
-            "out": "folder for the JSON and PNG (default artifacts/reports)"})
+            "out": "folder for the JSON and PNG (default artifacts/reports)",
+            "timeout": "seconds after which a frame without an answer counts as failed "
+                       "(default 30)"})
 def benchmark(c, build=BUILD, frames=1000, duration=0.0, window=16, source="seeded",
-              out="artifacts/reports"):
+              out="artifacts/reports", timeout=30.0):
     """Stream frames through the chain; report rate, latency, load, links, losses, bits, energy."""
     from finnchain.ops.benchmark import print_report, run
 
     result, path = run(Path(build), frames=int(frames), duration=float(duration),
-                       window=int(window), source=source, out=Path(out), console=console)
+                       window=int(window), source=source, timeout=float(timeout), out=Path(out),
+                       console=console)
     print_report(result, path, console)
     if result["frames_lost"] or result["frames_failed"] or not result["bit_exact"]:
         raise SystemExit(1)
@@ -48,6 +51,9 @@ def status(c, inventory=str(DEFAULT_INVENTORY)):
     for r in rows:
         t.add_row(*[str(v) for v in r.values()])
     console.print(t)
+    for r in rows:
+        if r["service"] != "running":
+            console.print(f"[bold red]{r['board']} ({r['address']}): {r['service']}[/]")
 
 
 @task(help={"inventory": "Ansible inventory", "lines": "lines per board (default 20)"})

@@ -1,12 +1,23 @@
-"""Shared fixtures: the two models are exported once per test session."""
+"""Shared fixtures: the two models are exported once per test session; one emulated cluster
+(three boards, root only) serves every test that needs it, and is removed at the end."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from finnchain.graph.model import load
 from finnchain.models import zoo
+
+
+def pytest_collection_modifyitems(items):
+    """The fault tests (tests/faults/) run last: they break and mend the cluster that the other
+    cluster tests want as freshly flashed boards."""
+    items.sort(key=lambda item: "/faults/" in str(item.path))
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +85,56 @@ def tiny_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("catalogue") / "tiny.yml"
     path.write_text(TINY_BOARD)
     return path
+
+
+@pytest.fixture(scope="session")
+def boards(tmp_path_factory):
+    """Three emulated boards, freshly flashed; yields their inventory. Checks at the end that
+    ``emu down`` leaves nothing behind."""
+    if os.geteuid() != 0:
+        pytest.skip("the emulated cluster needs root")
+    from clusterkit import finnchain
+    from finnchain.emu import cluster
+
+    if cluster.load():
+        pytest.skip("an emulated cluster is already up on this machine (finnchain emu down)")
+    inventory = tmp_path_factory.mktemp("inventory") / "emulated.yml"
+    r = finnchain("emu", "up", "--boards", "3", "--inventory", str(inventory))
+    assert r.returncode == 0, r.stdout + r.stderr
+    yield inventory
+    r = finnchain("emu", "down")
+    assert r.returncode == 0, r.stderr
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                           check=False).stdout
+    assert "fc-" not in netns, netns
+    links = subprocess.run(["ip", "link"], capture_output=True, text=True, check=False).stdout
+    assert cluster.HOST_LINK not in links
+    assert not cluster.STATE.exists()
+
+
+@pytest.fixture(scope="session")
+def build(digits, tiny_file, tmp_path_factory):
+    """digits-cnv planned onto three tiny boards and built for emulation."""
+    from clusterkit import ROOT
+    from finnchain.boards.catalogue import Catalogue
+    from finnchain.plan.make import make_plan, write_plan
+
+    folder = tmp_path_factory.mktemp("deploy")
+    plan, _, models = make_plan(digits, Catalogue(tiny_file).chain("tiny:3"), "digits-cnv", "x")
+    assert len(plan.stages) == 3
+    write_plan(plan, models, folder / "plan")
+    r = subprocess.run([sys.executable, "build/build.py", str(folder / "plan"), "--out",
+                        str(folder / "build")], cwd=ROOT, capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    return folder / "build"
+
+
+@pytest.fixture(scope="session")
+def deployed(boards, build):
+    """The build deployed on the boards (once per session; a later deploy changes nothing)."""
+    from clusterkit import playbook
+
+    r = playbook(boards, build)
+    assert r.returncode == 0, r.stdout[-3000:]
+    return build

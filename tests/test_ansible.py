@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ROLES = ["controller", "provision", "network", "overlay", "runtime", "chain"]
+ROLES = ["controller", "provision", "network", "overlay", "runtime", "chain", "sdcard"]
 
 
 def test_ansible_lint_passes():
@@ -21,10 +21,11 @@ def test_ansible_lint_passes():
 def test_playbooks_parse(tmp_path):
     inventory = tmp_path / "inventory.yml"
     inventory.write_text((ROOT / "inventory" / "zedboards.example.yml").read_text())
-    r = subprocess.run([str(BIN / "ansible-playbook"), "--syntax-check", "-i", str(inventory),
-                        "deploy.yml"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
+    for playbook in ("deploy.yml", "playbooks/sdcard.yml"):
+        r = subprocess.run([str(BIN / "ansible-playbook"), "--syntax-check", "-i",
+                            str(inventory), playbook], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300, check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_roles_follow_one_layout():
@@ -35,3 +36,21 @@ def test_roles_follow_one_layout():
         names = [line.split(":")[0] for line in defaults.splitlines()
                  if line and not line.startswith(("#", " ", "-"))]
         assert all(n.startswith(f"{role}_") for n in names), (role, names)
+
+
+def test_no_secret_is_committed():
+    """Generated keys live outside the repository (the build folder, ~/.ssh): no private key,
+    CURVE secret or vault-less password file is tracked, and the places keys are made are
+    ignored by git."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                             check=True).stdout.decode().split("\0")
+    tracked = [f for f in tracked if f and (ROOT / f).is_file()]
+    assert len(tracked) > 50
+    secrets = [f for f in tracked if f.endswith((".key_secret", "_ed25519", "_rsa", ".pem"))]
+    markers = (b"PRIVATE" + b" KEY-----", b"secret" + b"-key = ")  # (not this file itself)
+    secrets += [f for f in tracked if any(m in (ROOT / f).read_bytes() for m in markers)]
+    assert not secrets, secrets
+    ignored = subprocess.run(["git", "check-ignore", "artifacts/deploy/keys/stage0.key_secret",
+                              "inventory/emulated.yml"], cwd=ROOT, capture_output=True,
+                             text=True, check=False).stdout.split()
+    assert ignored == ["artifacts/deploy/keys/stage0.key_secret", "inventory/emulated.yml"]

@@ -154,6 +154,25 @@ def build_parser() -> argparse.ArgumentParser:
     e_down.set_defaults(func=cluster.main_down)
     e_st = emu_sub.add_parser("status", help="list the boards (exit 1 if one is down)")
     e_st.set_defaults(func=cluster.main_status)
+    faults = {  # name: (help, description, states, function)
+        "link": ("take a board's Ethernet link down or up (a fault)",
+                 ("Set the link of BOARD's eth0 down or up inside its namespace; its processes "
+                 "keep running."), ("down", "up"), cluster.main_link),
+        "power": ("cut a board's power or boot it again (a fault)",
+                  ("off: every process of BOARD dies and its link goes down, as when its plug "
+                  "is pulled. on: it boots again (sshd and the services enabled at boot); with "
+                  "--fresh from a freshly flashed PYNQ image, as a replacement board would."),
+                  ("off", "on"), cluster.main_power)}
+    for name, (text, description, states, func) in faults.items():
+        f = emu_sub.add_parser(name, help=text, description=description)
+        f.add_argument("board", help="a board's name, e.g. board2")
+        f.add_argument("state", choices=states)
+        f.set_defaults(func=func)
+        if name == "power":
+            f.add_argument("--fresh", action="store_true", help="with on: boot from a fresh "
+                           "image (the board's writes are dropped)")
+            f.add_argument("--sdcard", metavar="IMG", help="with on: boot from this SD card "
+                           "image, seeded by playbooks/sdcard.yml (implies --fresh)")
 
     d = sub.add_parser("demo", help="the README's main job",
                        description="As root: plan, build, bring up emulated boards, deploy with "

@@ -15,20 +15,30 @@
   as on the image), ``/etc/network/interfaces.d/eth0`` as PYNQ writes it (DHCP plus the alias
   192.168.2.99), an OpenSSH server on the board's address with password logins, no FPGA.
 
-There is no systemd inside a board (services use LSB init scripts), and the clock is the
-machine's. ``emu down`` removes the namespaces, the bridge, the processes (and with them the
-mounts) and the state; ``emu status`` lists the boards. ``up`` writes an Ansible inventory.
+There is no systemd inside a board (services use LSB init scripts, and a boot starts those
+enabled in ``/etc/rc2.d`` as sysvinit would), and the clock is the machine's. ``emu down``
+removes the namespaces, the bridge, the processes (and with them the mounts) and the state;
+``emu status`` lists the boards. ``up`` writes an Ansible inventory.
+
+Faults, for tests and drills: ``emu link BOARD down|up`` takes a board's Ethernet link down or
+up inside its namespace (its processes live on); ``emu power BOARD off`` kills every process of
+the board (as pulling its plug would) and takes its link down; ``emu power BOARD on`` boots it
+again from its state, or with ``--fresh`` from a freshly flashed image (a replacement board);
+``--sdcard IMG`` boots it from a card seeded by ``playbooks/sdcard.yml``: the card's hostname,
+static address, authorized SSH keys and marker are those the board comes up with.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +57,10 @@ OVERLAID = ("etc", "home", "opt", "root", "usr/local", "var")
 LINK_RATE = "1gbit"
 BOOT_SECONDS = 30.0
 DEFAULT_INVENTORY = Path("inventory/emulated.yml")
+CARD_ROOT_PARTITION = 2  # a PYNQ image: FAT boot partition, then the ext4 root
+# what a card seeded by playbooks/sdcard.yml sets, relative to its root filesystem
+CARD_FILES = ("etc/hostname", "etc/hosts", "etc/network/interfaces.d/eth0",
+              "etc/finnchain-board.json", "home/xilinx/.ssh")
 
 BOOT = r"""
 set -e
@@ -75,9 +89,19 @@ if [ ! -e /etc/finnchain-emu-board ]; then   # first boot: the state of a fresh 
     > /etc/network/interfaces.d/eth0
   printf 'source %s/bin/activate\n' "$FC_VENV" > /etc/profile.d/pynq_venv.sh
   echo "$FC_NAME" > /etc/finnchain-emu-board
+  if [ -n "$FC_CARD" ]; then       # booted from a seeded card: what it sets wins
+    (cd "$FC_CARD" && find . -type f) | while read -r f; do   # files only: no parent's mode
+      mkdir -p "/$(dirname "$f")"; cp -p "$FC_CARD/$f" "/$f"
+    done
+    [ -d /home/xilinx/.ssh ] && chown -R xilinx:xilinx /home/xilinx/.ssh
+    hostname "$(cat /etc/hostname)"
+  fi
 fi
 mkdir -p /run/sshd
 /usr/sbin/sshd
+for s in /etc/rc2.d/S*; do        # the services enabled at boot, as sysvinit starts them
+  [ -x "$s" ] && "$s" start || true
+done
 echo "board $FC_NAME up"
 exec /usr/bin/python3 -c '
 import os, signal, time
@@ -234,14 +258,128 @@ def _board(i: int, image: Path) -> Board:
                 ("tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", LINK_RATE,
                  "burst", "256kb", "latency", "50ms")):
         _run(*cmd, netns=ns)
+    (state / "boot.log").unlink(missing_ok=True)
+    return Board(name, address, ns, veth, _boot(ns, name, address, state, image), str(state))
+
+
+def _boot(ns: str, name: str, address: str, state: Path, image: Path,
+          card: Path | None = None) -> int:
+    """Start the board's PID 1 (mounts, first-boot set-up, sshd, enabled services)."""
     env = {**os.environ, "FC_STATE": str(state), "FC_OVERLAID": " ".join(OVERLAID),
-           "FC_IMAGE": str(image), "FC_NAME": name, "FC_ADDRESS": address, "FC_VENV": PYNQ_VENV}
-    with open(state / "boot.log", "wb") as log:
+           "FC_IMAGE": str(image), "FC_NAME": name, "FC_ADDRESS": address, "FC_VENV": PYNQ_VENV,
+           "FC_CARD": str(card or "")}
+    with open(state / "boot.log", "ab") as log:
         proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, "unshare", "--mount", "--uts", "--pid", "--fork",
              "--kill-child", "--mount-proc", "--propagation", "private", "bash", "-c", BOOT],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    return Board(name, address, ns, veth, proc.pid, str(state))
+    return proc.pid
+
+
+def _find(name: str) -> tuple[list[Board], Board]:
+    boards = load()
+    if not boards:
+        raise EmuError("no emulated cluster is up (`finnchain emu up --boards N`)")
+    for b in boards:
+        if b.name == name:
+            return boards, b
+    raise EmuError(f"no board {name!r} in the emulated cluster "
+                   f"(boards: {', '.join(b.name for b in boards)})")
+
+
+def link(name: str, up: bool) -> Board:
+    """Take a board's Ethernet link up or down, inside its namespace."""
+    require_root()
+    _, board = _find(name)
+    _run("ip", "link", "set", "eth0", "up" if up else "down", netns=board.netns)
+    return board
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, dead but not yet reaped by its parent, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def read_card(image: Path, into: Path) -> str | None:
+    """Copy what a seeded card sets (``CARD_FILES``) out of its root filesystem into ``into``;
+    returns the static address the card gives eth0 (None for DHCP)."""
+    if not image.is_file():
+        raise EmuError(f"no SD card image at {image}")
+    table = json.loads(_run("sfdisk", "--json", str(image)).stdout or "{}")
+    parts = table.get("partitiontable", {}).get("partitions", [])
+    if len(parts) < CARD_ROOT_PARTITION:
+        raise EmuError(f"{image} has no partition {CARD_ROOT_PARTITION} (a PYNQ image's "
+                       "root filesystem)")
+    root, unit = parts[CARD_ROOT_PARTITION - 1], table["partitiontable"].get("sectorsize", 512)
+    mnt = Path(tempfile.mkdtemp(prefix="finnchain-card-"))
+    try:
+        _run("mount", "-o", f"ro,loop,offset={root['start'] * unit},"
+             f"sizelimit={root['size'] * unit}", str(image), str(mnt))
+        try:
+            shutil.rmtree(into, ignore_errors=True)
+            for rel in CARD_FILES:
+                src = mnt / rel
+                if src.is_dir():
+                    shutil.copytree(src, into / rel, symlinks=True)
+                elif src.is_file():
+                    (into / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, into / rel)
+        finally:
+            _run("umount", str(mnt), check=False)
+    finally:
+        mnt.rmdir()
+    if not (into / "etc/hostname").is_file():
+        raise EmuError(f"{image} is not a seeded card: no /etc/hostname on its root filesystem")
+    eth0 = into / "etc/network/interfaces.d/eth0"
+    text = eth0.read_text() if eth0.is_file() else ""
+    static = re.search(r"iface eth0 inet static\s+address\s+([\d.]+)", text)
+    return static.group(1) if static else None
+
+
+def power(name: str, on: bool, fresh: bool = False, card: Path | None = None) -> Board:
+    """Cut a board's power (every process of it dies, its link goes down) or boot it again;
+    ``fresh`` boots it from a freshly flashed image, as a replacement board would come, and
+    ``card`` from a seeded SD card image (fresh as well): its hostname, address and keys."""
+    require_root()
+    boards, board = _find(name)
+    if card is not None:
+        fresh = True
+    if not on:  # the link first: a dead board says goodbye to no one (no FIN, no RST)
+        _run("ip", "link", "set", "eth0", "down", netns=board.netns)
+        if _alive(board.pid):
+            os.kill(board.pid, signal.SIGKILL)  # --kill-child: the board's PID 1 and all below
+        deadline = time.monotonic() + 10  # until no process of the board is left
+        while time.monotonic() < deadline and (
+                _alive(board.pid) or any(_alive(int(p)) for p in _run(
+                    "ip", "netns", "pids", board.netns, check=False).stdout.split())):
+            time.sleep(0.02)
+        return board
+    if _alive(board.pid):
+        raise EmuError(f"{name} is already on (`finnchain emu power {name} off` first)")
+    state = Path(board.state)
+    if fresh:  # a new SD card: nothing of the old board's writes survives
+        for sub in ("upper", "work"):
+            shutil.rmtree(state / sub, ignore_errors=True)
+    staged = None
+    if card is not None:
+        staged = state / "card"
+        address = read_card(card, staged)
+        if address and address != board.address:  # the card's static address, as ifupdown would
+            if not address.startswith(f"{SUBNET}."):
+                raise EmuError(f"the card gives eth0 {address}, outside the emulated network "
+                               f"{SUBNET}.0/24")
+            _run("ip", "addr", "flush", "dev", "eth0", netns=board.netns)
+            _run("ip", "addr", "add", f"{address}/24", "dev", "eth0", netns=board.netns)
+            board.address = address
+    _run("ip", "link", "set", "eth0", "up", netns=board.netns)
+    board.pid = _boot(board.netns, board.name, board.address, state, make_image(), staged)
+    _save(boards)
+    _wait_ssh(board, time.monotonic() + BOOT_SECONDS)
+    return board
 
 
 def _save(boards: list[Board]) -> None:
@@ -325,6 +463,31 @@ def main_down(args) -> int:
     except EmuError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def main_link(args) -> int:
+    try:
+        b = link(args.board, args.state == "up")
+    except EmuError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{b.name}: link {args.state}")
+    return 0
+
+
+def main_power(args) -> int:
+    try:
+        card = Path(args.sdcard) if args.sdcard else None
+        if card is not None and args.state != "on":
+            raise EmuError("--sdcard goes with `power BOARD on`")
+        b = power(args.board, args.state == "on", fresh=args.fresh, card=card)
+    except EmuError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{b.name}: power {args.state}" + (f" from the card {args.sdcard}, at {b.address}"
+                                             if args.sdcard else
+                                             " (fresh image)" if args.fresh else ""))
     return 0
 
 

@@ -73,3 +73,36 @@ def verify(root: Path, entry: StageEntry) -> list[str]:
         elif sha256_file(p) != digest:
             bad.append(f"{rel} (changed)")
     return bad
+
+
+def verify_build(build: Path) -> list[str]:
+    """Every file of every stage of the build at ``build`` that does not match its manifest."""
+    manifest = Manifest.read(build / "manifest.json")
+    return [f"stage {e.index}: {bad}" for e in manifest.stages for bad in verify(build, e)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m finnchain.finn.manifest BUILD``: check a build's files against its manifest
+    (the deployment runs it before anything is copied to a board)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m finnchain.finn.manifest BUILD_DIR", file=sys.stderr)
+        return 2
+    build = Path(args[0])
+    try:
+        bad = verify_build(build)
+    except (ManifestError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if bad:
+        print(f"error: the build at {build} does not match its manifest.json "
+              f"(rebuild it, or copy it again): {'; '.join(bad)}", file=sys.stderr)
+        return 1
+    print(f"{build}: every file matches manifest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from fabric import Connection
 
@@ -18,12 +19,13 @@ from finnchain.runtime.ports import METRICS_PORT
 SERVICE = "finnchain-stage"
 LOG = "/var/log/finnchain-stage.log"
 STAGE_DIR = "/opt/finnchain/stage"
+CONNECT_SECONDS = 3  # a board that does not open SSH in this time is named unreachable
 
 
 def connect(board: BoardHost) -> Connection:
     from pathlib import Path
 
-    return Connection(board.ssh_host, user=board.user, connect_timeout=10,
+    return Connection(board.ssh_host, user=board.user, connect_timeout=CONNECT_SECONDS,
                       connect_kwargs={"key_filename": str(Path(board.key).expanduser())})
 
 
@@ -43,25 +45,31 @@ def metrics(board: BoardHost) -> dict[str, float]:
     return scrape(board.address, METRICS_PORT, timeout=3)
 
 
+def _status(b: BoardHost) -> dict:
+    row = {"board": b.name, "address": b.address}
+    try:
+        with connect(b) as c:
+            row["service"] = "running" if service(c, "status").ok else "stopped"
+            r = sudo(c, f"sha256sum {STAGE_DIR}/stage.json")
+            row["overlay_sha256"] = r.stdout.split()[0][:12] if r.ok else "-"
+    except Exception as exc:  # noqa: BLE001 (any connection failure is reported per board)
+        row["service"] = f"unreachable ({type(exc).__name__})"
+        row["overlay_sha256"] = "-"
+    m = scrape(b.address, METRICS_PORT, timeout=CONNECT_SECONDS)
+    info = next((k for k in m if k.startswith("finnchain_stage_info{")), "")
+    row["plan"] = info.split('plan="')[1].split('"')[0] if 'plan="' in info else "-"
+    row["frames_in"] = int(m.get('finnchain_frames_total{direction="in"}', 0))
+    row["errors"] = int(sum(v for k, v in m.items() if k.startswith("finnchain_errors_total{")))
+    row["uptime_s"] = round(m.get("finnchain_uptime_seconds", 0), 1)
+    row["rss_mb"] = round(m.get("process_resident_memory_bytes", 0) / 2**20, 1)
+    return row
+
+
 def status(boards: list[BoardHost]) -> list[dict]:
-    rows = []
-    for b in boards:
-        row = {"board": b.name, "address": b.address}
-        try:
-            with connect(b) as c:
-                row["service"] = "running" if service(c, "status").ok else "stopped"
-                r = sudo(c, f"sha256sum {STAGE_DIR}/stage.json")
-                row["overlay_sha256"] = r.stdout.split()[0][:12] if r.ok else "-"
-        except Exception as exc:  # noqa: BLE001 (any connection failure is reported per board)
-            row["service"] = f"unreachable ({type(exc).__name__})"
-        m = metrics(b)
-        info = next((k for k in m if k.startswith("finnchain_stage_info{")), "")
-        row["plan"] = info.split('plan="')[1].split('"')[0] if 'plan="' in info else "-"
-        row["frames_in"] = int(m.get('finnchain_frames_total{direction="in"}', 0))
-        row["errors"] = int(sum(v for k, v in m.items() if k.startswith("finnchain_errors_total{")))
-        row["uptime_s"] = round(m.get("finnchain_uptime_seconds", 0), 1)
-        rows.append(row)
-    return rows
+    """One row per board, all boards asked at once: a board that is down costs
+    ``CONNECT_SECONDS``, not a wait per board."""
+    with ThreadPoolExecutor(max(1, len(boards))) as pool:
+        return list(pool.map(_status, boards))
 
 
 def logs(boards: list[BoardHost], lines: int = 20) -> dict[str, str]:

@@ -12,7 +12,10 @@ sent). At most ``window`` frames are in flight; a frame without an answer after 
 seconds ends as an explicit failure (a ``ChainError`` in its place among the results): every
 submitted frame ends as a result or a failure, none twice (an answer arriving after its frame
 failed is dropped and counted in ``late``), in submission order. ``ChainTimeout`` is raised only
-when the chain cannot be reached at all.
+when the chain cannot be reached at all. When frames time out, the client asks every stage's
+metrics endpoint (at most once per ``timeout``) and names the boards that do not answer in the
+failures' messages, so an operator reads "board2 (stage 1 at 10.0.0.12) does not answer" rather
+than a bare timeout.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +33,7 @@ import zmq
 
 from finnchain.runtime import protocol as P
 from finnchain.runtime.accel import RESULT_DTYPE
+from finnchain.runtime.metrics import fetch
 
 
 class ChainError(RuntimeError):
@@ -95,12 +100,14 @@ class Chain:
         self.in_flight: dict[int, float] = {}
         self.done: dict[int, np.ndarray | ChainError] = {}
         self.late = 0  # answers that came after their frame had failed by timeout
+        self._diagnosis: tuple[float, str] = (-float("inf"), "")
         self._hello()
 
     def _dealer(self, address: str, end: str) -> zmq.Socket:
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.ROUTING_ID, self.identity)
         s.setsockopt(zmq.LINGER, 0)
+        P.liveness(s)
         if self.spec.curve:
             from finnchain.runtime.curve import connect_with
 
@@ -184,12 +191,45 @@ class Chain:
         del self.in_flight[seq]
         self.done[seq] = value
 
+    def unreachable(self, timeout: float = 1.0) -> list[str]:
+        """The stages whose metrics endpoint does not answer within ``timeout`` seconds, each
+        as 'board2 (stage 1 at 10.0.0.12)'; asked all at once."""
+        def down(stage: dict) -> bool:
+            try:
+                fetch(stage["host"], int(stage["metrics"]), timeout)
+                return False
+            except (OSError, ValueError):
+                return True
+
+        stages = [s for s in self.spec.stages if "metrics" in s]
+        if not stages:
+            return []
+        with ThreadPoolExecutor(len(stages)) as pool:
+            flags = list(pool.map(down, stages))
+        return [f"{s['name']} (stage {s['index']} at {s['host']})" if s.get("name") else
+                f"stage {s['index']} (at {s['host']}:{s['metrics']})"
+                for s, d in zip(stages, flags) if d]
+
+    def _why(self) -> str:
+        """Why frames go unanswered, from the stages' endpoints; asked once per timeout."""
+        now = time.monotonic()
+        if now - self._diagnosis[0] >= self.timeout:
+            names = self.unreachable(min(1.0, self.timeout))
+            why = (f"{', '.join(names)} {'does' if len(names) == 1 else 'do'} not answer"
+                   if names else "it was lost on the way")
+            self._diagnosis = (time.monotonic(), why)
+        return self._diagnosis[1]
+
     def _check_timeouts(self) -> None:
         now = time.monotonic()
-        for seq in [s for s, t in self.in_flight.items() if now - t > self.timeout]:
+        expired = [s for s, t in self.in_flight.items() if now - t > self.timeout]
+        if not expired:
+            return
+        why = self._why()
+        for seq in expired:
             self._settle(seq, ChainError(seq, f"frame {seq}: no answer within "
                                               f"{self.timeout:g} s (chain {self.spec.first} -> "
-                                              f"{self.spec.last}); it was lost on the way"))
+                                              f"{self.spec.last}); {why}"))
 
     def results(self, seqs: list[int]) -> Iterator[tuple[int, np.ndarray | ChainError]]:
         """Results of ``seqs`` in the order given, waiting as needed."""

@@ -6,6 +6,7 @@ Written with the standard library only: a board runs the stage with what its PYN
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import urllib.request
@@ -13,6 +14,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PREFIX = "finnchain_"
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class Metrics:
@@ -67,7 +69,20 @@ class Metrics:
         family("batches_total", "counter", [("", s["batches"])])
         family("queue_depth", "gauge", [(f'{{queue="{q}"}}', v) for q, v in s["queues"].items()])
         family("uptime_seconds", "gauge", [("", round(s["uptime_seconds"], 3))])
+        rss = resident_bytes()
+        if rss is not None:  # Prometheus' standard process metric, unprefixed
+            lines += ["# TYPE process_resident_memory_bytes gauge",
+                      f"process_resident_memory_bytes {rss}"]
         return "\n".join(lines) + "\n"
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory (Linux's /proc/self/statm), None elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def parse(text: str) -> dict[str, float]:

@@ -15,6 +15,12 @@ header (40 bytes, little-endian):
 
 A DATA payload is ``count`` frames in FINN's packed layout, back to back (``graph.pack``); an
 ERROR payload is UTF-8 text naming what was wrong.
+
+Every socket of the chain (stages and clients) sends ZMTP heartbeats (``liveness``): a peer
+that stops answering (a board powered off, a link down) is dropped after
+``HEARTBEAT_TIMEOUT_MS`` and reconnected within about a second of its coming back (connect
+attempts time out after ``CONNECT_TIMEOUT_MS`` and are tried again), instead of waiting on
+TCP's retransmission backoff, which can take minutes after a long outage.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ HEADER = struct.Struct("<4sBBH16sQII")
 DATA, RESULT, ERROR, HELLO, WELCOME = 1, 2, 3, 4, 5
 KINDS = {DATA: "data", RESULT: "result", ERROR: "error", HELLO: "hello", WELCOME: "welcome"}
 CLIENT = 0xFFFF
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 3000
+RECONNECT_IVL_MAX_MS = 1000
+CONNECT_TIMEOUT_MS = 1000  # a connect attempt into a dead link is retried, not left to TCP
 MAX_COUNT = 4096  # frames in one message
 
 
@@ -75,3 +85,14 @@ def plan_id(plan_hash: str) -> bytes:
 def error_message(stage: int, plan: bytes, seq: int, text: str) -> list[bytes]:
     body = text.encode()
     return [Header(ERROR, stage, plan, seq, 0, len(body)).pack(), body]
+
+
+def liveness(sock) -> None:
+    """Heartbeats and a bounded reconnect interval on a ZeroMQ socket (before connect/bind)."""
+    import zmq
+
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)

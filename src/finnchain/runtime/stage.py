@@ -141,6 +141,7 @@ class Stage:
         s.setsockopt(zmq.RCVTIMEO, POLL_MS)
         s.setsockopt(zmq.SNDHWM, self.cfg.hwm)
         s.setsockopt(zmq.RCVHWM, self.cfg.hwm)
+        P.liveness(s)
         return s
 
     def start(self) -> Stage:

@@ -1,0 +1,65 @@
+"""Bad input at deploy time: the deployment refuses, by name, an inventory with a missing or a
+duplicate board, a build whose files no longer match its manifest, and a missing build, before
+anything reaches a board (the boards of these inventories do not even exist).
+
+Bad input elsewhere is tested where it is handled: frames (tests/test_runtime.py), plans and
+models (tests/test_plan.py, tests/test_build.py, tests/test_cli.py), board specs
+(tests/test_boards.py), images (tests/test_executor.py); the README counts them all.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import yaml
+
+from clusterkit import playbook
+from finnchain.finn.manifest import main as verify_main
+
+
+def _inventory(path, addresses: list[str]):
+    """Boards that do not exist (port 9 of TEST-NET-1): a deploy that reached them would fail
+    as unreachable, not with the message the test looks for."""
+    hosts = {f"zed{i + 1}": {"ansible_host": "192.0.2.1", "ansible_port": 9,
+                             "finnchain_address": a} for i, a in enumerate(addresses)}
+    path.write_text(yaml.safe_dump({"all": {"children": {"boards": {
+        "hosts": hosts, "vars": {"ansible_user": "xilinx", "finnchain_emulated": True}}}}}))
+    return path
+
+
+def _refused(inventory, build, message: str) -> None:
+    r = playbook(inventory, build)
+    assert r.returncode != 0
+    assert message in r.stdout, r.stdout[-3000:]
+    assert "UNREACHABLE" not in r.stdout  # stopped on the controller, before any board
+
+
+def test_an_inventory_with_a_board_missing(build, tmp_path):
+    inv = _inventory(tmp_path / "inv.yml", ["10.0.0.11", "10.0.0.12"])
+    _refused(inv, build, "the build has 3 stages but the inventory has 2 boards")
+
+
+def test_an_inventory_with_a_board_twice(build, tmp_path):
+    inv = _inventory(tmp_path / "inv.yml", ["10.0.0.11", "10.0.0.12", "10.0.0.11"])
+    _refused(inv, build, "the inventory gives the same address to two boards: "
+                                     "zed1=10.0.0.11, zed2=10.0.0.12, zed3=10.0.0.11")
+
+
+def test_a_build_whose_overlay_changed_after_its_manifest(build, tmp_path):
+    good, build = build, tmp_path / "build"
+    shutil.copytree(good, build)
+    model = build / "stage1" / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF  # one byte flipped: a corrupted copy
+    model.write_bytes(bytes(data))
+    (build / "stage2" / "stage.json").unlink()
+    assert verify_main([str(build)]) == 1
+    inv = _inventory(tmp_path / "inv.yml", ["10.0.0.11", "10.0.0.12", "10.0.0.13"])
+    _refused(inv, build, "stage 1: stage1/model.onnx (changed); stage 2: stage2/stage.json "
+                         "(missing)")
+    assert verify_main([str(good)]) == 0
+
+
+def test_no_build_at_all(tmp_path):
+    inv = _inventory(tmp_path / "inv.yml", ["10.0.0.11"])
+    _refused(inv, tmp_path / "nothing", f"no build at {tmp_path / 'nothing'}")
