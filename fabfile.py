@@ -43,7 +43,8 @@ def benchmark(c, build=BUILD, frames=1000, duration=0.0, window=16, source="seed
 
 @task(help={"inventory": f"Ansible inventory (default {DEFAULT_INVENTORY})"})
 def status(c, inventory=str(DEFAULT_INVENTORY)):
-    """Per board: service state, plan hash, overlay checksum, counters, uptime."""
+    """Per board: service state, plan hash, overlay checksum, counters, uptime, memory.
+    Exits 1 when a board's stage is not running or the board does not answer."""
     rows = control.status(boards(inventory))
     t = Table(title="boards")
     for col in rows[0]:
@@ -51,9 +52,11 @@ def status(c, inventory=str(DEFAULT_INVENTORY)):
     for r in rows:
         t.add_row(*[str(v) for v in r.values()])
     console.print(t)
-    for r in rows:
-        if r["service"] != "running":
-            console.print(f"[bold red]{r['board']} ({r['address']}): {r['service']}[/]")
+    down = [r for r in rows if r["service"] != "running"]
+    for r in down:
+        console.print(f"[bold red]{r['board']} ({r['address']}): {r['service']}[/]")
+    if down:
+        raise SystemExit(1)
 
 
 @task(help={"inventory": "Ansible inventory", "lines": "lines per board (default 20)"})

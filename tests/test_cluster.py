@@ -101,7 +101,7 @@ def test_fab_benchmark_status_and_health(boards, build, tmp_path):
     assert r.returncode == 1 and failed, r.stdout[-3000:]
     assert all("board2" in line for line in failed), failed
     r = fab("status", "--inventory", str(boards))
-    assert r.returncode == 0 and "stopped" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 1 and "board2 (127.77.0.12): stopped" in r.stdout, r.stdout + r.stderr
     # fab start brings the stopped stage back (last stage first); the checks pass again
     r = fab("start", "--inventory", str(boards))
     assert r.returncode == 0 and "board2" in r.stdout, r.stdout + r.stderr

@@ -278,6 +278,11 @@ def test_a_board_boots_from_its_seeded_card_and_deploys(boards, deployed, build,
     assert ("board2 (127.77.0.12) booted from the SD card seeded for board9 (stage 0), but the "
             "inventory makes it stage 1") in " ".join(r.stdout.split()), r.stdout[-2000:]
 
+    blank = tmp_path / "blank.img"  # not a card image at all: refused, the board stays off
+    blank.write_bytes(bytes(1 << 20))
+    assert finnchain("emu", "power", "board2", "off").returncode == 0
+    r = finnchain("emu", "power", "board2", "on", "--sdcard", str(blank))
+    assert r.returncode == 2 and f"{blank} has no partition table" in r.stderr, r.stderr
     boot(tmp_path / "cards/board2.img")  # the right one
     r = subprocess.run(["ssh", "-i", str(KEY), "-o", "BatchMode=yes", "-o",
                         "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",

@@ -309,7 +309,11 @@ def read_card(image: Path, into: Path) -> str | None:
     returns the static address the card gives eth0 (None for DHCP)."""
     if not image.is_file():
         raise EmuError(f"no SD card image at {image}")
-    table = json.loads(_run("sfdisk", "--json", str(image)).stdout or "{}")
+    r = _run("sfdisk", "--json", str(image), check=False)
+    if r.returncode != 0:
+        raise EmuError(f"{image} has no partition table: not an SD card image "
+                       f"({r.stderr.strip().rpartition(': ')[2]})")
+    table = json.loads(r.stdout)
     parts = table.get("partitiontable", {}).get("partitions", [])
     if len(parts) < CARD_ROOT_PARTITION:
         raise EmuError(f"{image} has no partition {CARD_ROOT_PARTITION} (a PYNQ image's "
@@ -361,20 +365,23 @@ def power(name: str, on: bool, fresh: bool = False, card: Path | None = None) ->
     if _alive(board.pid):
         raise EmuError(f"{name} is already on (`finnchain emu power {name} off` first)")
     state = Path(board.state)
+    staged, address = None, None
+    if card is not None:  # read before anything of the board is dropped: a bad card changes nothing
+        staged = state / "card"
+        address = read_card(card, staged)
+        taken = {b.address: b.name for b in boards if b.name != name}
+        if address and not address.startswith(f"{SUBNET}."):
+            raise EmuError(f"the card gives eth0 {address}, outside the emulated network "
+                           f"{SUBNET}.0/24")
+        if address in taken:
+            raise EmuError(f"the card gives eth0 {address}, the address of {taken[address]}")
     if fresh:  # a new SD card: nothing of the old board's writes survives
         for sub in ("upper", "work"):
             shutil.rmtree(state / sub, ignore_errors=True)
-    staged = None
-    if card is not None:
-        staged = state / "card"
-        address = read_card(card, staged)
-        if address and address != board.address:  # the card's static address, as ifupdown would
-            if not address.startswith(f"{SUBNET}."):
-                raise EmuError(f"the card gives eth0 {address}, outside the emulated network "
-                               f"{SUBNET}.0/24")
-            _run("ip", "addr", "flush", "dev", "eth0", netns=board.netns)
-            _run("ip", "addr", "add", f"{address}/24", "dev", "eth0", netns=board.netns)
-            board.address = address
+    if address and address != board.address:  # the card's static address, as ifupdown sets it
+        _run("ip", "addr", "flush", "dev", "eth0", netns=board.netns)
+        _run("ip", "addr", "add", f"{address}/24", "dev", "eth0", netns=board.netns)
+        board.address = address
     _run("ip", "link", "set", "eth0", "up", netns=board.netns)
     board.pid = _boot(board.netns, board.name, board.address, state, make_image(), staged)
     _save(boards)
