@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -225,6 +226,55 @@ def test_a_killed_stage_times_out_by_name(build_dir, tmp_path, images):
         with pytest.raises(ChainError, match="no answer within 2 s.*; stage 1 .* does not answer"):
             c.infer(images[:3])
         assert not c.in_flight  # every frame ended: a result or an explicit failure
+
+
+@pytest.mark.parametrize("after", [25, 0], ids=["overtaken by frames", "found by a ping"])
+def test_frames_lost_in_a_restarted_stage_fail_by_name_without_waiting(build_dir, tmp_path,
+                                                                       images, digits, after):
+    """Stage 1 is frozen with frames inside, killed and started again (as its supervisor
+    would): the frames it held are overtaken by later ones (or, when none follow, by the
+    client's ping) and fail as lost, naming the stage that restarted, long before the
+    client's timeout; every frame ends once, in order."""
+    whole = Executor(digits).run(images[:40]).astype(np.int32)
+    with LocalChain(build_dir, tmp_path) as lc, Chain(lc.file, timeout=120) as c:
+        assert np.array_equal(c.infer(images[:5]), whole[:5])
+        lc.procs[1].send_signal(signal.SIGSTOP)  # frames pile up in its socket buffers
+        seqs = c.submit(images[5:15])
+        time.sleep(0.3)
+        lc.restart(1)
+        for i in range(15, 15 + after):
+            seqs += c.submit(images[i:i + 1])
+        answers = list(c.results(seqs))
+    assert [s for s, _ in answers] == seqs and not c.in_flight and c.late == 0
+    lost = [(s, v) for s, v in answers if isinstance(v, ChainError)]
+    assert lost, "no frame was held by the killed stage"
+    print(f"\n{len(seqs)} frames, {len(lost)} lost in the restarted stage: {lost[0][1]}")
+    for s, v in lost:
+        assert 5 <= s < 15, f"frame {s} failed, but it was sent after the restart"
+        assert re.search(r"lost on the way \((frame|a ping sent behind frame) \d+ came back before it.*stage 1 "
+                         r".*restarted",
+                         str(v)), str(v)
+        assert "no answer within" not in str(v)
+    for s, v in answers:
+        if not isinstance(v, ChainError):
+            assert np.array_equal(v, whole[s]), f"frame {s} wrong"
+    assert sum(not isinstance(v, ChainError) for s, v in answers if s >= 15) == after
+
+
+def test_a_first_stage_refusal_overtaken_by_results_keeps_its_own_message(chain, images):
+    """The first stage answers a bad frame directly, on the other socket: results of later
+    frames that come back through the chain first must not make it look lost."""
+    with Chain(chain.file, timeout=60) as c:
+        c.send.send_multipart([P.Header(P.DATA, P.CLIENT, c.plan, c.next_seq, 1, 3).pack(),
+                               b"abc"])
+        seqs = [c.next_seq]
+        c.in_flight[c.next_seq] = time.monotonic()
+        c.next_seq += 1
+        seqs += c.submit(images[:30])
+        answers = dict(c.results(seqs))
+    assert isinstance(answers[seqs[0]], ChainError)
+    assert "stage 0: frame" in str(answers[seqs[0]]) and "3 bytes" in str(answers[seqs[0]])
+    assert not any(isinstance(answers[s], ChainError) for s in seqs[1:]) and c.late == 0
 
 
 def test_stage_config_errors_are_named(tmp_path):

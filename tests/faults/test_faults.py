@@ -38,18 +38,21 @@ class Stream:
         self.chain, self.images, self.whole = chain, images, whole
         self.seqs: list[int] = []
         self.ended: dict[int, float] = {}
+        self.sent: dict[int, float] = {}
 
     def send(self, frames: int, pause: float = 0.0) -> None:
         for _ in range(frames):
             i = len(self.seqs)
             self.seqs += self.chain.submit(self.images[i % len(self.images)][None])
             now = time.monotonic()
+            self.sent[self.seqs[-1]] = now
             for s in self.chain.done:
                 self.ended.setdefault(s, now)
             if pause:
                 time.sleep(pause)
 
-    def finish(self, name: str, since: float | None = None) -> dict:
+    def finish(self, name: str, since: float | None = None, timed: bool = True) -> dict:
+        """``timed``: the stream was read all along, so failures were seen when they came."""
         answers = self.answers = list(self.chain.results(self.seqs))
         now = time.monotonic()
         for s, _ in answers:
@@ -62,12 +65,18 @@ class Stream:
         report = {"fault": name, "submitted": len(self.seqs), "delivered": len(delivered),
                   "failed": len(failed), "lost": len(self.seqs) - len(answers),
                   "late_answers_dropped": self.chain.late, "errors": [str(v) for _, v in failed]}
+        # how long the slowest failure took to be reported, from its frame's submission
+        report["failure_reported_s"] = round(max(
+            (self.ended[s] - self.sent[s] for s, _ in failed), default=0.0), 2) if timed else None
         if since is not None:  # the first frame delivered after the fault (or its end)
             after = [self.ended[s] for s, _ in delivered if self.ended[s] > since]
             report["recovery_s"] = round(min(after) - since, 2) if after else None
         print(f"\n{name}: submitted {report['submitted']}, delivered {report['delivered']}, "
               f"failed {report['failed']}, lost {report['lost']}, late answers dropped "
-              f"{report['late_answers_dropped']}, recovery {report.get('recovery_s')} s")
+              f"{report['late_answers_dropped']}, recovery {report.get('recovery_s')} s"
+              + (f", failures reported within {report['failure_reported_s']} s of sending"
+                 if timed else "")
+              + (f"; first failure: {report['errors'][0]}" if failed else ""))
         return report
 
 
@@ -80,7 +89,7 @@ def test_a_stage_killed_during_a_benchmark_comes_back(deployed, boards, tmp_path
 
     bench = subprocess.Popen(
         [str(BIN / "fab"), "benchmark", "--build", str(deployed), "--duration", "20",
-         "--timeout", "5", "--window", "8", "--source", "dataset", "--out", str(tmp_path)],
+         "--timeout", "20", "--window", "8", "--source", "dataset", "--out", str(tmp_path)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(5)
@@ -104,12 +113,16 @@ def test_a_stage_killed_during_a_benchmark_comes_back(deployed, boards, tmp_path
     assert bench.returncode == (1 if result["frames_failed"] else 0), out[-2000:]
     assert result["frames_lost"] == 0 and result["bit_exact"], result
     assert result["frames_received"] + result["frames_failed"] == result["frames"]
-    assert all("no answer within 5 s" in e for e in result["errors"]), result["errors"]
+    # frames the killed process held (if any) are overtaken by later frames or by the client's
+    # ping: they fail as lost once the stage is back, naming it, not after the 20 s timeout
+    assert all("lost on the way" in e and "board2 (stage 1 at 127.77.0.12) restarted" in e
+               for e in result["errors"]), result["errors"]
     timeline = result["throughput_timeline"]
     assert timeline and sum(rate for _, rate in timeline[-5:]) > 0  # still streaming at the end
     print(f"\nstage killed in fab benchmark: submitted {result['frames']}, delivered "
           f"{result['frames_received']}, failed {result['frames_failed']}, lost "
-          f"{result['frames_lost']}; stage back after {restarted} s")
+          f"{result['frames_lost']}; stage back after {restarted} s"
+          + (f"; first failure: {result['errors'][0]}" if result["errors"] else ""))
 
 
 def test_a_link_down_for_three_seconds(deployed, expected):
@@ -133,6 +146,7 @@ def test_a_link_down_for_three_seconds(deployed, expected):
         stream.send(300)
         report = stream.finish("link down 3 s", since=events["up"])
     assert report["lost"] == 0 and report["delivered"] >= 400
+    assert all("lost on the way" in e or "no answer within 5 s" in e for e in report["errors"])
     assert report["recovery_s"] is not None  # frames sent after the link came back got through
 
 
@@ -175,10 +189,11 @@ def test_a_board_that_stays_down_is_named_and_a_deploy_restores_it(deployed, boa
         assert set(recap(r.stdout)) == {"board2"}
         restored, first_after = time.monotonic(), len(stream.seqs)
         stream.send(300)
-        report = stream.finish("board down, replaced, deploy --limit", since=restored)
+        report = stream.finish("board down, replaced, deploy --limit", since=restored,
+                               timed=False)  # not read during the deploy
     assert report["lost"] == 0
-    assert report["failed"] > 0 and all("does not answer" in e or "no answer" in e
-                                        for e in report["errors"])
+    assert report["failed"] > 0 and all("does not answer" in e or "no answer" in e or
+                                        "lost on the way" in e for e in report["errors"])
     # every frame sent after the deploy got through
     assert all(not isinstance(v, ChainError) for s, v in stream.answers if s >= first_after)
     print(f"board2 named by the client after {named:.1f} s, by fab status in {status_s:.1f} s; "

@@ -12,10 +12,21 @@ sent). At most ``window`` frames are in flight; a frame without an answer after 
 seconds ends as an explicit failure (a ``ChainError`` in its place among the results): every
 submitted frame ends as a result or a failure, none twice (an answer arriving after its frame
 failed is dropped and counted in ``late``), in submission order. ``ChainTimeout`` is raised only
-when the chain cannot be reached at all. When frames time out, the client asks every stage's
-metrics endpoint (at most once per ``timeout``) and names the boards that do not answer in the
-failures' messages, so an operator reads "board2 (stage 1 at 10.0.0.12) does not answer" rather
-than a bare timeout.
+when the chain cannot be reached at all.
+
+A chain keeps order (each link is one FIFO ZeroMQ pipe, each stage one loop), so a frame that a
+later frame overtakes on the results socket was lost on the way, by a stage that died or a link
+that dropped it: it fails ``OVERTAKEN_GRACE`` seconds later (the grace lets the first stage's
+direct refusals, which travel on the other socket, arrive first), not after ``timeout``. When
+nothing comes back for ``PING_AFTER`` seconds (every frame in the window may have been lost),
+the client sends a PING down the chain every ``PING_EVERY`` seconds; stages pass it on in its
+place among the frames, so when it comes back, every frame sent before it is known lost.
+
+Failures say why: the client asks every stage's metrics endpoint at once and names the boards
+that do not answer ("board2 (stage 1 at 10.0.0.12) does not answer") or that restarted since
+the frame was sent ("board2 (stage 1 at 10.0.0.12) restarted 1.2 s ago"), rather than a bare
+timeout. It asks at most once per ``timeout`` for timed-out frames (a board that is down makes
+every probe wait) and at most once per ``OVERTAKEN_GRACE`` for lost ones.
 """
 
 from __future__ import annotations
@@ -33,7 +44,12 @@ import zmq
 
 from finnchain.runtime import protocol as P
 from finnchain.runtime.accel import RESULT_DTYPE
-from finnchain.runtime.metrics import fetch
+from finnchain.runtime.metrics import scrape
+
+OVERTAKEN_GRACE = 1.0  # seconds an overtaken frame may still be answered (first stage's refusals)
+CHECK_EVERY = 0.05  # seconds between looks for frames that have ended without an answer
+PING_AFTER = 0.5  # seconds without an answer, frames in flight, before pinging the chain
+PING_EVERY = 1.0  # seconds between pings while nothing comes back
 
 
 class ChainError(RuntimeError):
@@ -99,8 +115,10 @@ class Chain:
         self.next_seq = 0
         self.in_flight: dict[int, float] = {}
         self.done: dict[int, np.ndarray | ChainError] = {}
-        self.late = 0  # answers that came after their frame had failed by timeout
-        self._diagnosis: tuple[float, str] = (-float("inf"), "")
+        self.late = 0  # answers that came after their frame had failed
+        self.overtaken: dict[int, tuple[float, str]] = {}  # seq: (when, what came back first)
+        self._checked = self._heard = self._pinged = time.monotonic()
+        self._diagnosis: tuple[float, list[dict]] = (-float("inf"), [])
         self._hello()
 
     def _dealer(self, address: str, end: str) -> zmq.Socket:
@@ -169,65 +187,102 @@ class Chain:
 
     def _receive(self, block: bool) -> bool:
         events = dict(self.poller.poll(100 if block else 0))
-        if not events:
-            if block:
+        # the first stage's refusals first: a result that overtakes a refused frame must not
+        # make it look lost while its refusal waits on the other socket
+        for sock in (s for s in (self.send, self.recv) if s in events):
+            parts = sock.recv_multipart()
+            h = P.Header.parse(parts[0])
+            self._heard = time.monotonic()
+            if sock is self.recv and h.kind in (P.RESULT, P.ERROR, P.PING):
+                self._overtake(h.seq, f"a ping sent behind frame {h.seq - 1}"
+                               if h.kind == P.PING else f"frame {h.seq}")
+            if h.kind == P.RESULT:
+                values = np.frombuffer(parts[1], dtype=RESULT_DTYPE).reshape(h.count, self.k)
+                for i in range(h.count):
+                    self._settle(h.seq + i, values[i].copy())
+            elif h.kind == P.ERROR:
+                self._settle(h.seq, ChainError(h.seq, parts[1].decode(errors="replace")))
+        if block or events:
+            now = time.monotonic()
+            if not events or now - self._checked >= CHECK_EVERY:
+                self._checked = now
                 self._check_timeouts()
-            return False
-        sock = self.recv if self.recv in events else self.send
-        parts = sock.recv_multipart()
-        h = P.Header.parse(parts[0])
-        if h.kind == P.RESULT:
-            values = np.frombuffer(parts[1], dtype=RESULT_DTYPE).reshape(h.count, self.k)
-            for i in range(h.count):
-                self._settle(h.seq + i, values[i].copy())
-        elif h.kind == P.ERROR:
-            self._settle(h.seq, ChainError(h.seq, parts[1].decode(errors="replace")))
-        return True
+            if not events and self.in_flight and now - self._heard >= PING_AFTER \
+                    and now - self._pinged >= PING_EVERY:
+                self._ping(now)
+        return bool(events)
+
+    def _ping(self, now: float) -> None:
+        """Ask the chain to send back a marker behind every frame submitted so far."""
+        self._pinged = now
+        header = P.Header(P.PING, P.CLIENT, self.plan, self.next_seq, 0, 0).pack()
+        try:
+            self.send.send_multipart([header, b""], flags=zmq.NOBLOCK)
+        except zmq.Again:  # the first stage's queue is full: frames are moving, or it is down
+            pass
+
+    def _overtake(self, seq: int, what: str) -> None:
+        """Frames sent before ``seq`` and still unanswered when its answer comes back through
+        the chain were lost on the way (the chain keeps order)."""
+        now = time.monotonic()
+        for s in self.in_flight:  # in submission order
+            if s >= seq:
+                break
+            self.overtaken.setdefault(s, (now, what))
 
     def _settle(self, seq: int, value) -> None:
-        if seq not in self.in_flight:  # already failed by timeout: never delivered twice
+        if seq not in self.in_flight:  # already failed: never delivered twice
             self.late += 1
             return
         del self.in_flight[seq]
+        self.overtaken.pop(seq, None)
         self.done[seq] = value
 
-    def unreachable(self, timeout: float = 1.0) -> list[str]:
-        """The stages whose metrics endpoint does not answer within ``timeout`` seconds, each
-        as 'board2 (stage 1 at 10.0.0.12)'; asked all at once."""
-        def down(stage: dict) -> bool:
-            try:
-                fetch(stage["host"], int(stage["metrics"]), timeout)
-                return False
-            except (OSError, ValueError):
-                return True
+    def survey(self, timeout: float = 1.0) -> list[dict]:
+        """Every stage with a metrics endpoint, asked all at once: its name ('board2 (stage 1
+        at 10.0.0.12)') and its uptime in seconds, None when it does not answer in time."""
+        def uptime(stage: dict) -> float | None:
+            return scrape(stage["host"], int(stage["metrics"]), timeout).get(
+                "finnchain_uptime_seconds")
 
         stages = [s for s in self.spec.stages if "metrics" in s]
         if not stages:
             return []
         with ThreadPoolExecutor(len(stages)) as pool:
-            flags = list(pool.map(down, stages))
-        return [f"{s['name']} (stage {s['index']} at {s['host']})" if s.get("name") else
-                f"stage {s['index']} (at {s['host']}:{s['metrics']})"
-                for s, d in zip(stages, flags) if d]
+            uptimes = list(pool.map(uptime, stages))
+        return [{"name": f"{s['name']} (stage {s['index']} at {s['host']})" if s.get("name")
+                 else f"stage {s['index']} (at {s['host']}:{s['metrics']})", "uptime": u}
+                for s, u in zip(stages, uptimes)]
 
-    def _why(self) -> str:
-        """Why frames go unanswered, from the stages' endpoints; asked once per timeout."""
-        now = time.monotonic()
-        if now - self._diagnosis[0] >= self.timeout:
-            names = self.unreachable(min(1.0, self.timeout))
-            why = (f"{', '.join(names)} {'does' if len(names) == 1 else 'do'} not answer"
-                   if names else "it was lost on the way")
-            self._diagnosis = (time.monotonic(), why)
-        return self._diagnosis[1]
+    def unreachable(self, timeout: float = 1.0) -> list[str]:
+        """The stages whose metrics endpoint does not answer within ``timeout`` seconds."""
+        return [s["name"] for s in self.survey(timeout) if s["uptime"] is None]
+
+    def _why(self, age: float, every: float) -> str:
+        """Why a frame sent ``age`` seconds ago went unanswered, from the stages' endpoints
+        (asked again when the last survey is older than ``every`` seconds)."""
+        if time.monotonic() - self._diagnosis[0] >= every:
+            self._diagnosis = (time.monotonic(), self.survey(min(1.0, self.timeout)))
+        survey = self._diagnosis[1]
+        down = [s["name"] for s in survey if s["uptime"] is None]
+        if down:
+            return f"{', '.join(down)} {'does' if len(down) == 1 else 'do'} not answer"
+        restarted = [f"{s['name']} restarted {s['uptime']:.1f} s ago" for s in survey
+                     if s["uptime"] < age]
+        return ", ".join(restarted) or "every stage answers and none restarted since"
 
     def _check_timeouts(self) -> None:
         now = time.monotonic()
+        lost = [s for s, (t, _) in self.overtaken.items() if now - t > OVERTAKEN_GRACE]
+        for seq in lost:
+            why = self._why(now - self.in_flight[seq], OVERTAKEN_GRACE)
+            first = self.overtaken[seq][1]
+            self._settle(seq, ChainError(seq, f"lost on the way ({first} came back before it, "
+                                              f"and the chain keeps order); {why}"))
         expired = [s for s, t in self.in_flight.items() if now - t > self.timeout]
-        if not expired:
-            return
-        why = self._why()
         for seq in expired:
-            self._settle(seq, ChainError(seq, f"frame {seq}: no answer within "
+            why = self._why(now - self.in_flight[seq], self.timeout)
+            self._settle(seq, ChainError(seq, f"no answer within "
                                               f"{self.timeout:g} s (chain {self.spec.first} -> "
                                               f"{self.spec.last}); {why}"))
 

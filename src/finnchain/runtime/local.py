@@ -118,6 +118,7 @@ class LocalChain:
         self.build_dir, self.workdir = Path(build_dir), Path(workdir)
         self.accelerator, self.batch, self.hwm, self.curve = accelerator, batch, hwm, curve
         self.base = base
+        self.configs: list[Path] = []
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
 
@@ -127,16 +128,27 @@ class LocalChain:
         configs, self.chain = stage_configs(self.build_dir, self.workdir, base, self.accelerator,
                                             self.batch, self.hwm, self.curve)
         self.file = self.chain.write(self.workdir / "chain.json")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.configs = configs
         self.procs = [None] * len(configs)
         self.logs = [self.workdir / f"stage{k}.log" for k in range(len(configs))]
         for k in reversed(range(len(configs))):  # last stage first
-            with open(self.logs[k], "wb") as log:
-                self.procs[k] = subprocess.Popen(
-                    [sys.executable, "-m", "finnchain.cli", "stage", "--config", str(configs[k])],
-                    stdout=log, stderr=subprocess.STDOUT, env=env)
-            self._wait_ready(k)
+            self._launch(k)
         return self
+
+    def _launch(self, k: int) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(self.logs[k], "ab") as log:
+            self.procs[k] = subprocess.Popen(
+                [sys.executable, "-m", "finnchain.cli", "stage", "--config", str(self.configs[k])],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
+        self._wait_ready(k)
+
+    def restart(self, k: int) -> None:
+        """Kill stage ``k`` (SIGKILL: what it holds is lost) and start it again, as a
+        supervisor would."""
+        self.procs[k].kill()
+        self.procs[k].wait()
+        self._launch(k)
 
     def _wait_ready(self, k: int) -> None:
         port = self.chain.stages[k]["metrics"]

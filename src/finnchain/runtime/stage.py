@@ -15,7 +15,9 @@ its upstream, and through it on the client.
 Bad input never stops a stage: a garbled header, another plan's hash, a wrong size or random
 bytes are counted by kind and answered with an ERROR that names what was wrong (to the client
 directly on the first stage, through the chain to the client further on, when the message says
-who the client is). The config file (JSON or YAML):
+who the client is). Messages that travel on to the client (errors from a later stage, pings)
+leave in their place among the frames: after the results of the frames received before them.
+The config file (JSON or YAML):
 
     stage_dir: folder with stage.json (and model.onnx, or bitfile/ and driver/)
     listen: tcp://*:5550            where frames come in
@@ -129,6 +131,7 @@ class Stage:
         self.metrics.queues = {"stage": lambda: frames["in"] - frames["out"]}
         self.ctx = zmq.Context()
         self.stop = threading.Event()
+        self.pending: list[list] = []  # to send on after the frames received before them
         self.thread: threading.Thread | None = None
         self.http = None
 
@@ -208,7 +211,7 @@ class Stage:
             msg = self._check(first)
             batch = [msg] if msg else []
             frames = msg[1].count if msg else 0
-            while frames < self.cfg.batch:
+            while frames < self.cfg.batch and not self.pending:  # nothing overtakes a ping
                 try:
                     msg = self._check(self.data.recv_multipart(copy=False, flags=zmq.NOBLOCK))
                 except zmq.Again:
@@ -218,6 +221,7 @@ class Stage:
                     frames += msg[1].count
             if batch:
                 self._run(batch, frames)
+            self._flush()
 
     def _send(self, parts: list) -> None:
         """Hand a message to the output socket, waiting while it is full (back-pressure)."""
@@ -232,6 +236,12 @@ class Stage:
                 log.warning("stage %d: message for client %s not delivered: %s", self.index,
                             bytes(parts[0]).hex(), exc)
                 return
+
+    def _flush(self) -> None:
+        """Send on what waited for the frames received before it (errors, pings)."""
+        for parts in self.pending:
+            self._send(parts)
+        self.pending.clear()
 
     def _reject(self, client: bytes | None, seq: int, kind: str, text: str) -> None:
         """Count a bad message and tell its client what was wrong: directly from the first
@@ -248,7 +258,7 @@ class Stage:
             except zmq.ZMQError:
                 self.metrics.error("undeliverable")
         else:
-            self._send(msg)
+            self.pending.append(msg)
 
     def _check(self, parts: list) -> tuple[list, P.Header] | None:
         """A data message worth running, or None (answered, forwarded or counted)."""
@@ -275,8 +285,8 @@ class Stage:
             self.data.send_multipart([client, P.Header(P.WELCOME, 0, self.plan, h.seq, 0,
                                                        0).pack(), b""])
             return None
-        if h.kind == P.ERROR:
-            self._send(parts)  # an error on its way to its client
+        if h.kind in (P.ERROR, P.PING):  # on its way to its client, after the frames before it
+            self.pending.append(parts)
             return None
         if h.kind != P.DATA:
             self._reject(client, h.seq, "kind",
@@ -293,6 +303,13 @@ class Stage:
         return None
 
     def _run(self, batch: list[tuple[list, P.Header]], n: int) -> None:
+        """Run a batch and send its results, and its errors, before what came after it."""
+        later, self.pending = self.pending, []
+        self._run_batch(batch, n)
+        self._flush()
+        self.pending = later
+
+    def _run_batch(self, batch: list[tuple[list, P.Header]], n: int) -> None:
         payload = batch[0][0][2].buffer if len(batch) == 1 else b"".join(
             p[2].buffer for p, _ in batch)
         t0 = time.perf_counter()
