@@ -6,7 +6,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +23,7 @@ from finnchain.emu.executor import Executor
 from finnchain.graph.model import load
 from finnchain.plan.make import make_plan, write_plan
 from finnchain.runtime import protocol as P
-from finnchain.runtime.accel import FinnAccelerator, PacedAccelerator, PassThrough
+from finnchain.runtime.accel import PacedAccelerator, PassThrough
 from finnchain.runtime.client import Chain, ChainError
 from finnchain.runtime.local import LocalChain
 from finnchain.runtime.metrics import parse
@@ -294,27 +293,6 @@ def test_paced_accelerator_is_never_faster_than_the_plan():
     t = time.perf_counter()
     out = acc.run(bytes(300), 3)
     assert time.perf_counter() - t >= 0.06 and bytes(out) == bytes(300)
-
-
-def test_finn_accelerator_moves_packed_bytes_through_the_driver(tmp_path):
-    driver = Path(__file__).resolve().parent / "finn_standin" / "driver"
-    stage_dir = tmp_path / "stage1"
-    shutil.copytree(driver, stage_dir / "driver")
-    (stage_dir / "bitfile").mkdir()
-    (stage_dir / "bitfile" / "finn-accel.bit").write_bytes(b"bit")
-    stage = {"index": 1, "stages": 3, "clock_mhz": 100,
-             "accelerator": {"kind": "finn", "bitfile": "bitfile/finn-accel.bit",
-                             "driver": "driver"},
-             "input": {"bytes_per_frame": 128}, "output": {"bytes_per_frame": 64}}
-    acc = FinnAccelerator(stage_dir, stage, batch=2)
-    payload = np.arange(256, dtype=np.uint8).tobytes()
-    out = bytes(acc.run(payload, 2))
-    expected = np.frombuffer(payload, np.uint8).reshape(2, 128)[:, :64].tobytes()
-    assert out == expected  # the bytes went into the DMA buffer and came back unchanged
-    base = sys.modules[type(acc.overlay).__module__]
-    assert [c[0] for c in base.CALLS[-3:]] == ["in", "execute", "out"]
-    acc.run(payload[:128], 1)
-    assert ("allocate", 1) in base.CALLS  # a smaller batch reallocates the buffers
 
 
 def test_curve_links_refuse_strangers(build_dir, tmp_path, images, digits):

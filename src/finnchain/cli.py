@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     build_command.add_arguments(b)
     b.set_defaults(func=build_command.run)
 
+    from finnchain.finn import env as finn_env
+
+    fe = sub.add_parser("finn-env", help="make FINN's own environment (.venv-finn)")
+    finn_env.add_arguments(fe)
+    fe.set_defaults(func=finn_env.run)
+
     from finnchain.runtime import command as rt
     from finnchain.runtime import stage as stage_daemon
 

@@ -12,7 +12,10 @@ passes do:
   (batch norm, bias and ReLU before it are absorbed into those thresholds by streamlining);
   any other activation quantizer: a Thresholding layer;
 - average pooling over the whole map: GlobalAccPool (its scale goes into the next thresholds);
-- max pooling: StreamingMaxPool; TopK: LabelSelect.
+- max pooling: StreamingMaxPool; TopK: LabelSelect;
+- a classifier's per-class bias (a dense layer without activation, with a bias, before the
+  TopK): a ChannelwiseOp adding the bias in accumulator units (FINN's steps move the scale
+  behind it and absorb it into the TopK; see ``finnside/finnchain_steps.py``).
 FIFOs and data-width converters between layers depend on the folding: the planner adds them.
 """
 
@@ -29,6 +32,7 @@ from finnchain.cost.ops import (
     MVAU,
     SWG,
     VVAU,
+    ChannelwiseOp,
     FMPadding,
     GlobalAccPool,
     LabelSelect,
@@ -102,10 +106,12 @@ class _Lowering:
         self.const = constant_tensors(model)
         dt = model.get_tensor_datatype(input_name(model))
         self.bits, self.signed = dt.bitwidth(), dt.signed()
+        self.bias: str | None = None  # a dense layer's bias not yet absorbed into thresholds
 
     def node(self, node, layers: list[Layer]) -> None:
         m, op = self.model, node.op_type
         if op == "Quant":
+            self.bias = None  # absorbed into the thresholds
             bits, signed = _bits_of(m, node)
             last = layers[-1].main if layers else None
             if isinstance(last, (MVAU, VVAU)) and not last.obits:
@@ -128,10 +134,16 @@ class _Lowering:
         elif op == "TopK":
             shape = m.get_tensor_shape(node.input[0])
             k = int(np.asarray(m.get_initializer(node.input[1])).flatten()[0])
-            layers.append(Layer(node.name, (LabelSelect(
-                name=f"LabelSelect_{node.name}", node=node.name, labels=int(shape[-1]), k=k,
-                abits=self.bits),)))
-            self.bits, self.signed = 32, False
+            last = layers[-1].main if layers else None
+            if self.bias is not None and isinstance(last, MVAU) and not last.obits:
+                layers.append(Layer(self.bias, (ChannelwiseOp(
+                    name=f"ChannelwiseOp_{self.bias}", node=self.bias, channels=int(shape[-1]),
+                    abits=32, obits=self.bits + 1),)))
+                self.bits += 1
+            label = LabelSelect(name=f"LabelSelect_{node.name}", node=node.name,
+                                labels=int(shape[-1]), k=k, abits=self.bits)
+            layers.append(Layer(node.name, (label,)))
+            self.bits, self.signed = label.obits, False
         elif op not in ABSORBED:
             raise LoweringError(f"node {node.name} ({op}) has no FINN hardware mapping")
 
@@ -182,6 +194,13 @@ class _Lowering:
                   wbits=_weight_bits(m, node, node.input[1]), abits=self.bits,
                   asigned=self.signed, obits=0)
         self._after_accumulate(op)
+        bias = m.get_initializer(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if bias is None and len(node.input) > 2 and node.input[2]:
+            producer = m.find_producer(node.input[2])  # a quantized bias: Quant of constants
+            if producer is not None and producer.input[0] in self.const:
+                bias = m.get_initializer(producer.input[0])
+        if bias is not None and np.size(bias) > 1 and np.any(np.asarray(bias) != 0):
+            self.bias = node.name
         return Layer(node.name, (op,))
 
     def _after_accumulate(self, op: MVAU | VVAU) -> None:

@@ -12,13 +12,18 @@ place: it keeps FINN's figure (so that our prediction and FINN's report agree) o
 (so that the plan fits the real device). The places:
 
 - Max-pool cycles: FINN's StreamingMaxPool formula ``IFM_H*IFM_W*(1+1/K^2)`` ignores channels
-  and PE and is marked inaccurate in FINN; the model takes the larger of it and one cycle per
-  input word ``IFM_H*IFM_W*C/P``.
+  and PE and is marked inaccurate in FINN. The model reports FINN's figure (so that the plan's
+  cycles are FINN's, layer for layer), but folds the pool as if it took one cycle per input
+  word, ``IFM_H*IFM_W*C/P`` (``bound_cycles``): a PE that only FINN's figure would allow is
+  never chosen.
 - RTL MVAU LUTs: FINN reports 0 LUT for an RTL MVAU (FINN issue #1309). On 7-series parts FINN
   picks the RTL MVAU only for an MVAU without activation with DSP multipliers; the planner never
   emits that combination (such an MVAU gets LUT multipliers), so every MVAU is HLS and costed by
   the FINN-R formula below.
 - VVAU DSPs: FINN counts ``P*ceil((W+A)/48)`` whatever Q is; the model counts ``P*Q*...``.
+- VVAU thresholds: FINN v0.10.1's VVAU has no ``ram_style_thresholds``; its thresholds are
+  always counted as LUTs, ``(2^B-1)*acc*TMEM/64``, and so are they here (measured: the plan's
+  VVAU LUTs were 0.59x FINN's when it put them in block RAM).
 - Thresholding LUTs: FINN's HLS Thresholding counts one A-bit comparator per PE whatever the
   number of thresholds; the model counts ``2^B-1`` comparators per PE, as FINN's MVAU does.
 - Threshold memory inside MVAU/VVAU: FINN counts nothing when it is in block RAM
@@ -31,6 +36,11 @@ place: it keeps FINN's figure (so that our prediction and FINN's report agree) o
 - Split layers: a layer whose weights fit neither block RAM nor LUTs of one board may be split
   by output channels into two MVAUs (weights in block RAM and in LUTs) between a
   DuplicateStreams and a StreamingConcat; those two glue ops are costed as unestimated ops.
+  FINN v0.10.1's StreamingConcat moves whole vectors (all channels a cycle), so FINN puts a
+  data-width converter between each MVAU and it; those are costed with FINN's DWC formula.
+- UltraRAM: an MVAU's or VVAU's weights may live in URAM (``ram_style="ultra"``, which FINN
+  v0.10.1 allows only with runtime-writable weights: the driver loads them at start), costed
+  with FINN's ``uram_estimation``: ceil(P*Q*W/72)*ceil(WMEM/4096).
 - FIFO depths: FINN sizes them by simulation during the build; the model assumes one input row
   in front of a window generator and 32 words elsewhere (see ``plan.folding.input_fifo``).
 """
@@ -51,7 +61,7 @@ class Fold:
 
     pe: int = 1
     simd: int = 1
-    ram_style: str = "block"  # weights / buffers: "block" or "distributed"
+    ram_style: str = "block"  # weights / buffers: "block", "distributed" or "ultra" (URAM)
     res_type: str = "lut"  # multipliers: "lut" or "dsp"
     parallel_window: bool = False  # SWG only
     thr_style: str = "distributed"  # MVAU/VVAU threshold memory: "distributed" or "block"
@@ -139,6 +149,11 @@ class Op:
     def cycles(self, f: Fold) -> int:
         raise NotImplementedError
 
+    def bound_cycles(self, f: Fold) -> int:
+        """Cycles a frame takes at most, by which a folding is chosen: FINN's figure unless
+        FINN's is known to be low (``StreamingMaxPool``)."""
+        return self.cycles(f)
+
     def resources(self, f: Fold) -> Res:
         return Res(lut=UNESTIMATED_LUT)
 
@@ -162,6 +177,7 @@ class _MacUnit:
 
     RUNGS: tuple[int, int, int] = (9, 18, 36)
     THR_CEIL = True
+    THR_BLOCK = True  # FINN lets the thresholds go to block RAM (MVAU: ram_style_thresholds)
 
     def resources(self, f: Fold) -> Res:
         p, q, w, a = f.pe, f.simd, self.wbits, self.abits
@@ -174,16 +190,21 @@ class _MacUnit:
             levels = 2**self.obits - 1
             comp = levels * acc
             tmem = self.tmem(f)
-            if f.thr_style == "block":
+            if f.thr_style == "block" and self.THR_BLOCK:
                 thr_bram = bram_ladder(tmem, p * levels * acc)
             else:
                 thr = levels * acc * (math.ceil(tmem / 64) if self.THR_CEIL else tmem / 64)
         distributed = f.ram_style == "distributed"
         c2 = p * q * w * math.ceil(self.wmem(f) / 64) if distributed else 0
         lut = 300 + 1.1 * p * (mult + adder + acc + thr + comp) + c2
-        weights = 0 if distributed else bram_ladder(self.wmem(f), p * q * w, self.RUNGS)
+        uram = 0
+        if f.ram_style == "ultra":
+            weights, uram = 0, math.ceil(p * q * w / 72) * math.ceil(self.wmem(f) / 4096)
+        else:
+            weights = 0 if distributed else bram_ladder(self.wmem(f), p * q * w, self.RUNGS)
         dsp = p * q * math.ceil((w + a) / 48) if f.res_type == "dsp" else 0
-        return Res(lut=lut, bram18=thr_bram + weights, dsp=dsp, lutram=c2 + 1.1 * p * thr)
+        return Res(lut=lut, bram18=thr_bram + weights, uram=uram, dsp=dsp,
+                   lutram=c2 + 1.1 * p * thr)
 
 
 @dataclass(frozen=True)
@@ -238,7 +259,8 @@ class VVAU(_MacUnit, Op):
     cycles = (C*Kh*Kw/P/Q) * OH*OW. WMEM = Kh*Kw*C/(P*Q), TMEM = C/P.
     BRAM18: ladder(WMEM, P*Q*W) with the VVAU rungs (8, 16, 32).
     LUT: as the MVAU, with acc from a dot product of Kh*Kw terms and thr = (2^B-1)*acc*TMEM/64
-    (FINN applies no ceiling here). DSP: P*Q*ceil((W+A)/48) (FINN: P*..., see module notes).
+    (FINN applies no ceiling here, and the thresholds are always LUTs). DSP: P*Q*ceil((W+A)/48)
+    (FINN: P*..., see module notes).
     """
 
     channels: int = 1
@@ -252,6 +274,7 @@ class VVAU(_MacUnit, Op):
     kind = "VVAU"
     RUNGS = (8, 16, 32)
     THR_CEIL = False
+    THR_BLOCK = False  # FINN v0.10.1's VVAU has no ram_style_thresholds
 
     @property
     def k2(self) -> int:
@@ -436,7 +459,7 @@ class GlobalAccPool(_PerChannel, Op):
 
 @dataclass(frozen=True)
 class StreamingMaxPool(_PerChannel, Op):
-    """Max pooling: FINN's cycles IH*IW*(1+1/K^2), corrected to at least IH*IW*C/P."""
+    """Max pooling: FINN's cycles IH*IW*(1+1/K^2); folded for IH*IW*C/P (module notes)."""
 
     channels: int = 1
     in_dims: tuple[int, int] = (1, 1)
@@ -445,13 +468,13 @@ class StreamingMaxPool(_PerChannel, Op):
 
     kind = "StreamingMaxPool"
 
-    def finn_cycles(self) -> int:
+    def cycles(self, f: Fold) -> int:
         ih, iw = self.in_dims
         return int(ih * iw * (1 + 1 / (self.kernel * self.kernel)))
 
-    def cycles(self, f: Fold) -> int:
+    def bound_cycles(self, f: Fold) -> int:
         ih, iw = self.in_dims
-        return max(self.finn_cycles(), ih * iw * self.channels // f.pe)
+        return max(self.cycles(f), ih * iw * self.channels // f.pe)
 
 
 @dataclass(frozen=True)
@@ -464,6 +487,15 @@ class LabelSelect(Op):
 
     kind = "LabelSelect"
 
+    @property
+    def obits(self) -> int:
+        """FINN's output datatype: the smallest UINT holding labels - 1, in whole bytes."""
+        return 8 * math.ceil(max(1, (self.labels - 1).bit_length()) / 8)
+
+    @property
+    def out_datatype(self) -> str:
+        return f"UINT{self.obits}"
+
     def legal(self, f: Fold) -> bool:
         return self.labels % f.pe == 0
 
@@ -474,14 +506,40 @@ class LabelSelect(Op):
         return f.pe * self.abits
 
     def out_width(self, f: Fold) -> int:
-        return 32
+        return self.obits
+
+
+@dataclass(frozen=True)
+class ChannelwiseOp(_PerChannel, Op):
+    """A per-channel addition in hardware (FINN's ChannelwiseOp, HLS): the integer bias of a
+    classifier before its LabelSelect. cycles = H*W*C/P (FINN: the folded output's words).
+    LUT = A*P + P*A*ceil(TMEM/64) (parameters in LUTs, FINN's default), TMEM = C/P; A is
+    FINN's input datatype at conversion, INT32 after an MVAU without activation."""
+
+    channels: int = 1
+    dims: tuple[int, int] = (1, 1)
+    abits: int = 32
+    obits: int = 32
+
+    kind = "ChannelwiseOp"
+
+    def cycles(self, f: Fold) -> int:
+        return int(self.dims[0] * self.dims[1] * self.channels // f.pe)
+
+    def resources(self, f: Fold) -> Res:
+        p, a = f.pe, self.abits
+        tmem = self.channels // p
+        mem = p * a * math.ceil(tmem / 64) if tmem > 1 else 0
+        return Res(lut=a * p + mem, lutram=mem)
 
 
 @dataclass(frozen=True)
 class StreamGlue(Op):
-    """DuplicateStreams or StreamingConcat around a split layer: one word per cycle.
+    """DuplicateStreams or StreamingConcat around a split layer.
 
-    cycles = words per frame / width in words; FINN gives no estimate (see module notes).
+    cycles = words per frame / width in values (DuplicateStreams: its PE; StreamingConcat, which
+    moves a whole vector a cycle in FINN v0.10.1: all channels, so one cycle per pixel). FINN
+    gives no resource estimate (see module notes).
     """
 
     words: int = 1  # values per frame through the op

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from finnchain.finn import env as finn_env
 from finnchain.finn.collect import (
     CollectError,
     collect_emulated,
@@ -23,7 +24,9 @@ from finnchain.finn.collect import (
     planner_estimates,
     stage_json,
 )
-from finnchain.finn.docker import FinnSetupError, RunResult, finn_script, run_build
+from finnchain.finn.compare import StageComparison, compare_stage
+from finnchain.finn.docker import FinnSetupError, finn_script, run_build
+from finnchain.finn.estimate import collect_reports, read_status, run_estimate
 from finnchain.finn.folder import BuildInputError, stage_model_path, write_folder
 from finnchain.finn.manifest import (
     SCHEMA,
@@ -40,16 +43,21 @@ GB_PER_FINN_BUILD = 16  # Vivado's appetite for an xc7z020 build, to bound --job
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
-        "Turn a plan into one deployable overlay per stage. --target finn writes a FINN build "
-        "folder per stage and runs FINN's docker flow ($FINN_ROOT/run-docker.sh build_custom), "
-        "several at once with --jobs; --target emulate writes the same layout with each stage's "
-        "QONNX in place of the bitstream, for the emulated accelerator. Stages whose inputs did "
-        "not change are not rebuilt. Writes OUT/stage<k>/ and OUT/manifest.json (files and "
-        "SHA-256) and prints FINN's estimates beside the planner's. Exits 1 if a stage failed "
-        "(the others are kept), 2 on bad input or a missing FINN.")
+        "Turn a plan into one overlay per stage. --target finn writes a FINN build folder per "
+        "stage and runs FINN's docker flow ($FINN_ROOT/run-docker.sh build_custom), several at "
+        "once with --jobs; --target finn-estimate runs the very same folders through FINN's "
+        "compiler front-end up to its estimate reports, in FINN's own environment (`finnchain "
+        "finn-env`; no Vivado, no docker), and checks each stage against the plan (layers, "
+        "folding, cycles, resources, the driver's bytes on the wire); --target emulate writes "
+        "the deployable layout with each stage's QONNX in place of the bitstream, for the "
+        "emulated accelerator. Stages whose inputs did not change are not rebuilt. Writes "
+        "OUT/stage<k>/ and OUT/manifest.json (files and SHA-256) and prints FINN's estimates "
+        "beside the plan's. Exits 1 if a stage failed or FINN did not build what was planned "
+        "(the other stages are kept), 2 on bad input or a missing FINN.")
     p.add_argument("plan", help="plan.json (or the folder holding it) written by build/plan.py")
-    p.add_argument("--target", choices=("emulate", "finn"), default="emulate",
-                   help="emulate (default, no FINN needed) or finn (FINN + Vivado via Docker)")
+    p.add_argument("--target", choices=("emulate", "finn-estimate", "finn"), default="emulate",
+                   help="emulate (default, no FINN needed), finn-estimate (FINN's front-end "
+                   "in .venv-finn, no Vivado) or finn (FINN + Vivado via Docker)")
     p.add_argument("--out", help="output folder (default artifacts/<model>/<cluster>)")
     p.add_argument("--jobs", type=int, help="FINN builds at once (default: by memory, "
                    f"{GB_PER_FINN_BUILD} GB each)")
@@ -108,21 +116,53 @@ def _compare(console: Console, entries: list[StageEntry]) -> None:
                       pair("lut"), pair("bram18"), pair("dsp"))
     console.print(table)
     if not any(e.finn_estimate for e in entries):
-        console.print("no FINN estimates for emulated stages: build with --target finn to compare")
+        console.print("no FINN estimates for emulated stages: build with --target "
+                      "finn-estimate (or finn) to compare")
     else:
-        console.print("FINN estimates before FIFO and width-converter insertion; the planner "
-                      "counts them (see finnchain.cost.ops)")
+        console.print("FINN's estimates are for its layers alone; FIFOs, width converters, DMAs "
+                      "and the shell come later in FINN's flow, and the plan counts them "
+                      "(see finnchain.cost.ops)")
+
+
+def print_acceptance(console: Console, comparisons: list[StageComparison]) -> None:
+    """Per stage: accepted by FINN's front-end, fps and resources against the plan, fits."""
+    table = Table(title="FINN v0.10.1's front-end on each stage (estimate reports)")
+    for col in ("stage", "board", "accepted", "cycles plan/FINN", "fps plan/FINN",
+                "LUT plan/FINN", "RAMB18 plan/FINN", "URAM plan/FINN", "DSP plan/FINN",
+                "fits (FINN + shell)"):
+        table.add_column(col, justify="right")
+    for c in sorted(comparisons, key=lambda c: c.index):
+        if not c.ran:
+            table.add_row(str(c.index), c.board, "[red]no[/red]", *["-"] * 7)
+            continue
+        res = [f"{c.plan_total[k]:,.0f} / {c.finn_total[k]:,.0f}"
+               for k in ("lut", "bram18", "uram", "dsp")]
+        table.add_row(str(c.index), c.board, "yes" if c.accepted else "[red]no[/red]",
+                      f"{c.plan_cycles:,} / {c.finn_cycles:,}",
+                      f"{c.plan_fps:,.1f} / {c.finn_fps:,.1f}", *res,
+                      "yes" if c.fits else f"[red]no: {'; '.join(c.over)}[/red]")
+    console.print(table)
+    for c in comparisons:
+        for problem in c.problems:
+            console.print(f"[red]stage {c.index}[/red]: {problem}", markup=True, highlight=False)
+        wrong = [layer.name for layer in c.layers if layer.finn and not layer.cycles_equal]
+        if wrong:
+            console.print(f"stage {c.index}: cycles differ from FINN's at {', '.join(wrong)}")
 
 
 def run(args: argparse.Namespace) -> int:
     console = Console(width=max(Console().width, 120))
+    env = script = None
     try:
         path = Path(args.plan)
         path = path / "plan.json" if path.is_dir() else path
         plan = Plan.read(path)
         models = {s.index: stage_model_path(path.parent, s) for s in plan.stages}
-        script = finn_script() if args.target == "finn" else None
-    except (PlanFileError, BuildInputError, FinnSetupError) as exc:
+        if args.target == "finn":
+            script = finn_script()
+        elif args.target == "finn-estimate":
+            env = finn_env.require()
+    except (PlanFileError, BuildInputError, FinnSetupError, finn_env.FinnEnvError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.jobs is not None and args.jobs < 1:
@@ -140,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
             old = None
     entries: dict[int, StageEntry] = {}
     failed: dict[int, str] = {}
+    comparisons: dict[int, StageComparison] = {}
     queue = []
     for stage in plan.stages:
         if args.target == "emulate":
@@ -150,22 +191,41 @@ def run(args: argparse.Namespace) -> int:
         if kept is not None:
             entries[stage.index] = kept
             console.print(f"stage {stage.index}: up to date ({inputs[:12]}), not rebuilt")
+            if args.target == "finn-estimate":
+                comparisons[stage.index] = compare_stage(stage, out / kept.dir / "report")
         else:
             queue.append((stage, inputs))
 
-    def build_one(stage: StagePlan, inputs: str) -> tuple[StageEntry | None, RunResult | None]:
+    def build_one(stage: StagePlan, inputs: str) -> tuple[StageEntry | None, str | None]:
         dest = out / f"stage{stage.index}"
         if args.target == "emulate":
             acc = collect_emulated(models[stage.index], dest)
             return _finish(plan, stage, out, acc, inputs, None), None
         folder = out / "finn-build" / f"stage{stage.index}"
-        result = run_build(script, folder, folder / "build.log")
-        if not result.ok:
-            return None, result
-        acc = collect_finn(folder, dest)
-        return _finish(plan, stage, out, acc, inputs, round(result.seconds, 1)), result
+        if args.target == "finn-estimate":
+            outcome = run_estimate(env, folder, folder / "build.log")
+        else:
+            result = run_build(script, folder, folder / "build.log")
+            # FINN's build_custom runs build.py under pdb: its exit code says nothing
+            outcome = read_status(folder, result.log, result.seconds, result.returncode)
+        if not outcome.ok:
+            if args.target == "finn-estimate":
+                comparisons[stage.index] = compare_stage(stage, None, outcome.describe())
+            return None, outcome.describe() + f" (log: {outcome.log})"
+        if args.target == "finn-estimate":
+            collect_reports(folder, dest)
+            comparison = compare_stage(stage, dest / "report")
+            comparisons[stage.index] = comparison
+            (dest / "comparison.json").write_text(
+                json.dumps(comparison.to_dict(), indent=1) + "\n")
+            acc = {"kind": "finn-estimate", "reports": "report"}
+        else:
+            acc = collect_finn(folder, dest)
+        entry = _finish(plan, stage, out, acc, inputs, round(outcome.seconds, 1))
+        return entry, None
 
-    jobs = args.jobs or (default_jobs(len(queue)) if args.target == "finn" else 1)
+    cpu = os.cpu_count() or 1
+    jobs = args.jobs or {"finn": default_jobs(len(queue)), "finn-estimate": cpu}.get(args.target, 1)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress, ThreadPoolExecutor(jobs) as pool:
         tasks = {s.index: progress.add_task(f"stage {s.index} ({s.board['kind']}): building",
@@ -175,18 +235,15 @@ def run(args: argparse.Namespace) -> int:
             stage = futures[fut]
             task = tasks[stage.index]
             try:
-                entry, result = fut.result()
+                entry, why = fut.result()
             except (CollectError, OSError) as exc:
-                entry, result = None, None
-                failed[stage.index] = str(exc)
+                entry, why = None, str(exc)
             if entry is not None:
                 entries[stage.index] = entry
                 progress.update(task, completed=1,
                                 description=f"stage {stage.index} ({stage.board['kind']}): done")
             else:
-                if result is not None:
-                    failed[stage.index] = (f"FINN exited with {result.returncode}; last lines "
-                                           f"of {result.log}:\n{result.tail()}")
+                failed[stage.index] = why
                 progress.update(task, completed=1,
                                 description=f"stage {stage.index}: [red]failed[/red]")
     manifest = Manifest(schema=SCHEMA, plan_hash=plan.plan_hash,
@@ -194,9 +251,16 @@ def run(args: argparse.Namespace) -> int:
                         target=args.target, cluster=cluster_name(plan),
                         stages=[entries[k] for k in sorted(entries)])
     manifest.write(out / "manifest.json")
-    _compare(console, list(entries.values()))
+    if args.target == "finn-estimate":
+        print_acceptance(console, list(comparisons.values()))
+    else:
+        _compare(console, list(entries.values()))
     for index, why in sorted(failed.items()):
         print(f"error: stage {index} failed: {why}", file=sys.stderr)
+    refused = sorted(k for k, c in comparisons.items() if c.ran and not c.accepted)
+    for index in refused:
+        print(f"error: stage {index}: FINN did not build what the plan costed: "
+              f"{'; '.join(comparisons[index].problems)}", file=sys.stderr)
     console.print(f"wrote {out / 'manifest.json'}: {len(entries)} of {len(plan.stages)} stages "
                   f"built ({args.target})")
-    return 1 if failed else 0
+    return 1 if failed or refused else 0

@@ -1,75 +1,38 @@
 """One FINN build folder per stage, as FINN's ``run-docker.sh build_custom <folder>`` expects.
 
-A folder holds ``build.py`` (the script FINN's docker flow runs), ``model.onnx`` (the stage's
-QONNX with the plan's split layers applied), ``folding_config.json``,
-``specialize_layers.json`` and ``build_config.json`` (from the plan), and ``inputs.sha256``:
-the hash of all of them, by which a build that already ran on the same inputs is not rerun.
+A folder is all FINN's container gets, and finnchain is not installed there, so it runs on its
+own with FINN alone:
 
-Boards FINN does not know (the Zedboard, xc7z020clg484-1): the build script registers the board
-the way FINN users do for other Zynq-7000 boards, at run time and inside the container, without
-patching FINN's checkout: it adds the board's part to ``finn.util.basic.pynq_part_map`` and its
-AXI port width (64 bits, the Zynq-7000 HP ports) to ``pynq_native_port_width``, and adds a branch
-to FINN's Zynq shell Tcl template (``templates.custom_zynq_shell_template``) that selects the
-Avnet board definition (``avnet.com:zedboard:part0:*`` from the Avnet/bdf repository, which
-FINN's ``fetch-repos.sh`` places under ``deps/board_files``) and the ``zynq_7000`` PS.
+- ``build.py`` and ``finnchain_steps.py``: the build script and finnchain's build steps on
+  FINN's transformations (``finnside/``, the same files for every stage; read their
+  docstrings). ``python build.py --estimate`` stops after FINN's estimate reports, which is what
+  ``finnchain build --target finn-estimate`` runs in FINN's environment without Vivado;
+- ``model.onnx``: the stage's QONNX, prepared for FINN's front-end (``prepare``);
+- ``folding_config.json``, ``specialize_layers.json``, ``build_config.json`` (from the plan);
+- ``finnchain.json``: the stage, its board (registered at run time when FINN does not know it,
+  see ``finnchain_steps.register_board``) and the layers the plan splits;
+- ``inputs.sha256``: the hash of all of them, by which a build that already ran on the same
+  inputs is not rerun.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from finnchain.files import sha256_file
-from finnchain.finn.split_layers import split_layer
+from finnchain.finn.prepare import prepare_for_finn
 from finnchain.graph.model import load, save
 from finnchain.plan.schema import Plan, StagePlan
 
-HP_PORT_BITS = 64
-
-BUILD_SCRIPT = '''\
-"""FINN build of stage {index} of {model} for a {title} ({part}, {clock} MHz).
-
-Written by finnchain from plan {plan_hash}; run by FINN's docker flow:
-    $FINN_ROOT/run-docker.sh build_custom <this folder>
-The outputs land in ./output (FINN's layout). Do not edit: finnchain rewrites this folder.
-"""
-
-import json
-
-import finn.builder.build_dataflow as build
-import finn.builder.build_dataflow_config as build_cfg
-from finn.transformation.fpgadataflow import templates
-from finn.util import basic
-
-BOARD = {board!r}
-PART = {part!r}
-BOARD_PART = {board_part!r}  # Vivado board definition, for boards FINN does not know
-
-if BOARD not in basic.pynq_part_map:
-    # register the board the way FINN's own Zynq-7000 boards are registered
-    basic.pynq_part_map[BOARD] = PART
-    basic.pynq_native_port_width[BOARD] = {port_bits}
-    select = (
-        "    set_property board_part [lindex [get_board_parts -quiet %s] end] [current_project]\\n"
-        % BOARD_PART if BOARD_PART else ""
-    )  # without a board definition the project keeps the bare part
-    branch = (
-        "}} elseif {{$BOARD == \\"%s\\"}} {{\\n"
-        "    set ZYNQ_TYPE \\"zynq_7000\\"\\n%s"
-        "}} elseif {{$BOARD == \\"Pynq-Z1\\"}} {{" % (BOARD, select)
-    )
-    templates.custom_zynq_shell_template = templates.custom_zynq_shell_template.replace(
-        "}} elseif {{$BOARD == \\"Pynq-Z1\\"}} {{", branch, 1
-    )
-
-with open("build_config.json") as f:
-    cfg = json.load(f)
-cfg["generate_outputs"] = [build_cfg.DataflowOutputType(o) for o in cfg["generate_outputs"]]
-cfg["shell_flow_type"] = build_cfg.ShellFlowType(cfg["shell_flow_type"])
-build.build_dataflow_cfg("model.onnx", build_cfg.DataflowBuildConfig(**cfg))
-'''
+FINNSIDE = Path(__file__).with_name("finnside")
+STATIC_FILES = ("build.py", "finnchain_steps.py")
+HP_PORT_BITS = 64  # the AXI HP ports of a Zynq-7000, for boards FINN does not know
+INPUTS = ("build.py", "finnchain_steps.py", "model.onnx", "folding_config.json",
+          "specialize_layers.json", "build_config.json", "finnchain.json")
 
 
 class BuildInputError(ValueError):
@@ -98,13 +61,41 @@ def stage_model_path(plan_dir: Path, stage: StagePlan) -> Path:
     return path
 
 
-def split_layers(stage: StagePlan) -> list[tuple[str, int]]:
-    """(QONNX node, channels in the block-RAM part) of every layer the plan split."""
-    out = []
+def split_mvaus(stage: StagePlan) -> list[dict]:
+    """The MVAUs the plan splits by output channels, as FINN's steps find them: position
+    among the stage's MVAUs in stream order (counting a split layer once), MW, MH and the
+    channels of the block-RAM part."""
+    out, position = [], 0
     for op in stage.ops:
-        if op.kind == "MVAU" and op.name.endswith("_bram"):
-            out.append((op.node, int(op.shape["mh"])))
+        if op.kind != "MVAU" or op.name.endswith("_lut"):
+            continue
+        if op.name.endswith("_bram"):
+            lut = next(o for o in stage.ops if o.name == op.name[: -len("_bram")] + "_lut")
+            out.append({"position": position, "node": op.node, "mw": int(op.shape["mw"]),
+                        "mh": int(op.shape["mh"]) + int(lut.shape["mh"]),
+                        "first": int(op.shape["mh"])})
+        position += 1
     return out
+
+
+def folder_meta(plan: Plan, stage: StagePlan) -> dict:
+    board = stage.board
+    return {
+        "schema": "finnchain.finn-folder/1",
+        "model": plan.model["name"], "plan_hash": plan.plan_hash, "stage": stage.index,
+        "stages": len(plan.stages),
+        "board": {"kind": board["kind"], "title": board["title"], "finn_name": board["finn_name"],
+                  "part": board["part"], "vivado_board_part": board["vivado_board_part"],
+                  "clock_mhz": board["clock_mhz"], "port_bits": HP_PORT_BITS},
+        "split_mvaus": split_mvaus(stage),
+    }
+
+
+def inputs_hash(folder: Path) -> str:
+    h = hashlib.sha256()
+    for name in INPUTS:
+        h.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def write_folder(plan: Plan, plan_dir: Path, stage: StagePlan, root: Path) -> StageFolder:
@@ -113,25 +104,14 @@ def write_folder(plan: Plan, plan_dir: Path, stage: StagePlan, root: Path) -> St
     model_path = stage_model_path(plan_dir, stage)
     folder = root / f"stage{stage.index}"
     folder.mkdir(parents=True, exist_ok=True)
-    model = load(model_path)
-    for node, first in split_layers(stage):
-        model = split_layer(model, node, first)
-    save(model, folder / "model.onnx")
+    save(prepare_for_finn(load(model_path)), folder / "model.onnx")
     for name in ("folding_config.json", "specialize_layers.json", "build_config.json"):
         if not (src / name).is_file():
             raise BuildInputError(f"stage {stage.index}: {src / name} is missing")
         shutil.copyfile(src / name, folder / name)
-    board = stage.board["finn_name"]
-    (folder / "build.py").write_text(BUILD_SCRIPT.format(
-        index=stage.index, model=plan.model["name"], title=stage.board["title"],
-        part=stage.board["part"], clock=stage.board["clock_mhz"], plan_hash=plan.plan_hash[:12],
-        board=board, board_part=stage.board["vivado_board_part"], port_bits=HP_PORT_BITS))
-    h = hashlib.sha256()
-    for name in ("build.py", "model.onnx", "folding_config.json", "specialize_layers.json",
-                 "build_config.json"):
-        h.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
-    digest = h.hexdigest()
+    for name in STATIC_FILES:
+        shutil.copyfile(FINNSIDE / name, folder / name)
+    (folder / "finnchain.json").write_text(json.dumps(folder_meta(plan, stage), indent=1) + "\n")
+    digest = inputs_hash(folder)
     (folder / "inputs.sha256").write_text(digest + "\n")
     return StageFolder(stage, folder, digest)
-
-

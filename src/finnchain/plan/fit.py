@@ -3,7 +3,9 @@
 For a board and a first segment, ``StageFitter`` adds segments one at a time and keeps, for
 every RAMB18 budget b and every budget r of LUTs used as memory (in steps of ``LUTRAM_BINS``-th
 of the part's LUT RAM, rounded up), the fewest LUTs any combination of the segments' options
-needs within b and r (a knapsack, exact for the options given up to that rounding). A run fits when the
+needs within b and r (a knapsack, exact for the options given up to that rounding). On a board
+with UltraRAM the second budget is URAM blocks instead (exact); LUT RAM is then only checked
+once the stage is assembled (such boards have LUT RAM to spare: their LUT limit binds first). A run fits when the
 cheapest combination within the board's RAMB18 limit is within its LUT limit, after LUT
 multipliers are swapped for DSPs where DSPs are left (a second, small knapsack over DSPs).
 Shell resources (catalogue) are reserved first.
@@ -67,12 +69,27 @@ class StageFitter:
     def __init__(self, board: Board) -> None:
         self.board = board
         self.budget = Budget.of(board)
-        self.grain = max(1.0, board.lutram / LUTRAM_BINS)
-        self.dp = np.zeros((LUTRAM_BINS + 1, max(self.budget.bram, 0) + 1))
+        self.uram = int(board.limit("uram")) - int(board.shell.get("uram", 0))
+        if self.uram >= 1:
+            rows, self.grain = self.uram, 1.0
+        else:
+            rows, self.grain = LUTRAM_BINS, max(1.0, board.lutram / LUTRAM_BINS)
+        self.dp = np.zeros((rows + 1, max(self.budget.bram, 0) + 1))
         self.steps: list[tuple[list[Option], np.ndarray]] = []
 
     def _bins(self, o: Option) -> int:
+        if self.uram >= 1:
+            return int(o.res.uram)
+        if o.res.uram:
+            return 1 << 30  # no URAM on this board
         return int(np.ceil(o.res.lutram / self.grain - 1e-9))
+
+    def trial(self, options: list[Option]) -> StageFitter | None:
+        """A copy with one more segment added (None if it cannot be); this one is unchanged."""
+        other = StageFitter.__new__(StageFitter)
+        other.__dict__.update(self.__dict__)
+        other.steps = list(self.steps)
+        return other if other.add(options) else None
 
     def add(self, options: list[Option]) -> bool:
         """Add one segment; False (and nothing added) if it cannot be part of this stage."""

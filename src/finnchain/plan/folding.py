@@ -14,7 +14,17 @@ kept. A slower target therefore never loses an option, which the partition searc
 (W*SIMD): wide shallow memories are allowed where the BRAM count says they are cheaper, and
 SIMD is not raised before PE (PE and SIMD are searched together).
 DSP multipliers are not an option here: a stage swaps LUT multipliers for DSPs afterwards,
-where it has DSPs to spare (``DspSwap``).
+where it has DSPs to spare (``DspSwap``). Weights may also go to UltraRAM (``ultra``) on boards
+that have it; options with URAM are kept apart from those without (``Candidates.at``).
+
+**The wire at a cut is FINN's driver layout.** FINN's generated driver packs the *folded*
+tensor: each group of the first HW layer's SIMD (or PE) input values, and of the last layer's
+PE output values, is padded to whole bytes. That equals the wire's layout (NHWC, the channels of
+a pixel packed and padded to whole bytes) exactly when the group is all the channels, or when
+both the group and the channels fill whole bytes (checked against FINN's own packing in the
+tests). So a stage's first layer and last layer are folded that way (``aligned``): the bytes one
+board's output DMA writes are the bytes the next board's input DMA reads, with no repacking on
+the ARM cores.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from dataclasses import dataclass, replace
 
 from finnchain.cost.lower import Layer, Segment
 from finnchain.cost.ops import (
+    DWC,
     FIFO,
     MVAU,
     SWG,
@@ -37,9 +48,11 @@ from finnchain.cost.ops import (
     fifo_depth,
 )
 
-STYLES = ("block", "distributed")
-# (weights, thresholds) memory styles of an MVAU or VVAU
-MEMORY = tuple(itertools.product(STYLES, STYLES))
+STYLES = ("block", "distributed")  # window buffers, stand-alone thresholds
+WEIGHT_STYLES = ("block", "distributed", "ultra")
+# (weights, thresholds) memory styles of an MVAU; a VVAU's thresholds are always LUTs
+MEMORY = tuple(itertools.product(WEIGHT_STYLES, STYLES))
+VVAU_MEMORY = tuple((w, "distributed") for w in WEIGHT_STYLES)
 MAX_OPTIONS = 24  # options kept per segment (the cheapest in LUT for each RAMB18 count)
 
 
@@ -58,14 +71,16 @@ class Option:
 
     placed: tuple[Placed, ...]
     res: Res
-    cycles: int  # slowest op
+    cycles: int  # slowest op, FINN's figures
     swaps: tuple[DspSwap, ...] = ()
+    bound: int = 0  # slowest op by the cycles folding is chosen by (``Op.bound_cycles``)
 
     def __add__(self, other: Option) -> Option:
         n = len(self.placed)
         moved = tuple(DspSwap(s.op_index + n, s.dsp, s.lut_saved) for s in other.swaps)
         return Option(self.placed + other.placed, self.res + other.res,
-                      max(self.cycles, other.cycles), self.swaps + moved)
+                      max(self.cycles, other.cycles), self.swaps + moved,
+                      max(self.bound, other.bound))
 
 
 def _option(placed: list[Placed]) -> Option:
@@ -78,7 +93,8 @@ def _option(placed: list[Placed]) -> Option:
         if isinstance(op, VVAU) or (isinstance(op, MVAU) and op.obits):
             dsp = op.resources(Fold(p.fold.pe, p.fold.simd, p.fold.ram_style, "dsp"))
             swaps.append(DspSwap(i, dsp.dsp, p.res.lut - dsp.lut))
-    return Option(tuple(placed), res, max(p.cycles for p in placed), tuple(swaps))
+    return Option(tuple(placed), res, max(p.cycles for p in placed), tuple(swaps),
+                  max(p.op.bound_cycles(p.fold) for p in placed))
 
 
 def _front(options: list[Option], key) -> list[Option]:
@@ -90,16 +106,26 @@ def _front(options: list[Option], key) -> list[Option]:
     return best
 
 
+def _spread(front: list[Option], keep: int) -> list[Option]:
+    if len(front) <= keep:
+        return front
+    step = (len(front) - 1) / (keep - 1)
+    return [front[round(i * step)] for i in range(keep)]
+
+
 def pareto(options: list[Option], keep: int = MAX_OPTIONS) -> list[Option]:
     """The cheapest options: those not beaten in RAMB18 and LUT, and those not beaten in
-    RAMB18 and LUT RAM; at most ``keep`` of them (an even spread over RAMB18, both ends)."""
-    by_lut = _front(options, lambda o: o.res.lut)
-    if len(by_lut) > keep:
-        step = (len(by_lut) - 1) / (keep - 1)
-        by_lut = [by_lut[round(i * step)] for i in range(keep)]
-    by_ram = _front(options, lambda o: (o.res.lutram, o.res.lut))[:keep]
-    seen = {id(o) for o in by_lut}
-    return by_lut + [o for o in by_ram if id(o) not in seen]
+    RAMB18 and LUT RAM; at most ``keep`` of them (an even spread over RAMB18, both ends).
+    Options using URAM are pruned among those with the same URAM count, so that a little
+    more URAM for a lot less block RAM is never lost."""
+    out: list[Option] = []
+    for uram in sorted({o.res.uram for o in options}):
+        group = [o for o in options if o.res.uram == uram]
+        by_lut = _spread(_front(group, lambda o: o.res.lut), keep)
+        by_ram = _front(group, lambda o: (o.res.lutram, o.res.lut))[:keep]
+        seen = {id(o) for o in by_lut}
+        out += by_lut + [o for o in by_ram if id(o) not in seen]
+    return out
 
 
 def _fronts(layer: Layer, simd: int, parallel: bool) -> list[list[Placed]]:
@@ -135,8 +161,9 @@ def _candidates(layer: Layer) -> list[Option]:
     main = layer.main
     out: list[Option] = []
     if isinstance(main, MVAU):
+        memory = MEMORY if main.obits else tuple((w, "distributed") for w in WEIGHT_STYLES)
         for fold, fronts in _mvau_folds(layer):
-            for (style, thr), front in itertools.product(MEMORY, fronts):
+            for (style, thr), front in itertools.product(memory, fronts):
                 out.append(_option([*front, Placed(main, replace(fold, ram_style=style,
                                                                  thr_style=thr))]))
         if len(layer.ops) == 1:
@@ -144,7 +171,8 @@ def _candidates(layer: Layer) -> list[Option]:
     elif isinstance(main, VVAU):
         for pe in divisors(main.channels):
             for simd in (1, main.k2):
-                for (style, thr), front in itertools.product(MEMORY, _fronts(layer, pe, simd > 1)):
+                for (style, thr), front in itertools.product(VVAU_MEMORY,
+                                                             _fronts(layer, pe, simd > 1)):
                     out.append(_option([*front, Placed(main, Fold(pe, simd, style,
                                                                   thr_style=thr))]))
     else:
@@ -187,13 +215,24 @@ def _split_candidates(layer: Layer) -> list[Option]:
                 if fb is None:
                     continue
                 fb = fb[2]
+                width = min(fa.simd, fb.simd)
+                obits = main.obits or main.acc()
                 dup = StreamGlue(name=f"DuplicateStreams_{layer.node}", node=layer.node,
-                                 words=main.mw * main.vectors, width=min(fa.simd, fb.simd),
+                                 words=main.mw * main.vectors, width=width,
                                  abits=main.abits, glue="DuplicateStreams")
                 cat = StreamGlue(name=f"StreamingConcat_{layer.node}", node=layer.node,
-                                 words=main.mh * main.vectors, width=min(fa.pe, fb.pe),
-                                 abits=main.obits or main.acc(), glue="StreamingConcat")
-                out.append(_option([Placed(dup), Placed(a, fa), Placed(b, fb), Placed(cat)]))
+                                 words=main.mh * main.vectors, width=main.mh,
+                                 abits=obits, glue="StreamingConcat")
+                glue = [Placed(dup, Fold(pe=width))]
+                for part, fold in ((a, fa), (b, fb)):  # FINN's converters around the parts
+                    for k, (inw, outw) in enumerate((
+                            (width * main.abits, part.in_width(fold)),
+                            (part.out_width(fold), part.mh * obits))):
+                        if inw != outw:
+                            glue.append(Placed(DWC(name=f"DWC_{part.name}_{k}", node="",
+                                                   inw=inw, outw=outw)))
+                out.append(_option([glue[0], Placed(a, fa), Placed(b, fb), *glue[1:],
+                                    Placed(cat)]))
     return out
 
 
@@ -230,27 +269,78 @@ def _with_input(segment: Segment, option: Option) -> Option:
     return total
 
 
+def aligned(values: int, channels: int, bits: int) -> bool:
+    """Whether a group of ``values`` of ``channels`` ``bits``-bit values packs, as FINN's driver
+    packs a folded tensor, into the wire's bytes (see the module notes)."""
+    return values == channels or (values * bits % 8 == 0 and channels * bits % 8 == 0)
+
+
+def _out_bits(op) -> int:
+    obits = getattr(op, "obits", 0)
+    if obits:
+        return obits
+    return op.acc() if hasattr(op, "acc") else op.abits
+
+
+def _ends(option: Option) -> tuple[Placed, Placed]:
+    ops = [p for p in option.placed if not isinstance(p.op, (FIFO, DWC))]
+    return ops[0], ops[-1]
+
+
+def _bits_of(datatype: str) -> int:
+    from finnchain.graph.pack import IntType
+
+    return IntType(datatype).bitwidth()
+
+
 class Candidates:
-    """A segment's candidate builds, costed once; ``at(target)`` filters and prunes them."""
+    """A segment's candidate builds, costed once; ``at(target)`` filters and prunes them.
+
+    ``at`` can ask for the options whose first layer reads the segment's input as FINN's driver
+    writes it (``start``: the segment begins a stage) and whose last layer writes its output
+    that way (``end``: the segment ends a stage), and for options without URAM (``uram``
+    False, for boards that have none)."""
 
     def __init__(self, segment: Segment) -> None:
         self.segment = segment
+        self._pruned: dict[tuple, list[Option]] = {}
         self.layers = [_candidates(layer) for layer in segment.layers]
         # the segment's input FIFO depends on how its first layer is folded; so does the
         # converter FINN puts in front of it when the producer's width differs
         self.layers[0] = [_with_input(segment, o) for o in self.layers[0]]
         for opts in self.layers:
-            opts.sort(key=lambda o: o.cycles)
-        self.fastest = max(min(o.cycles for o in opts) for opts in self.layers)
+            opts.sort(key=lambda o: o.bound)
+        self.fastest = max(min(o.bound for o in opts) for opts in self.layers)
+        in_ch = segment.in_shape[1]
+        self.starts_ok = set()
+        for o in self.layers[0]:
+            first = _ends(o)[0]
+            if aligned(first.op.in_width(first.fold) // first.op.abits, in_ch, segment.in_bits):
+                self.starts_ok.add(id(o))
+        self.ends_ok = set()
+        cut = segment.cut
+        for o in self.layers[-1]:
+            last = _ends(o)[1]
+            if cut is None or aligned(last.op.out_width(last.fold) // _out_bits(last.op),
+                                      cut.shape[1], _bits_of(cut.datatype)):
+                self.ends_ok.add(id(o))
 
-    def at(self, target: int) -> list[Option]:
+    def at(self, target: int, uram: bool = True, start: bool = False, end: bool = False
+           ) -> list[Option]:
         """The pruned options meeting ``target`` cycles per frame ([] if none does)."""
         per_layer = []
-        for opts in self.layers:
-            meeting = [o for o in opts if o.cycles <= target]
-            if not meeting:
+        last = len(self.layers) - 1
+        for k, opts in enumerate(self.layers):
+            first_aligned, last_aligned = start and k == 0, end and k == last
+            key = (k, target, uram, first_aligned, last_aligned)
+            if key not in self._pruned:  # a layer's pruned options serve every variant
+                meeting = [o for o in opts if o.bound <= target and (uram or not o.res.uram)
+                           and (not first_aligned or id(o) in self.starts_ok)
+                           and (not last_aligned or id(o) in self.ends_ok)]
+                self._pruned[key] = pareto(meeting) if meeting else []
+            if not self._pruned[key]:
                 return []
-            per_layer.append(pareto(meeting))
+            per_layer.append(self._pruned[key])
         combos = []
         for parts in itertools.product(*per_layer):
             total = parts[0]
@@ -262,6 +352,6 @@ class Candidates:
     def failing_layer(self, target: int) -> str | None:
         """The first layer that cannot meet ``target`` however folded."""
         for layer, opts in zip(self.segment.layers, self.layers):
-            if min(o.cycles for o in opts) > target:
+            if min(o.bound for o in opts) > target:
                 return layer.node
         return None

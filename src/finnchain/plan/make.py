@@ -40,6 +40,7 @@ FINN_TYPES = {
     "Thresholding": "Thresholding_hls", "GlobalAccPool": "GlobalAccPool_hls",
     "LabelSelect": "LabelSelect_hls", "StreamingMaxPool": "StreamingMaxPool_hls",
     "DuplicateStreams": "DuplicateStreams_hls", "StreamingConcat": "StreamingConcat_hls",
+    "ChannelwiseOp": "ChannelwiseOp_hls",
 }
 INSERTED_BY_FINN = (FIFO, DWC, IODMA)  # FINN inserts these itself; they are costed only
 OUTPUTS = ["estimate_reports", "bitfile", "pynq_driver", "deployment_package"]
@@ -63,9 +64,11 @@ def _model_input(model: ModelWrapper) -> Tensor:
 
 
 def _model_output(model: ModelWrapper, stage: Stage) -> Tensor:
+    """The last stage's result as FINN's LabelSelect gives it: k label indices of the smallest
+    whole-byte UINT holding them (UINT8 up to 256 classes, UINT16 beyond)."""
     name = output_name(model)
     shape = [1, *model.get_tensor_shape(name)[1:]]
-    return Tensor(name, shape, "INT32", stage.out_bytes)
+    return Tensor(name, shape, stage.label_select.out_datatype, stage.out_bytes)
 
 
 def _op_shape(p: Placed) -> dict:
@@ -184,6 +187,12 @@ def folding_config(stage: StagePlan) -> dict:
             entry = {"PE": f["pe"], "ram_style": f["ram_style"]}
         elif op.kind in ("GlobalAccPool", "LabelSelect", "StreamingMaxPool"):
             entry = {"PE": f["pe"]}
+        elif op.kind == "ChannelwiseOp":
+            entry = {"PE": f["pe"], "ram_style": "distributed"}
+        elif op.kind == "DuplicateStreams":
+            entry = {"PE": f["pe"]}
+        if f["ram_style"] == "ultra" and op.kind in ("MVAU", "VVAU"):
+            entry["runtime_writeable_weights"] = 1  # FINN v0.10.1 requires it for URAM
         cfg[op.finn_name] = entry
     return cfg
 

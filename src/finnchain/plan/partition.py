@@ -38,30 +38,39 @@ class Search:
 
     segments: list[Segment]
     boards: list[Board]
-    options: dict[int, list[list[Option]]] = field(default_factory=dict)
+    options: dict[tuple, list[Option]] = field(default_factory=dict)
     evaluations: int = 0
 
     def __post_init__(self) -> None:
         self.candidates = [Candidates(s) for s in self.segments]
 
-    def opts(self, target: int) -> list[list[Option]]:
-        if target not in self.options:
-            self.options[target] = [c.at(target) for c in self.candidates]
-        return self.options[target]
+    def opts(self, seg: int, board: Board, target: int, start: bool = False,
+             end: bool = False) -> list[Option]:
+        """Segment ``seg``'s options on ``board`` at ``target`` cycles; ``start``/``end``: the
+        segment begins/ends a stage, so its first/last layer is folded to FINN's driver
+        layout (see ``folding``)."""
+        key = (seg, target, board.limit("uram") >= 1, start, end)
+        if key not in self.options:
+            self.options[key] = self.candidates[seg].at(target, key[2], start, end)
+        return self.options[key]
 
     def target(self, board: Board, fps: float) -> int:
         return int(board.clock_mhz * 1e6 // fps)
 
     def runs(self, board: Board, fps: float) -> list[dict[int, float]]:
         """For each start i: {end j: fullness} of every run [i, j) that fits the board."""
-        opts = self.opts(self.target(board, fps))
+        target, n = self.target(board, fps), len(self.segments)
         out: list[dict[int, float]] = []
-        for i in range(len(self.segments)):
+        for i in range(n):
             fitter, ends = StageFitter(board), {}
-            for j in range(i, len(self.segments)):
-                if not opts[j] or not fitter.add(opts[j]) or not fitter.fits():
+            for j in range(i, n):
+                last = self.opts(j, board, target, start=j == i, end=True)
+                trial = fitter.trial(last) if last else None
+                if trial is not None and trial.fits():
+                    ends[j + 1] = trial.fullness()
+                middle = self.opts(j, board, target, start=j == i)
+                if j + 1 == n or not middle or not fitter.add(middle) or not fitter.fits():
                     break
-                ends[j + 1] = fitter.fullness()
             out.append(ends)
         return out
 
@@ -118,9 +127,9 @@ def assemble_chain(search: Search, fps: float, bounds: list[tuple[int, int]]) ->
     for k, (i, j) in enumerate(bounds):
         board = search.boards[k]
         fitter = StageFitter(board)
-        opts = search.opts(search.target(board, fps))
+        target = search.target(board, fps)
         for s in range(i, j):
-            fitter.add(opts[s])
+            fitter.add(search.opts(s, board, target, start=s == i, end=s == j - 1))
         stages.append(assemble(board, search.segments[i:j], fitter.choose()))
     return stages
 
@@ -138,7 +147,7 @@ def ceiling_fps(search: Search) -> float:
 def floor_fps(search: Search) -> float:
     """Every candidate of every segment meets this rate (the slowest, fully folded)."""
     clock = min(b.clock_mhz for b in search.boards) * 1e6
-    worst = max(o.cycles for c in search.candidates for opts in c.layers for o in opts)
+    worst = max(o.bound for c in search.candidates for opts in c.layers for o in opts)
     return clock / worst
 
 
@@ -187,7 +196,7 @@ def explain(search: Search, fps: float) -> str:
     for seg in search.segments:
         for board in {b.kind: b for b in search.boards}.values():
             target = search.target(board, fps)
-            opts = search.opts(target)[seg.index]
+            opts = search.opts(seg.index, board, target)
             if not opts:
                 node = search.candidates[seg.index].failing_layer(target)
                 return (f"layer {node} cannot reach {fps:.1f} frames/s at "

@@ -10,8 +10,6 @@ from finnchain.cost.ops import DWC, FIFO, IODMA, Placed, Res, StreamGlue
 from finnchain.plan.fit import Budget, dsp_swaps
 from finnchain.plan.folding import Option
 
-RESULT_BYTES_PER_LABEL = 4  # the last stage returns top-k indices as 32-bit integers
-
 
 @dataclass
 class Stage:
@@ -41,8 +39,15 @@ class Stage:
         cut = self.segments[-1].cut
         if cut is not None:
             return cut.bytes_per_frame
-        labels = next((getattr(p.op, "k", 0) for p in self.placed if p.op.kind == "LabelSelect"), 0)
-        return max(1, labels) * RESULT_BYTES_PER_LABEL
+        label = self.label_select
+        if label is None:
+            raise ValueError("the last stage has no LabelSelect: its output is not known")
+        return label.k * label.obits // 8
+
+    @property
+    def label_select(self):
+        """The LabelSelect op of the stage (the last stage's top-k), or None."""
+        return next((p.op for p in self.placed if p.op.kind == "LabelSelect"), None)
 
     @property
     def fabric_fps(self) -> float:

@@ -6,10 +6,12 @@
 - ``PassThrough``: moves bytes only (for measuring the transport).
 - ``FinnAccelerator``: the FINN overlay on a PYNQ board through FINN's generated driver
   (``driver_base.FINNExampleOverlay``), packed bytes copied straight into and out of its DMA
-  buffers: no unpacking or repacking on the ARM cores, except the last stage's few result
-  bytes, which leave as 32-bit integers like the emulated stage's.
+  buffers: no unpacking or repacking on the ARM cores. The planner folds every stage's first
+  and last layer so that FINN's driver layout is the wire's (``plan.folding``); the
+  accelerator checks the overlay's real folded shapes against the plan when it starts.
 
-The results of the last stage are top-k class indices as little-endian int32, ``k`` per frame.
+The results of the last stage are what FINN's LabelSelect writes: ``k`` class indices per
+frame as the plan's output datatype (UINT8, or UINT16 beyond 256 classes), little-endian.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-RESULT_DTYPE = np.dtype("<i4")
 
 
 class FrameError(ValueError):
@@ -95,8 +95,6 @@ class EmulatedAccelerator(Accelerator):
         if codes.ndim == 4:
             codes = codes.transpose(0, 3, 1, 2)
         y = self.executor.run(codes)
-        if self.last:
-            return np.ascontiguousarray(y, dtype=RESULT_DTYPE).tobytes()
         if y.ndim == 4:
             y = y.transpose(0, 2, 3, 1)
         return pack(y, self.output["datatype"]).tobytes()
@@ -128,6 +126,38 @@ def _load_module(path: Path, name: str):
     return module
 
 
+def _driver_bytes(folded: tuple, datatype: str) -> int:
+    """Bytes a frame of ``folded`` takes in FINN's driver: the innermost folded dimension packed
+    and padded to whole bytes (``finnpy_to_packed_bytearray``)."""
+    from finnchain.graph.pack import packed_bytes
+
+    return packed_bytes(tuple(int(d) for d in folded), datatype)
+
+
+def check_io_shapes(io_shape_dict: dict, stage: dict) -> None:
+    """The overlay's datatypes and folded shapes (FINN's driver.py) against the plan's wire:
+    FrameError naming the end and both figures when they differ."""
+    for end, dt_key, prefix in (("input", "idt", "ishape"), ("output", "odt", "oshape")):
+        dt = io_shape_dict[dt_key][0]  # a DataType of the driver's own qonnx copy
+        datatype = getattr(dt, "name", str(dt))
+        folded = tuple(io_shape_dict[f"{prefix}_folded"][0])
+        packed = tuple(io_shape_dict[f"{prefix}_packed"][0])
+        plan = stage[end]
+        driver_bytes = int(np.prod(packed[1:]))
+        if datatype != plan["datatype"]:
+            raise FrameError(f"the overlay's {end} is {datatype}, the plan's {plan['datatype']}: "
+                             "overlay and plan differ (a build of another plan?)")
+        if _driver_bytes(folded, datatype) != driver_bytes:
+            raise FrameError(f"the overlay's {end} packs {list(folded)} into {list(packed)}, "
+                             "not as FINN's driver packs it: a damaged driver.py?")
+        if driver_bytes != int(plan["bytes_per_frame"]):
+            raise FrameError(
+                f"the overlay's {end} DMA moves {driver_bytes} bytes a frame ({datatype} folded "
+                f"{list(folded)}), the plan's wire {plan['bytes_per_frame']}: overlay and plan "
+                "differ (a build of another plan, or a plan made before finnchain folded cuts "
+                "to FINN's driver layout)")
+
+
 class FinnAccelerator(Accelerator):
     """FINN's overlay through its generated PYNQ driver (``FINNExampleOverlay``)."""
 
@@ -138,18 +168,14 @@ class FinnAccelerator(Accelerator):
         sys.path.insert(0, str(driver))  # driver_base imports its neighbours (qonnx copies)
         base = _load_module(driver / "driver_base.py", "driver_base")
         io_shape_dict = _load_module(driver / "driver.py", "finn_driver").io_shape_dict
+        check_io_shapes(io_shape_dict, stage)
         self.overlay = base.FINNExampleOverlay(
             bitfile_name=str(stage_dir / stage["accelerator"]["bitfile"]),
             platform="zynq-iodma", io_shape_dict=io_shape_dict, batch_size=batch,
             fclk_mhz=float(stage["clock_mhz"]),
             runtime_weight_dir=str(driver / "runtime_weights") + "/")
         self.in_bytes = int(np.prod(self.overlay.ishape_packed(0)[1:]))
-        self.last = stage["index"] == stage["stages"] - 1
-        out_packed = int(np.prod(self.overlay.oshape_packed(0)[1:]))
-        self.out_bytes = int(stage["output"]["bytes_per_frame"]) if self.last else out_packed
-        if int(stage["input"]["bytes_per_frame"]) != self.in_bytes:
-            raise FrameError(f"the overlay takes {self.in_bytes} bytes a frame, the plan says "
-                             f"{stage['input']['bytes_per_frame']}: overlay and plan differ")
+        self.out_bytes = int(np.prod(self.overlay.oshape_packed(0)[1:]))
 
     def run(self, payload, n: int):
         self.check(payload, n)
@@ -161,10 +187,7 @@ class FinnAccelerator(Accelerator):
         ov.execute_on_buffers()
         obuf = np.empty(ov.oshape_packed(0), dtype=np.uint8)
         ov.copy_output_data_from_device(obuf)
-        if not self.last:
-            return obuf
-        labels = ov.unfold_output(ov.unpack_output(obuf))
-        return np.ascontiguousarray(labels.reshape(n, -1), dtype=RESULT_DTYPE).tobytes()
+        return obuf
 
 
 def load_accelerator(stage_dir: Path, kind: str | None = None, batch: int = 1,

@@ -42,14 +42,15 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from finnchain.graph.pack import PackError, unpack
 from finnchain.runtime import protocol as P
-from finnchain.runtime.accel import RESULT_DTYPE
 from finnchain.runtime.metrics import scrape
 
 OVERTAKEN_GRACE = 1.0  # seconds an overtaken frame may still be answered (first stage's refusals)
 CHECK_EVERY = 0.05  # seconds between looks for frames that have ended without an answer
 PING_AFTER = 0.5  # seconds without an answer, frames in flight, before pinging the chain
 PING_EVERY = 1.0  # seconds between pings while nothing comes back
+RESULT = np.int32  # class indices as the client returns them
 
 
 class ChainError(RuntimeError):
@@ -104,6 +105,7 @@ class Chain:
         self.image_shape = tuple(shape[1:])  # NCHW without the batch
         self.in_bytes = int(self.spec.input["bytes_per_frame"])
         self.k = int(np.prod(self.spec.output["shape"][1:]))
+        self.out_type = self.spec.output.get("datatype", "INT32")  # FINN's LabelSelect type
         self.ctx = context or zmq.Context.instance()
         self.identity = os.urandom(8)
         self.send = self._dealer(self.spec.first, "first")
@@ -197,7 +199,13 @@ class Chain:
                 self._overtake(h.seq, f"a ping sent behind frame {h.seq - 1}"
                                if h.kind == P.PING else f"frame {h.seq}")
             if h.kind == P.RESULT:
-                values = np.frombuffer(parts[1], dtype=RESULT_DTYPE).reshape(h.count, self.k)
+                try:
+                    values = unpack(parts[1], self.out_type, (h.count, self.k)).astype(RESULT)
+                except PackError as exc:
+                    for i in range(h.count):
+                        self._settle(h.seq + i, ChainError(
+                            h.seq + i, f"a result the client cannot read: {exc}"))
+                    continue
                 for i in range(h.count):
                     self._settle(h.seq + i, values[i].copy())
             elif h.kind == P.ERROR:
@@ -303,7 +311,7 @@ class Chain:
         seqs = []
         for i in range(len(x)):
             seqs += self.submit(x[i: i + 1])
-        out = np.empty((len(seqs), self.k), dtype=RESULT_DTYPE)
+        out = np.empty((len(seqs), self.k), dtype=RESULT)
         for i, (_, value) in enumerate(self.results(seqs)):
             if isinstance(value, ChainError):
                 raise value

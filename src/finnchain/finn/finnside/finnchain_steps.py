@@ -1,0 +1,455 @@
+"""finnchain's build steps for FINN v0.10.1, on FINN's own transformations.
+
+This file is copied into every finnchain build folder and runs inside FINN's environment (FINN's
+docker, or the environment `finnchain finn-env` makes): it imports FINN and qonnx only, never
+finnchain. The folder's ``build.py`` passes these steps to FINN's ``build_dataflow_cfg``.
+
+Why FINN's default step list is not enough for finnchain's stages (each measured on FINN
+v0.10.1's own compiler):
+- its ``step_convert_to_hw`` never infers VVAUs, so a stage with a depthwise convolution fails
+  at the dataflow partition; finn-examples builds MobileNetV1 with steps of its own for the
+  same reason (streamline, lower convolutions, convert to HW layers), which these follow;
+- a per-class bias before the classifier's TopK (Mul by the accumulator scale, then Add)
+  keeps Mul, Add and TopK outside the dataflow partition, so the accelerator would return
+  logits; when the bias is a whole number of accumulator steps the Mul moves behind the Add
+  (``MoveScalarMulPastIntegerAdd``), FINN absorbs it into the TopK and the Add becomes a
+  ChannelwiseOp in hardware, so the stage ends in a LabelSelect as the plan says;
+- layers the plan splits by output channels (weights part in block RAM, part in LUTs) are
+  split here, after conversion to HW layers, as DuplicateStreams -> two MVAUs ->
+  StreamingConcat: each MVAU keeps its share of the weights and thresholds, so the split
+  computes exactly what the layer did (``SplitMVAU``).
+The steps also record what a stage's FINN driver will exchange (``step_finnchain_io``:
+the folded and packed shapes FINN's ``MakePYNQDriver`` derives from the first and last HW
+node) and which HW nodes FINN made, so that finnchain can check them against the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from pathlib import Path
+
+import finn.transformation.fpgadataflow.convert_to_hw_layers as to_hw
+import finn.transformation.streamline.absorb as absorb
+import finn.transformation.streamline.reorder as reorder
+import numpy as np
+from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
+from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
+from finn.transformation.streamline import Streamline
+from finn.transformation.streamline.collapse_repeated import CollapseRepeatedMul
+from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+from finn.util.data_packing import finnpy_to_packed_bytearray
+from finn.util.fpgadataflow import is_fpgadataflow_node
+from onnx import helper
+from qonnx.core.datatype import DataType
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+from qonnx.transformation.base import Transformation
+from qonnx.transformation.double_to_single_float import DoubleToSingleFloat
+from qonnx.transformation.general import (
+    GiveReadableTensorNames,
+    GiveUniqueNodeNames,
+    RemoveUnusedTensors,
+    SortGraph,
+)
+from qonnx.transformation.infer_data_layouts import InferDataLayouts
+from qonnx.transformation.infer_datatypes import InferDataTypes
+from qonnx.transformation.infer_shapes import InferShapes
+from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
+from qonnx.transformation.remove import RemoveIdentityOps
+
+HERE = Path(__file__).resolve().parent
+META = "finnchain.json"
+STATUS = "finnchain-status.json"
+IO_REPORT = "finnchain_io.json"
+HW_DOMAIN = "finn.custom_op.fpgadataflow"
+
+
+def meta() -> dict:
+    """The folder's finnchain.json: stage, board, split layers (written by finnchain)."""
+    return json.loads((HERE / META).read_text())
+
+
+# -- boards FINN does not know ------------------------------------------------------------------
+def register_board(board: dict) -> None:
+    """Register a Zynq-7000 board FINN lacks (the Zedboard) as FINN users do for such boards:
+    its part in ``pynq_part_map``, its 64-bit HP port in ``pynq_native_port_width``, and a branch
+    in FINN's Zynq shell Tcl template selecting its Vivado board definition and the zynq_7000 PS.
+    FINN's checkout is not changed: this happens in the build's own process."""
+    from finn.transformation.fpgadataflow import templates
+    from finn.util import basic
+
+    name = board["finn_name"]
+    if name in basic.pynq_part_map:
+        return
+    basic.pynq_part_map[name] = board["part"]
+    basic.pynq_native_port_width[name] = int(board["port_bits"])
+    select = ""
+    if board.get("vivado_board_part"):
+        select = ("    set_property board_part [lindex [get_board_parts -quiet %s] end] "
+                  "[current_project]\n" % board["vivado_board_part"])
+    anchor = '} elseif {$BOARD == "Pynq-Z1"} {'
+    branch = '} elseif {$BOARD == "%s"} {\n    set ZYNQ_TYPE "zynq_7000"\n%s%s' % (
+        name, select, anchor)
+    templates.custom_zynq_shell_template = templates.custom_zynq_shell_template.replace(
+        anchor, branch, 1)
+
+
+# -- transformations of our own -------------------------------------------------------------------
+class MoveScalarMulPastIntegerAdd(Transformation):
+    """Mul(s) -> Add(b) becomes Add(b/s) -> Mul(s) where s is a positive scalar and b/s is a
+    whole number for every channel (exact: both orders compute x*s + b). Used before a TopK,
+    where FINN then absorbs the scalar Mul into the TopK (the order of the scores is kept) and
+    turns the integer Add into a ChannelwiseOp."""
+
+    def apply(self, model):
+        for n in model.graph.node:
+            if n.op_type != "Mul" or model.is_fork_node(n):
+                continue
+            add = model.find_consumer(n.output[0])
+            if add is None or add.op_type != "Add":
+                continue
+            s = model.get_initializer(n.input[1])
+            b = model.get_initializer(add.input[1])
+            if s is None or b is None or s.size != 1 or float(s.flatten()[0]) <= 0:
+                continue
+            after = model.find_consumer(add.output[0])
+            if after is None or after.op_type != "TopK":
+                continue
+            steps = np.asarray(b, dtype=np.float64) / float(s.flatten()[0])
+            if not np.all(steps == np.round(steps)) or np.abs(steps).max() >= 2**31:
+                continue
+            x, mid, out = n.input[0], n.output[0], add.output[0]
+            model.set_initializer(add.input[1], steps.astype(np.float32))
+            add.input[0], add.output[0] = x, mid
+            n.input[0], n.output[0] = mid, out
+            model.set_tensor_datatype(mid, DataType["FLOAT32"])
+            return model.transform(SortGraph()), True
+        return model, False
+
+
+class AbsorbInputFlatten(Transformation):
+    """A stage that starts with a Flatten of its (N, C, H, W) input into a dense layer (a cut
+    just before a classifier) takes its input flattened in NHWC order instead: the dense
+    layer's weight rows are reordered from CHW to HWC (as FINN's RemoveCNVtoFCFlatten does for a
+    Transpose inside the graph) and the Flatten goes. The bytes on the wire do not change: they
+    are NHWC already. FINN's RemoveCNVtoFCFlatten itself fails on a Flatten of the graph input."""
+
+    def apply(self, model):
+        inp = model.graph.input[0]
+        flat = model.find_consumer(inp.name)
+        shape = model.get_tensor_shape(inp.name)
+        if flat is None or flat.op_type not in ("Flatten", "Reshape") or len(shape) != 4:
+            return model, False
+        dense = model.find_consumer(flat.output[0])
+        if dense is None or dense.op_type != "MatMul" or len(model.get_tensor_shape(
+                flat.output[0])) != 2:
+            return model, False
+        n, c, h, w = shape
+        weights = model.get_initializer(dense.input[1])
+        if h * w > 1:
+            weights = weights.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
+            model.set_initializer(dense.input[1], weights)
+        dt = model.get_tensor_datatype(inp.name)
+        dense.input[0] = inp.name
+        model.graph.node.remove(flat)
+        model.set_tensor_shape(inp.name, [n, c * h * w])
+        model.set_tensor_datatype(inp.name, dt)
+        return model.transform(InferShapes()), False
+
+
+class SplitMVAU(Transformation):
+    """Split MVAUs by output channels as the plan says: DuplicateStreams -> MVAU (channels
+    [0, first)) and MVAU (channels [first, MH)) -> StreamingConcat.
+
+    ``splits`` lists, in graph order, the positions among the graph's MVAUs (counted before any
+    split) with the expected MW and MH and the channel count of the first part. Weights (MW, MH)
+    and thresholds (MH, levels) are sliced, so each part computes its channels exactly."""
+
+    def __init__(self, splits: list[dict]):
+        super().__init__()
+        self.splits = splits
+
+    def apply(self, model):
+        mvaus = [n for n in model.graph.node if n.op_type == "MVAU"]
+        for s in sorted(self.splits, key=lambda s: -s["position"]):
+            if s["position"] >= len(mvaus):
+                raise ValueError(
+                    "the plan splits MVAU #%d but FINN made only %d MVAUs" % (s["position"],
+                                                                               len(mvaus)))
+            _split_one(model, mvaus[s["position"]], s)
+        return model.transform(SortGraph()).transform(InferShapes()).transform(
+            InferDataTypes()), False
+
+
+def _split_one(model: ModelWrapper, node, s: dict) -> None:
+    inst = getCustomOp(node)
+    mw, mh = inst.get_nodeattr("MW"), inst.get_nodeattr("MH")
+    if (mw, mh) != (s["mw"], s["mh"]):
+        raise ValueError("MVAU #%d is %dx%d (MW x MH) in FINN's graph, the plan split a %dx%d "
+                         "layer: the graph is not the one planned" % (s["position"], mw, mh,
+                                                                      s["mw"], s["mh"]))
+    first = int(s["first"])
+    idt = inst.get_nodeattr("inputDataType")
+    odt = inst.get_nodeattr("outputDataType")
+    x, y = node.input[0], node.output[0]
+    w = model.get_initializer(node.input[1])
+    t = model.get_initializer(node.input[2]) if len(node.input) > 2 else None
+    ishape, oshape = model.get_tensor_shape(x), model.get_tensor_shape(y)
+    base = node.name
+    dup_outs = [model.make_new_valueinfo_name() for _ in range(2)]
+    for d in dup_outs:
+        model.set_tensor_shape(d, ishape)
+        model.set_tensor_datatype(d, DataType[idt])
+    parts_out = []
+    new_nodes = [helper.make_node(
+        "DuplicateStreams", [x], dup_outs, domain=HW_DOMAIN, backend="fpgadataflow",
+        NumChannels=mw, PE=1, inputDataType=idt, numInputVectors=list(ishape[:-1]),
+        NumOutputStreams=2,
+        outFIFODepths=[2, 2], name=base + "_dup")]
+    for k, (lo, hi) in enumerate(((0, first), (first, mh))):
+        wname = model.make_new_valueinfo_name()
+        model.set_initializer(wname, np.ascontiguousarray(w[:, lo:hi]))
+        model.set_tensor_datatype(wname, model.get_tensor_datatype(node.input[1]))
+        ins = [dup_outs[k], wname]
+        if t is not None:
+            tname = model.make_new_valueinfo_name()
+            tk = t if t.shape[0] == 1 else t[lo:hi]
+            model.set_initializer(tname, np.ascontiguousarray(tk))
+            model.set_tensor_datatype(tname, model.get_tensor_datatype(node.input[2]))
+            ins.append(tname)
+        out = model.make_new_valueinfo_name()
+        model.set_tensor_shape(out, list(oshape[:-1]) + [hi - lo])
+        model.set_tensor_datatype(out, DataType[odt])
+        part = helper.make_node(node.op_type, ins, [out], domain=node.domain, name=base + "_p%d" % k)
+        part.attribute.extend(a for a in node.attribute if a.name != "MH")
+        part.attribute.append(helper.make_attribute("MH", hi - lo))
+        new_nodes.append(part)
+        parts_out.append(out)
+    new_nodes.append(helper.make_node(
+        "StreamingConcat", parts_out, [y], domain=HW_DOMAIN, backend="fpgadataflow",
+        ElemsPerStream=[first, mh - first], inputDataType=odt,
+        numInputVectors=list(oshape[:-1]),
+        name=base + "_concat"))
+    idx = list(model.graph.node).index(node)
+    model.graph.node.remove(node)
+    for k, n in enumerate(new_nodes):
+        model.graph.node.insert(idx + k, n)
+
+
+# -- the steps -------------------------------------------------------------------------------------
+def _tidy(model: ModelWrapper) -> ModelWrapper:
+    model = model.transform(GiveUniqueNodeNames())
+    model = model.transform(GiveReadableTensorNames())
+    return model.transform(InferDataTypes())
+
+
+def step_finnchain_streamline(model: ModelWrapper, cfg):
+    """FINN's Streamline and finn-examples' MobileNetV1 additions, then the classifier tail."""
+    model = model.transform(absorb.AbsorbSignBiasIntoMultiThreshold())
+    model = model.transform(Streamline())
+    for t in (DoubleToSingleFloat(), reorder.MoveMulPastDWConv(),
+              absorb.AbsorbMulIntoMultiThreshold(), InferDataLayouts(),
+              reorder.MoveTransposePastScalarMul(), absorb.AbsorbTransposeIntoFlatten(),
+              reorder.MoveFlattenPastAffine(), reorder.MoveFlattenPastTopK(),
+              reorder.MoveScalarMulPastMatMul(), CollapseRepeatedMul(), RemoveIdentityOps(),
+              RoundAndClipThresholds(), MoveScalarMulPastIntegerAdd(),
+              absorb.AbsorbScalarMulAddIntoTopK()):
+        model = _tidy(model.transform(t))
+    return model.transform(RemoveUnusedTensors())
+
+
+def step_finnchain_lower(model: ModelWrapper, cfg):
+    """Convolutions to Im2Col + MatMul in NHWC, transposes absorbed (as FINN's default and
+    finn-examples do), then streamlined again."""
+    model = model.transform(LowerConvsToMatMul())
+    # the pool's 1/N scale must exist before streamlining so that it joins the next thresholds
+    model = model.transform(to_hw.InferGlobalAccPoolLayer())
+    model = model.transform(Streamline())
+    model = model.transform(reorder.MakeMaxPoolNHWC())
+    model = model.transform(absorb.AbsorbTransposeIntoMultiThreshold())
+    model = model.transform(reorder.MakeMaxPoolNHWC())
+    model = model.transform(absorb.AbsorbConsecutiveTransposes())
+    model = model.transform(Streamline())
+    model = model.transform(RoundAndClipThresholds())
+    model = model.transform(absorb.AbsorbScalarMulAddIntoTopK())
+    model = _tidy(model)
+    return model.transform(InferDataLayouts()).transform(RemoveUnusedTensors())
+
+
+def step_finnchain_convert_to_hw(model: ModelWrapper, cfg):
+    """Every layer finnchain plans, as FINN HW layers; thresholds inside MVAUs and VVAUs,
+    stand-alone thresholds only where no linear layer precedes them; the plan's splits."""
+    model = model.transform(AbsorbInputFlatten())
+    for t in (to_hw.InferStreamingMaxPool(), to_hw.InferPool(),
+              to_hw.InferConvInpGen(), to_hw.InferVectorVectorActivation(),
+              to_hw.InferBinaryMatrixVectorActivation(),
+              to_hw.InferQuantizedMatrixVectorActivation(), to_hw.InferThresholdingLayer(),
+              to_hw.InferChannelwiseLinearLayer(), to_hw.InferLabelSelectLayer(),
+              RemoveCNVtoFCFlatten(), absorb.AbsorbConsecutiveTransposes()):
+        model = model.transform(t)
+    splits = meta().get("split_mvaus", [])
+    if splits:
+        model = model.transform(SplitMVAU(splits))
+    model = model.transform(GiveUniqueNodeNames())
+    return model.transform(InferDataLayouts())
+
+
+def _join_types(types: list) -> DataType:
+    """The narrowest integer type holding every value of ``types``."""
+    lo = min(t.min() for t in types)
+    hi = max(t.max() for t in types)
+    return DataType.get_smallest_possible(lo) if lo < 0 and abs(lo) > hi else (
+        DataType.get_smallest_possible(hi) if lo >= 0 else
+        DataType.get_smallest_possible(-hi - 1))
+
+
+def step_finnchain_minimize_bit_width(model: ModelWrapper, cfg):
+    """FINN's step_minimize_bit_width (weights, then accumulators one node at a time with the
+    datatypes propagated after each), except that the MVAUs feeding one StreamingConcat (a
+    split layer) are narrowed together and share the widest result: StreamingConcat takes one
+    input datatype, and FINN's own step stops on the first part narrowed alone."""
+    if not cfg.minimize_bit_width:
+        return model
+    model = model.transform(MinimizeWeightBitWidth())
+    groups = {}
+    for c in model.graph.node:
+        if c.op_type.startswith("StreamingConcat"):
+            producers = [model.find_producer(t) for t in c.input]
+            for p in producers:
+                groups[p.name] = (c, producers)
+    done = set()
+    for index in range(len(model.graph.node)):
+        node = model.graph.node[index]
+        if node.name in done or not is_fpgadataflow_node(node):
+            continue
+        if not hasattr(getCustomOp(node), "minimize_accumulator_width"):
+            continue
+        if node.name not in groups:
+            getCustomOp(node).minimize_accumulator_width(model)
+        else:
+            concat, producers = groups[node.name]
+            insts = [getCustomOp(p) for p in producers]
+            for inst in insts:
+                inst.minimize_accumulator_width(model)
+            joined = _join_types([inst.get_output_datatype() for inst in insts])
+            for p, inst in zip(producers, insts):
+                if inst.get_nodeattr("noActivation"):
+                    inst.set_nodeattr("accDataType", joined.name)
+                inst.set_nodeattr("outputDataType", joined.name)
+                model.set_tensor_datatype(p.output[0], joined)
+                done.add(p.name)
+            getCustomOp(concat).set_nodeattr("inputDataType", joined.name)
+        model = model.transform(InferDataTypes())
+    return model
+
+
+def _node_summary(node) -> dict:
+    inst = getCustomOp(node)
+    attrs = {}
+    for k in ("PE", "SIMD", "MW", "MH", "NumChannels", "Channels", "IFMChannels", "Labels",
+              "K", "ram_style", "mem_mode", "resType", "preferred_impl_style"):
+        if k in inst.get_nodeattr_types():
+            v = inst.get_nodeattr(k)
+            attrs[k] = v if isinstance(v, (int, float, str)) else list(v)
+    return {"name": node.name, "op_type": node.op_type, "attrs": attrs}
+
+
+def _packed(dt: DataType, folded: tuple) -> list:
+    dummy = np.zeros(folded, dtype=np.float32)
+    if dt == DataType["BIPOLAR"]:
+        dummy += 1
+    return list(finnpy_to_packed_bytearray(dummy, dt).shape)
+
+
+def step_finnchain_io(model: ModelWrapper, cfg):
+    """Write report/finnchain_io.json: the dataflow partition's HW nodes and what FINN's
+    driver will exchange with it (normal, folded and packed shapes from the first and last HW
+    node, as FINN's MakePYNQDriver derives them), and the nodes FINN left outside it."""
+    parent_path = Path(cfg.output_dir) / "intermediate_models" / "dataflow_parent.onnx"
+    outside = []
+    if parent_path.is_file():
+        parent = ModelWrapper(str(parent_path))
+        outside = [{"name": n.name, "op_type": n.op_type} for n in parent.graph.node
+                   if n.op_type != "StreamingDataflowPartition"]
+    first = model.find_consumer(model.graph.input[0].name)
+    last = model.find_producer(model.graph.output[0].name)
+    fi, la = getCustomOp(first), getCustomOp(last)
+    idt, odt = fi.get_input_datatype(), la.get_output_datatype()
+    ifold, ofold = tuple(fi.get_folded_input_shape()), tuple(la.get_folded_output_shape())
+    report = {
+        "nodes": [_node_summary(n) for n in model.graph.node],
+        "outside_partition": outside,
+        "input": {"datatype": idt.name, "normal": list(fi.get_normal_input_shape()),
+                  "folded": list(ifold), "packed": _packed(idt, ifold)},
+        "output": {"datatype": odt.name, "normal": list(la.get_normal_output_shape()),
+                   "folded": list(ofold), "packed": _packed(odt, ofold)},
+    }
+    out = Path(cfg.output_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / IO_REPORT).write_text(json.dumps(report, indent=1) + "\n")
+    return model
+
+
+STEPS_BEFORE_ESTIMATES = [
+    "step_qonnx_to_finn",
+    "step_tidy_up",
+    step_finnchain_streamline,
+    step_finnchain_lower,
+    step_finnchain_convert_to_hw,
+    "step_create_dataflow_partition",
+    "step_specialize_layers",
+    "step_apply_folding_config",
+    step_finnchain_minimize_bit_width,
+    step_finnchain_io,
+    "step_generate_estimate_reports",
+]
+STEPS_AFTER_ESTIMATES = [
+    "step_hw_codegen",
+    "step_hw_ipgen",
+    "step_set_fifo_depths",
+    "step_create_stitched_ip",
+    "step_synthesize_bitfile",
+    "step_make_pynq_driver",
+    "step_deployment_package",
+]
+
+
+class StepTracker:
+    """Wraps each step so that the status file can name the step that failed and why (FINN's
+    ``build_dataflow_cfg`` only returns -1 and prints a traceback)."""
+
+    def __init__(self) -> None:
+        self.current = None
+        self.error = None
+
+    def wrap(self, step):
+        from finn.builder.build_dataflow_steps import build_dataflow_step_lookup
+
+        fn = build_dataflow_step_lookup[step] if isinstance(step, str) else step
+
+        def run(model, cfg):
+            self.current = fn.__name__
+            try:
+                return fn(model, cfg)
+            except Exception as exc:  # recorded for the status file, then FINN's handling
+                self.error = "%s: %s" % (type(exc).__name__, exc)
+                self.trace = traceback.format_exc()
+                raise
+
+        run.__name__ = fn.__name__
+        return run
+
+
+def steps(tracker: StepTracker, estimate_only: bool) -> list:
+    chosen = STEPS_BEFORE_ESTIMATES + ([] if estimate_only else STEPS_AFTER_ESTIMATES)
+    return [tracker.wrap(s) for s in chosen]
+
+
+def write_status(ok: bool, tracker: StepTracker, seconds: float, estimate_only: bool) -> None:
+    status = {"ok": ok, "estimate_only": estimate_only, "seconds": round(seconds, 1),
+              "stage": meta().get("stage"), "failed_step": None if ok else tracker.current,
+              "error": None if ok else (tracker.error or "FINN reported a failed step"),
+              "finn_build_dir": os.environ.get("FINN_BUILD_DIR")}
+    (HERE / STATUS).write_text(json.dumps(status, indent=1) + "\n")

@@ -1,0 +1,325 @@
+"""FINN v0.10.1's own compiler on finnchain's build folders, in FINN's own environment.
+
+Every stage of the digits demo plan and of MobileNetV1 on six Zedboards goes through FINN's
+front-end (every step up to the estimate reports) from the very build folder ``--target finn``
+hands to FINN's docker flow; each must be what the plan costed (layers, folding, cycles, the
+driver's bytes on the wire), and FINN's python-mode execution of its HW graph must equal the
+emulated accelerator frame for frame. Skipped, saying why, only where there is no FINN at all
+(no FINN_ROOT and no FINN archives in ../shared/deps); otherwise the environment is made once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finnchain.boards.catalogue import Catalogue
+from finnchain.finn import env as finn_env
+from finnchain.finn.verify import check_stage
+from finnchain.plan.make import make_plan, write_plan
+from finnchain.plan.schema import Plan
+
+ROOT = Path(__file__).resolve().parents[1]
+STANDIN = Path(__file__).resolve().parent / "finn_standin"
+DEMO_BOARDS = ROOT / "src" / "finnchain" / "boards" / "demo.yaml"
+
+
+@pytest.fixture(scope="session")
+def finn(tmp_path_factory):
+    found = finn_env.find()
+    if found is not None:
+        return found
+    reason = finn_env.unavailable_reason()
+    if reason:
+        pytest.skip(f"FINN checks skipped: {reason}")
+    return finn_env.make()
+
+
+def _build(*args, env=None, timeout=3600):
+    full = {k: v for k, v in os.environ.items() if k != "FINN_ROOT"}
+    full.update(env or {})
+    return subprocess.run([sys.executable, "build/build.py", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False, env=full)
+
+
+def _plan(model, spec, out: Path, catalogue: Path | None = None) -> Path:
+    cat = Catalogue(catalogue) if catalogue else Catalogue()
+    plan, _, stage_models = make_plan(model, cat.chain(spec), "m", "m.onnx")
+    write_plan(plan, stage_models, out)
+    return out
+
+
+def _comparisons(out: Path, stages: int) -> list[dict]:
+    return [json.loads((out / f"stage{k}" / "comparison.json").read_text())
+            for k in range(stages)]
+
+
+def _check_accepted(comparisons: list[dict]) -> None:
+    for c in comparisons:
+        assert c["accepted"], (c["index"], c["problems"])
+        assert c["fits"], (c["index"], c["over"])
+        assert c["finn_cycles"] == c["plan_cycles"] and c["finn_fps"] == pytest.approx(
+            c["plan_fps"], rel=1e-3)
+        for layer in c["layers"]:
+            plan, finn = layer["plan"], layer["finn"]
+            assert finn is not None, layer["name"]
+            assert finn["cycles"] == plan["cycles"], layer["name"]  # FINN's own cycle model
+            # resources: the plan is never low (it is FINN's model, or conservative)
+            assert finn["lut"] <= plan["lut"] * 1.02 + 1, layer
+            assert finn["bram18"] <= plan["bram18"] and finn["dsp"] <= plan["dsp"], layer
+            assert finn["uram"] == plan["uram"], layer
+        for end in ("input", "output"):
+            assert c["wire"][end]["equal"], c["wire"]
+
+
+@pytest.fixture(scope="session")
+def digits_plan(digits, tmp_path_factory):
+    return _plan(digits, "demo-small:3", tmp_path_factory.mktemp("digits") / "plan", DEMO_BOARDS)
+
+
+@pytest.fixture(scope="session")
+def digits_estimate(finn, digits_plan, tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits-estimate")
+    r = _build(digits_plan, "--target", "finn-estimate", "--out", out, "--jobs", "2")
+    return r, out
+
+
+def test_finn_environment_is_finn_v0101(finn):
+    r = subprocess.run([str(finn.python), "-c", (
+        "import finn.builder.build_dataflow_steps as s, qonnx, torchvision.transforms.functional"
+        " as tv\nprint(s.__file__)\ntry:\n    tv.resize(None, 1)\nexcept RuntimeError as e:\n"
+        "    print('placeholder:', e)")], env=finn.environ(finn.path / "tmp"),
+        capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert str(finn.finn_root / "src" / "finn" / "builder") in r.stdout
+    assert "placeholder: torchvision is a placeholder" in r.stdout
+
+
+def test_every_digits_stage_is_what_finn_builds(digits_plan, digits_estimate):
+    r, out = digits_estimate
+    assert r.returncode == 0, r.stdout + r.stderr
+    plan = Plan.read(digits_plan / "plan.json")
+    assert len(plan.stages) == 3
+    _check_accepted(_comparisons(out, 3))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["target"] == "finn-estimate"
+    assert all(s["accelerator"]["kind"] == "finn-estimate" for s in manifest["stages"])
+    # the last stage ends in FINN's LabelSelect: the plan's output is its datatype and bytes
+    assert plan.stages[-1].output.datatype == "UINT8" and plan.stages[-1].output.bytes_per_frame == 1
+    io = json.loads((out / "stage2" / "report" / "finnchain_io.json").read_text())
+    assert [n["op_type"] for n in io["nodes"]][-2:] == ["ChannelwiseOp_hls", "LabelSelect_hls"]
+    # nothing ran twice: a second build finds every stage up to date
+    again = _build(digits_plan, "--target", "finn-estimate", "--out", out)
+    assert again.returncode == 0 and again.stdout.count("up to date") == 3, again.stdout
+
+
+def test_finn_executes_every_digits_stage_as_the_emulator(finn, digits_plan, digits_estimate,
+                                                          digits_test_set):
+    _, out = digits_estimate
+    plan = Plan.read(digits_plan / "plan.json")
+    codes = digits_test_set[0][:24].astype(np.int64)
+    for s in plan.stages:
+        check, codes = check_stage(finn, out / "finn-build" / f"stage{s.index}", s.index,
+                                   digits_plan / s.files["model"], codes)
+        assert check.bit_exact, check
+        assert check.distinct_in >= 8, check  # inputs are not degenerate at any cut
+    assert np.array_equal(codes[:, 0], _whole(digits_plan, plan, digits_test_set[0][:24]))
+
+
+def _whole(plan_dir: Path, plan: Plan, images: np.ndarray) -> np.ndarray:
+    from finnchain.emu.executor import Executor
+
+    codes = images
+    for s in plan.stages:
+        codes = Executor(plan_dir / s.files["model"]).run(codes)
+    return np.asarray(codes)[:, 0]
+
+
+def test_finn_packs_as_the_wire_where_the_planner_folds(finn, tmp_path):
+    """FINN's driver packing of a folded tensor equals the wire's exactly when the group is all
+    channels or both group and channels fill whole bytes (the planner's rule at cuts)."""
+    script = tmp_path / "packcheck.py"
+    script.write_text(f"""
+import importlib.util, sys, json
+import numpy as np
+from finn.util.data_packing import finnpy_to_packed_bytearray
+from qonnx.core.datatype import DataType
+spec = importlib.util.spec_from_file_location("pk", "{ROOT}/src/finnchain/graph/pack.py")
+pk = importlib.util.module_from_spec(spec); sys.modules["pk"] = pk; spec.loader.exec_module(pk)
+rng = np.random.default_rng(0)
+out = []
+for name in ["UINT4", "INT4", "UINT8", "INT8", "UINT2", "BIPOLAR", "UINT3", "UINT16"]:
+    dt = DataType[name]
+    for c, fold in [(16, 16), (16, 4), (16, 2), (16, 1), (12, 3), (10, 10), (5, 5), (6, 2)]:
+        x = rng.integers(dt.min(), dt.max() + 1, size=(2, 3, 3, c)).astype(np.float32)
+        if name == "BIPOLAR":
+            x = np.where(x > 0, 1, -1).astype(np.float32)
+        wire = pk.pack(x, name)
+        unfolded = finnpy_to_packed_bytearray(x, dt, reverse_endian=True, reverse_inner=True,
+                                              fast_mode=True)
+        folded = finnpy_to_packed_bytearray(x.reshape(2, 3, 3, c // fold, fold), dt,
+                                            reverse_endian=True, reverse_inner=True,
+                                            fast_mode=True)
+        same = folded.size == wire.size and bool((folded.reshape(wire.shape) == wire).all())
+        out.append([name, c, fold, bool((unfolded == wire).all()), same])
+print(json.dumps(out))
+""")
+    r = subprocess.run([str(finn.python), str(script)], env=finn.environ(tmp_path),
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    from finnchain.graph.pack import IntType
+    from finnchain.plan.folding import aligned
+
+    cases = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(cases) == 64
+    for name, c, fold, unfolded_same, folded_same in cases:
+        assert unfolded_same, (name, c)  # the wire is FINN's packing of the unfolded tensor
+        assert folded_same == aligned(fold, c, IntType(name).bitwidth()), (name, c, fold)
+    assert sum(not case[4] for case in cases) >= 8  # the rule rejects real cases
+
+
+def test_unknown_boards_are_registered_in_finn(finn, digits_estimate):
+    _, out = digits_estimate
+    folder = out / "finn-build" / "stage0"
+    meta = json.loads((folder / "finnchain.json").read_text())
+    meta["board"].update(finn_name="Zedboard", part="xc7z020clg484-1",
+                         vivado_board_part="avnet.com:zedboard:part0:*")
+    r = subprocess.run([str(finn.python), "-c", (
+        "import json, sys; sys.path.insert(0, '.'); import finnchain_steps as s\n"
+        "from finn.util import basic\nfrom finn.transformation.fpgadataflow import templates\n"
+        f"s.register_board(json.loads({json.dumps(json.dumps(meta['board']))}))\n"
+        "print(json.dumps([basic.pynq_part_map['Zedboard'], "
+        "basic.pynq_native_port_width['Zedboard'], templates.custom_zynq_shell_template]))")],
+        cwd=folder, env=finn.environ(folder / "finn-tmp"), capture_output=True, text=True,
+        check=False)
+    assert r.returncode == 0, r.stderr
+    part, width, tcl = json.loads(r.stdout.strip().splitlines()[-1])
+    assert part == "xc7z020clg484-1" and width == 64
+    branch = tcl.index('} elseif {$BOARD == "Zedboard"} {')
+    assert tcl.index('set ZYNQ_TYPE "zynq_7000"', branch) < tcl.index('{$BOARD == "Pynq-Z1"}')
+    assert "get_board_parts -quiet avnet.com:zedboard:part0:*" in tcl
+
+
+def test_a_failed_finn_step_is_named_and_the_other_stages_kept(digits_plan, finn, tmp_path):
+    plan_dir = tmp_path / "plan"
+    shutil.copytree(digits_plan, plan_dir)
+    fold = json.loads((plan_dir / "stage1" / "folding_config.json").read_text())
+    name = next(k for k in fold if k.startswith("MVAU"))
+    fold[name]["mem_mode"] = "nosuchmode"  # FINN refuses it in step_apply_folding_config
+    (plan_dir / "stage1" / "folding_config.json").write_text(json.dumps(fold))
+    out = tmp_path / "out"
+    r = _build(plan_dir, "--target", "finn-estimate", "--out", out, "--jobs", "2", timeout=900)
+    assert r.returncode == 1
+    assert "stage 1 failed: FINN step step_apply_folding_config failed" in r.stderr, r.stderr
+    assert "nosuchmode" in r.stderr and "Traceback" not in r.stderr and "(Pdb)" not in r.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["index"] for s in manifest["stages"]] == [0, 2]
+    status = json.loads((out / "finn-build" / "stage1" / "finnchain-status.json").read_text())
+    assert status["ok"] is False and status["failed_step"] == "step_apply_folding_config"
+
+
+@pytest.fixture(scope="session")
+def digits_finn_build(finn, digits_plan, tmp_path_factory):
+    """``--target finn`` through the docker stand-in: FINN's real front-end in its container's
+    way (under pdb), Vivado's outputs and FINN's driver stood in (tests/finn_standin)."""
+    root = tmp_path_factory.mktemp("finnroot")
+    for name in ("run-docker.sh", "make_driver.py"):
+        shutil.copy(STANDIN / name, root / name)
+    out = tmp_path_factory.mktemp("digits-finn")
+    r = _build(digits_plan, "--target", "finn", "--out", out, "--jobs", "2",
+               env={"FINN_ROOT": str(root), "FINNCHAIN_FINN_ENV": str(finn.path)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    emu = tmp_path_factory.mktemp("digits-emu")
+    assert _build(digits_plan, "--target", "emulate", "--out", emu).returncode == 0
+    for k in range(3):  # the emulated fabric behind the stand-in's DMA registers
+        (out / f"stage{k}" / "fabric").mkdir()
+        for f in ("program.onnx", "program.json"):
+            shutil.copy(emu / f"stage{k}" / f, out / f"stage{k}" / "fabric" / f)
+    return out
+
+
+CHAIN = """
+import sys
+from pathlib import Path
+import numpy as np
+from finnchain.runtime.accel import load_accelerator
+images = np.load(sys.argv[2])
+payload, n = images.transpose(0, 2, 3, 1).astype(np.uint8).tobytes(), len(images)
+for d in sorted(Path(sys.argv[1]).glob("stage[0-9]*")):
+    acc, _ = load_accelerator(d, batch=n)
+    payload = bytes(acc.run(payload, n))
+np.save(sys.argv[3], np.frombuffer(payload, dtype=np.uint8))
+"""
+
+
+def test_finn_drivers_pass_the_wire_from_board_to_board(digits_finn_build, digits_plan,
+                                                        digits_test_set, tmp_path):
+    """FINN's own driver_base on every stage, the DMA buffers read and written in FINN's folded
+    layout by an emulated fabric: each driver's output bytes are the next driver's input, and
+    the chain gives the whole model's labels."""
+    out = digits_finn_build
+    images = digits_test_set[0][:32]
+    np.save(tmp_path / "images.npy", images)
+    env = {**os.environ, "PYTHONPATH": str(STANDIN)}
+    r = subprocess.run([sys.executable, "-c", CHAIN, str(out), str(tmp_path / "images.npy"),
+                        str(tmp_path / "labels.npy")], env=env, capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    plan = Plan.read(digits_plan / "plan.json")
+    labels = np.load(tmp_path / "labels.npy")
+    assert np.array_equal(labels, _whole(digits_plan, plan, images))
+    assert np.unique(labels).size >= 8
+    # a driver whose folded output does not pack into the plan's wire is refused at start
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    driver = bad / "stage0" / "driver" / "driver.py"
+    text = driver.read_text()
+    folded = json.loads((out / "stage0" / "report" / "finnchain_io.json").read_text())
+    fold = folded["output"]["folded"]
+    c = fold[-2] * fold[-1]
+    wrong = tuple([*fold[:-2], c, 1])  # PE 1: every 4-bit value padded to a byte
+    text = text.replace(str(tuple(fold)), str(wrong), 1).replace(
+        str(tuple(folded["output"]["packed"])), str((*wrong[:-1], 1)), 1)
+    driver.write_text(text)
+    r = subprocess.run([sys.executable, "-c", CHAIN, str(bad), str(tmp_path / "images.npy"),
+                        str(tmp_path / "x.npy")], env=env, capture_output=True, text=True,
+                       check=False)
+    assert r.returncode != 0
+    assert "the overlay's output DMA moves" in r.stderr and "the plan's wire" in r.stderr
+
+
+@pytest.mark.slow
+def test_mobilenet_on_six_zedboards_is_what_finn_builds(finn, mobilenet, tmp_path):
+    """Every stage accepted by FINN's front-end; FINN's execution equals the emulator on every
+    stage whose input is 28x28 or smaller (the 224x224 first stage: bench/finn.py)."""
+    plan_dir = _plan(mobilenet, "zedboard:6", tmp_path / "plan")
+    plan = Plan.read(plan_dir / "plan.json")
+    out = tmp_path / "out"
+    r = _build(plan_dir, "--target", "finn-estimate", "--out", out, "--jobs", "2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    _check_accepted(_comparisons(out, len(plan.stages)))
+    assert plan.stages[-1].output.datatype == "UINT16"  # top-5 of 1000 classes
+    split = [op for s in plan.stages for op in s.ops if op.kind == "StreamingConcat"]
+    assert split  # the split layers went through FINN as DuplicateStreams/MVAUs/Concat
+    from finnchain.emu.executor import Executor
+    from finnchain.models import zoo
+
+    codes = zoo.sample_inputs((1, 3, 224, 224), 2, seed=0).astype(np.int64)
+    checked = 0
+    for s in plan.stages:
+        model = plan_dir / s.files["model"]
+        if s.input.shape[-1] > 28:
+            codes = np.asarray(Executor(model).run(codes))
+            continue
+        check, codes = check_stage(finn, out / "finn-build" / f"stage{s.index}", s.index,
+                                   model, codes)
+        assert check.bit_exact and check.distinct_in >= 8, check
+        checked += 1
+    assert checked >= 4
