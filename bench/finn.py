@@ -115,8 +115,10 @@ def main() -> int:
     ap.add_argument("--first-stage", action="store_true",
                     help=f"also execute the 224x224 first stage of {FIRST_STAGE_PLAN!r} in "
                     "FINN (one frame takes tens of minutes on two cores)")
-    ap.add_argument("--only", help="run the plans whose name contains this")
+    ap.add_argument("--only", help="run only the plan of this name (e.g. 'mobilenet-v1 on "
+                    "zedboard:6')")
     ap.add_argument("--work", default="artifacts/bench-finn", help="where the builds go")
+    ap.add_argument("--name", default="finn", help="results name (bench/results/NAME.json)")
     args = ap.parse_args()
     console = Console(width=max(Console().width, 140))
     try:
@@ -126,7 +128,7 @@ def main() -> int:
         return 2
     results = []
     for label, name, spec, fps, catalogue in PLANS:
-        if args.only and args.only not in label:
+        if args.only and args.only != label:
             continue
         results.append(run_plan(label, name, spec, fps, catalogue, Path(args.work), env,
                                 args.frames, args.exec_max, args.first_stage, console))
@@ -152,7 +154,7 @@ def main() -> int:
                           "-" if bits is None else
                           f"{bits['equal_frames']}/{bits['frames']} ({bits['finn_seconds']} s)")
     console.print(table)
-    path = save("finn", {"plans": results, "frames": args.frames, "exec_max": args.exec_max,
+    path = save(args.name, {"plans": results, "frames": args.frames, "exec_max": args.exec_max,
                          "first_stage": args.first_stage, "finn_env": str(env.finn_root)})
     console.print(f"wrote {path}")
     return 0
