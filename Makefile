@@ -5,10 +5,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo demo-mobilenet test bench soak venv finn-env clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --upgrade --quiet pip
-	$(VENV)/bin/pip install --quiet -e '.[controller,dev]'
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[controller,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,6 +1,7 @@
 """Operating a deployed chain: ``fab benchmark``, ``fab status``, ``fab logs``, ``fab start``,
 ``fab stop``, ``fab restart``. Thin over ``finnchain.ops``; hosts come from the Ansible
-inventory (``--inventory``, default inventory/emulated.yml). ``fab --help <task>`` explains each.
+inventory (``--inventory``, default inventory/boards.yml, yours; the emulated cluster's is
+inventory/emulated.yml). ``fab --help <task>`` explains each.
 """
 
 from __future__ import annotations
@@ -67,21 +68,32 @@ def logs(c, inventory=str(DEFAULT_INVENTORY), lines=20):
         console.print(text.rstrip(), markup=False, highlight=False)
 
 
-@task(help={"inventory": "Ansible inventory"})
-def start(c, inventory=str(DEFAULT_INVENTORY)):
-    """Start the stages, last first, each answering before the one before it."""
-    console.print("started: " + ", ".join(control.start(boards(inventory))))
+def _control(action: str, inventory: str, build: str) -> None:
+    try:
+        control.control(action, inventory, build)
+    except control.ControlError as exc:
+        console.print(f"[bold red]{exc}[/]")
+        raise SystemExit(1) from exc
+    names = [b.name for b in boards(inventory)]
+    order = names if action == "stop" else names[::-1]  # the order the stages came up in
+    past = {"start": "started", "stop": "stopped", "restart": "restarted"}[action]
+    console.print(f"{past}: " + ", ".join(order))
 
 
-@task(help={"inventory": "Ansible inventory"})
-def stop(c, inventory=str(DEFAULT_INVENTORY)):
+@task(help={"inventory": "Ansible inventory", "build": f"the deployed build (default {BUILD})"})
+def start(c, inventory=str(DEFAULT_INVENTORY), build=BUILD):
+    """Start the stages, last first, each answering before the one before it (the deploy's own
+    play, playbooks/control.yml)."""
+    _control("start", inventory, build)
+
+
+@task(help={"inventory": "Ansible inventory", "build": f"the deployed build (default {BUILD})"})
+def stop(c, inventory=str(DEFAULT_INVENTORY), build=BUILD):
     """Stop the stages, first first."""
-    console.print("stopped: " + ", ".join(control.stop(boards(inventory))))
+    _control("stop", inventory, build)
 
 
-@task(help={"inventory": "Ansible inventory"})
-def restart(c, inventory=str(DEFAULT_INVENTORY)):
-    """Stop, then start in chain order."""
-    hosts = boards(inventory)
-    control.stop(hosts)
-    console.print("restarted: " + ", ".join(control.start(hosts)))
+@task(help={"inventory": "Ansible inventory", "build": f"the deployed build (default {BUILD})"})
+def restart(c, inventory=str(DEFAULT_INVENTORY), build=BUILD):
+    """Stop the stages first first, then start them last first."""
+    _control("restart", inventory, build)

@@ -3,7 +3,9 @@
     pytest health --hosts=ansible://boards --ansible-inventory=inventory/emulated.yml
 
 FINNCHAIN_BUILD names the deployed build folder (default artifacts/deploy). Without --hosts
-(the ordinary test run) they are skipped.
+(the ordinary test run) they are skipped. Every name the checks need (the service, the stage's
+folder, the PYNQ venv, the board's address) comes from the inventory, as the deployment's
+does (inventory/group_vars).
 """
 
 from __future__ import annotations
@@ -44,10 +46,20 @@ def chain(request) -> list:
 
 
 @pytest.fixture()
-def board(host, chain) -> dict:
-    """This board's place in the chain and the next board."""
+def board(host, chain):
+    """This board (finnchain.ops.inventory.BoardHost) and the next one in the chain."""
     name = host.ansible.get_variables()["inventory_hostname"]
-    names = [b.name for b in chain]
-    index = names.index(name)
-    nxt = chain[index + 1] if index + 1 < len(chain) else None
-    return {"name": name, "index": index, "address": chain[index].address, "next": nxt}
+    me = next(b for b in chain if b.name == name)
+    nxt = chain[me.stage + 1] if me.stage + 1 < len(chain) else None
+    return me, nxt
+
+
+@pytest.fixture()
+def stage(board, manifest) -> dict:
+    """This board's stage in the build's manifest; a spare board (no stage) is skipped."""
+    me, _ = board
+    entry = next((s for s in manifest["stages"] if s["index"] == me.stage), None)
+    if entry is None:
+        pytest.skip(f"{me.name} is a spare board: the build has {len(manifest['stages'])} "
+                    "stages")
+    return entry

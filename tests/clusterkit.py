@@ -11,9 +11,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-KEY = Path("~/.ssh/finnchain_ed25519").expanduser()  # the operator's key, made by the deploy
-SSH_OPTIONS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+KEY = Path("~/.ssh/finnchain_ed25519").expanduser()  # the operator's key (emu up, the deploy)
+INVENTORY = ROOT / "inventory" / "emulated.yml"  # where emu up writes it: group_vars apply
+KNOWN_HOSTS = Path("~/.ssh/finnchain_known_hosts").expanduser()  # host keys (emu up)
+SSH_OPTIONS = ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={KNOWN_HOSTS}",
                "-o", "ConnectTimeout=5"]
+
+
+def inventory_file(path: Path, doc: dict) -> Path:
+    """Write an inventory at ``path`` beside a link to the repository's inventory/group_vars,
+    so that the shared names apply to it as they do to inventory/*.yml."""
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    link = path.parent / "group_vars"
+    if not link.exists():
+        link.symlink_to(ROOT / "inventory" / "group_vars")
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
 
 
 def run(cmd: list[str], timeout: float = 600, env: dict | None = None
@@ -50,7 +65,8 @@ def ssh(address: str, command: str, password: str | None = None, timeout: float 
         ) -> subprocess.CompletedProcess:
     """``command`` on a board as xilinx: with the operator's key, or with a password."""
     if password is None:
-        cmd = ["ssh", "-i", str(KEY), *SSH_OPTIONS, f"xilinx@{address}", command]
+        cmd = ["ssh", "-i", str(KEY), "-o", "BatchMode=yes", *SSH_OPTIONS, f"xilinx@{address}",
+               command]
     else:
         cmd = ["sshpass", "-p", password, "ssh", *SSH_OPTIONS, "-o", "PubkeyAuthentication=no",
                f"xilinx@{address}", command]

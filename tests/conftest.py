@@ -15,9 +15,11 @@ from finnchain.models import zoo
 
 
 def pytest_collection_modifyitems(items):
-    """The fault tests (tests/faults/) run last: they break and mend the cluster that the other
+    """Molecule's scenario runs first (it brings up and takes down a cluster of its own); the
+    fault tests (tests/faults/) run last: they break and mend the cluster that the other
     cluster tests want as freshly flashed boards."""
-    items.sort(key=lambda item: "/faults/" in str(item.path))
+    items.sort(key=lambda item: (item.path.name != "test_molecule.py",
+                                 "/faults/" in str(item.path)))
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +100,8 @@ def boards(tmp_path_factory):
 
     if cluster.load():
         pytest.skip("an emulated cluster is already up on this machine (finnchain emu down)")
-    inventory = tmp_path_factory.mktemp("inventory") / "emulated.yml"
+    from clusterkit import INVENTORY as inventory
+
     r = finnchain("emu", "up", "--boards", "3", "--inventory", str(inventory))
     assert r.returncode == 0, r.stdout + r.stderr
     yield inventory

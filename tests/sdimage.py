@@ -1,7 +1,8 @@
 """A small disk image with a PYNQ image's layout, for the SD-card tests (no PYNQ image can be
 downloaded here): an MBR with a FAT32 boot partition (label PYNQ) and an ext4 root holding the
 paths the seeding touches, as PYNQ v3 has them (user xilinx, uid 1000; ifupdown's interfaces.d
-with DHCP on eth0 and the 192.168.2.99 alias; hostname pynq)."""
+with DHCP on eth0 and the 192.168.2.99 alias; hostname pynq; the image's SSH host keys, shared
+by every card flashed from it; sudoers.d)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ ROOT_FILES = {
                                       "iface eth0:1 inet static\naddress 192.168.2.99\n"
                                       "netmask 255.255.255.0\n"),
     "home/xilinx/.bashrc": "source /etc/profile.d/pynq_venv.sh\n",
+    # the image's own host keys, the same on every card flashed from it (stand-in bytes)
+    "etc/ssh/ssh_host_rsa_key": "image key\n",
+    "etc/ssh/ssh_host_rsa_key.pub": "ssh-rsa AAAAimage\n",
+    "etc/ssh/ssh_host_ed25519_key": "image key\n",
+    "etc/ssh/ssh_host_ed25519_key.pub": "ssh-ed25519 AAAAimage\n",
+    "etc/sudoers.d/README": "# sudo drop-ins\n",
 }
 
 

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import shutil
 
-import yaml
-
-from clusterkit import playbook
+from clusterkit import inventory_file, playbook
 from finnchain.finn.manifest import main as verify_main
 
 
-def _inventory(path, addresses: list[str]):
+def _inventory(path, addresses: list[str], **host_vars):
     """Boards that do not exist (port 9 of TEST-NET-1): a deploy that reached them would fail
     as unreachable, not with the message the test looks for."""
     hosts = {f"zed{i + 1}": {"ansible_host": "192.0.2.1", "ansible_port": 9,
-                             "finnchain_address": a} for i, a in enumerate(addresses)}
-    path.write_text(yaml.safe_dump({"all": {"children": {"boards": {
-        "hosts": hosts, "vars": {"ansible_user": "xilinx", "finnchain_emulated": True}}}}}))
-    return path
+                             "finnchain_address": a, **host_vars.get(f"zed{i + 1}", {})}
+             for i, a in enumerate(addresses)}
+    return inventory_file(path, {"all": {"children": {"boards": {
+        "hosts": hosts, "vars": {"finnchain_emulated": True}}}}})
 
 
 def _refused(inventory, build, message: str) -> None:
@@ -63,3 +61,38 @@ def test_a_build_whose_overlay_changed_after_its_manifest(build, tmp_path):
 def test_no_build_at_all(tmp_path):
     inv = _inventory(tmp_path / "inv.yml", ["10.0.0.11"])
     _refused(inv, tmp_path / "nothing", f"no build at {tmp_path / 'nothing'}")
+
+
+def test_a_build_with_a_file_its_manifest_does_not_list(build, tmp_path):
+    good, build = build, tmp_path / "build"
+    shutil.copytree(good, build)
+    (build / "stage1" / "planted.sh").write_text("#!/bin/sh\necho hello\n")
+    assert verify_main([str(build)]) == 1
+    inv = _inventory(tmp_path / "inv.yml", ["10.0.0.11", "10.0.0.12", "10.0.0.13"])
+    _refused(inv, build, "stage 1: stage1/planted.sh (not in the manifest)")
+
+
+def test_an_inventory_missing_an_address_or_of_the_wrong_type(build, tmp_path):
+    inv = _inventory(tmp_path / "inv.yml", ["10.0.0.11", "10.0.0.12", "10.0.0.13"],
+                     zed2={"finnchain_batch": "many"})
+    _refused(inv, build, "zed2: finnchain_address must be the board's IPv4 address")
+    _refused(inv, build, "finnchain_batch a whole number of frames (got many)")
+    inv = _inventory(tmp_path / "inv2.yml", ["10.0.0.11", "board-three", "10.0.0.13"])
+    _refused(inv, build, "zed2: finnchain_address must be the board's IPv4 address (got "
+                         "board-three)")
+    doc = tmp_path / "inv3.yml"
+    inventory_file(doc, {"all": {"children": {"boards": {"hosts": {
+        "zed1": {"ansible_host": "192.0.2.1", "ansible_port": 9, "finnchain_address": "10.0.0.11"},
+        "zed2": {"ansible_host": "192.0.2.1", "ansible_port": 9}}}}}})
+    _refused(doc, build, "zed2: finnchain_address must be the board's IPv4 address (got "
+                         "nothing)")
+    inv = _inventory(tmp_path / "inv4.yml", ["10.0.0.11", "10.0.0.12", "10.0.0.13"],
+                     zed3={"finnchain_accelerator": "gpu"})
+    _refused(inv, build, "(got 'gpu')")
+
+
+def test_two_boards_stating_the_same_stage(build, tmp_path):
+    inv = _inventory(tmp_path / "inv.yml", ["10.0.0.11", "10.0.0.12", "10.0.0.13"],
+                     zed1={"finnchain_stage": 1}, zed2={"finnchain_stage": 1})
+    _refused(inv, build, "zed1 says finnchain_stage 1, but it is board 0 of group boards "
+                         "(stage 0 first), and another board says the same stage")

@@ -38,6 +38,14 @@ def test_boards_look_like_fresh_pynq_images(boards):
     assert r.stdout.split()[0] == "board2" and "inet dhcp" in r.stdout and "192.168.2.99" in r.stdout
     assert r.stdout.strip().endswith("0")  # sudo works with the default password
     assert not Path("/etc/finnchain-emu-board").exists()  # the machine's /etc is untouched
+    # a PYNQ image runs sshd and nothing else of this machine's (no database, no web server)
+    listening = subprocess.run(["ip", "netns", "exec", "fc-board2", "ss", "-ltnH"],
+                               capture_output=True, text=True, check=True).stdout
+    ports = {line.split()[3].rsplit(":", 1)[1] for line in listening.splitlines()}
+    assert ports == {"22"}, listening
+    # tools see a board without systemd (the health checks' service module, Ansible's facts)
+    r = ssh(board["address"], "command -v systemctl || echo none")
+    assert r.returncode == 0 and r.stdout.strip() == "none", r.stdout + r.stderr
 
 
 def test_deploy_twice_then_infer_bit_exactly(boards, build, digits, digits_test_set):
@@ -103,12 +111,82 @@ def test_fab_benchmark_status_and_health(boards, build, tmp_path):
     r = fab("status", "--inventory", str(boards))
     assert r.returncode == 1 and "board2 (127.77.0.12): stopped" in r.stdout, r.stdout + r.stderr
     # fab start brings the stopped stage back (last stage first); the checks pass again
-    r = fab("start", "--inventory", str(boards))
+    r = fab("start", "--inventory", str(boards), "--build", str(build))
     assert r.returncode == 0 and "board2" in r.stdout, r.stdout + r.stderr
-    r = fab("restart", "--inventory", str(boards))
+    r = fab("restart", "--inventory", str(boards), "--build", str(build))
     assert r.returncode == 0 and "restarted: board3, board2, board1" in r.stdout, r.stdout
     r = fab("logs", "--inventory", str(boards), "--lines", "5")
     assert r.returncode == 0 and r.stdout.count("ready") >= 3, r.stdout  # each stage's log
     r = subprocess.run(health, cwd=ROOT, capture_output=True, text=True, timeout=600,
                        check=False, env=env)
     assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_a_changed_host_key_stops_the_deploy_by_name(boards, deployed, build):
+    """board2 answers with another host key than the one recorded (as another machine at its
+    address would): the deploy stops before changing anything, naming board2."""
+    from clusterkit import KNOWN_HOSTS
+
+    saved = KNOWN_HOSTS.read_text()
+    impostor = Path(KNOWN_HOSTS.parent / "impostor")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)],
+                   check=True)
+    other = impostor.with_suffix(".pub").read_text().split()[:2]
+    lines = [ln if not ln.startswith("board2,") else f"{ln.split()[0]} {' '.join(other)}"
+             for ln in saved.splitlines()]
+    try:
+        KNOWN_HOSTS.write_text("\n".join(lines) + "\n")
+        r = playbook(boards, build, fresh_connections=True)
+        assert r.returncode != 0
+        assert "board2" in r.stdout and "Host key verification failed" in r.stdout, r.stdout[-3000:]
+        counts = recap(r.stdout)
+        assert all(c["changed"] == 0 for c in counts.values()), counts
+        assert "PLAY [Provision the boards" not in r.stdout  # stopped before any board changed
+    finally:
+        KNOWN_HOSTS.write_text(saved)
+        for f in (impostor, impostor.with_suffix(".pub")):
+            f.unlink(missing_ok=True)
+
+
+def test_a_board_gets_exactly_the_manifest_and_tags_redeploy_one_role(boards, deployed, build):
+    from finnchain.runtime.metrics import scrape
+    from finnchain.runtime.ports import METRICS_PORT
+
+    assert ssh("127.77.0.12", "echo echo owned | sudo tee /opt/finnchain/stage/planted.sh "
+                              ">/dev/null").returncode == 0
+    before = scrape("127.77.0.12", METRICS_PORT)["finnchain_uptime_seconds"]
+    r = playbook(boards, build, "--tags", "overlay", fresh_connections=True)
+    assert r.returncode == 0, r.stdout[-3000:]
+    counts = recap(r.stdout)
+    assert counts["board2"]["changed"] >= 1 and counts["board1"]["changed"] == 0, counts
+    # no task of the other roles ran (their argument checks run always, as Ansible adds them)
+    ran = [line for line in r.stdout.splitlines() if line.startswith("TASK [")
+           and "Validating arguments against arg spec" not in line]
+    assert not any(t.startswith(("TASK [provision", "TASK [chain")) for t in ran), ran
+    assert ssh("127.77.0.12", "test -e /opt/finnchain/stage/planted.sh").returncode == 1
+    # the stage was restarted by the handler (its files changed), the others were not
+    assert scrape("127.77.0.12", METRICS_PORT)["finnchain_uptime_seconds"] < before
+    r = playbook(boards, build, "--tags", "chain", fresh_connections=True)
+    assert r.returncode == 0 and all(c["changed"] == 0 for c in recap(r.stdout).values())
+
+
+def test_a_stray_sigterm_is_not_a_stop_and_logs_rotate(boards, deployed):
+    import time
+
+    from clusterkit import STAGE_PROCESS
+    from finnchain.runtime.metrics import scrape
+    from finnchain.runtime.ports import METRICS_PORT
+
+    assert ssh("127.77.0.13", f"sudo pkill -TERM -f {STAGE_PROCESS}").returncode == 0
+    deadline = time.monotonic() + 20
+    back = None
+    while time.monotonic() < deadline and back is None:
+        m = scrape("127.77.0.13", METRICS_PORT, timeout=1)
+        if m and m["finnchain_uptime_seconds"] < 15:
+            back = m
+        time.sleep(0.5)
+    assert back, "the stage did not come back after SIGTERM"
+    r = ssh("127.77.0.11", "sudo logrotate -f /etc/logrotate.d/finnchain-stage && "
+                           "ls /var/log/finnchain-stage.log*")
+    assert r.returncode == 0, r.stderr
+    assert "/var/log/finnchain-stage.log.1.gz" in r.stdout.split(), r.stdout

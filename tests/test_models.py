@@ -42,7 +42,8 @@ def test_mobilenet_topology(mobilenet):
 def test_export_is_deterministic(mobilenet_path, tmp_path):
     again = zoo.export("mobilenet-v1", tmp_path / "again.onnx", seed=0)
     other = zoo.export("mobilenet-v1", tmp_path / "other.onnx", seed=1)
-    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()
+    def digest(p):
+        return hashlib.sha256(p.read_bytes()).hexdigest()
     assert digest(again) == digest(mobilenet_path)
     assert digest(other) != digest(mobilenet_path)
 

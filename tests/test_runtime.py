@@ -179,7 +179,7 @@ def test_fuzzing_the_ports_breaks_nothing(chain, images, digits):
     push.connect(f"tcp://127.0.0.1:{chain.chain.stages[1]['data']}")
     before = sum(v for k, v in parse(chain.metrics(0)).items() if k.startswith("finnchain_errors"))
     sent_bad = 0
-    for i in range(300):
+    for _i in range(300):
         choice = rng.randrange(4)
         if choice == 0:  # random parts
             parts = [os.urandom(rng.randrange(0, 64)) for _ in range(rng.randrange(1, 5))]
@@ -250,8 +250,8 @@ def test_frames_lost_in_a_restarted_stage_fail_by_name_without_waiting(build_dir
     print(f"\n{len(seqs)} frames, {len(lost)} lost in the restarted stage: {lost[0][1]}")
     for s, v in lost:
         assert 5 <= s < 15, f"frame {s} failed, but it was sent after the restart"
-        assert re.search(r"lost on the way \((frame|a ping sent behind frame) \d+ came back before it.*stage 1 "
-                         r".*restarted",
+        assert re.search(r"lost on the way \((frame|a ping sent behind frame) \d+ came back "
+                         r"before it.*stage 1 .*restarted",
                          str(v)), str(v)
         assert "no answer within" not in str(v)
     for s, v in answers:

@@ -23,10 +23,9 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-import yaml
 
 import sdimage
-from clusterkit import BIN, KEY, ROOT, finnchain, playbook, recap, ssh
+from clusterkit import BIN, KEY, ROOT, finnchain, inventory_file, playbook, recap, ssh
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loop mounts need root")
 BOARDS = {"board1": "127.77.0.11", "board2": "127.77.0.12", "board3": "127.77.0.13"}
@@ -51,15 +50,30 @@ def zipped(image) -> Path:
 
 def inventory(path: Path, boards: dict[str, str] = BOARDS) -> Path:
     hosts = {name: {"ansible_host": a, "finnchain_address": a} for name, a in boards.items()}
-    path.write_text(yaml.safe_dump({"all": {"children": {"boards": {"hosts": hosts, "vars": {
-        "finnchain_prefix": 24, "finnchain_gateway": "127.77.0.1"}}}}}))
-    return path
+    return inventory_file(path, {"all": {"children": {"boards": {"hosts": hosts, "vars": {
+        "finnchain_prefix": 24, "finnchain_gateway": "127.77.0.1"}}}}})
 
 
-def sdcard(inv: Path, *extra: str) -> subprocess.CompletedProcess:
+def sdcard(inv: Path, *extra: str, known_hosts: Path | None = None) -> subprocess.CompletedProcess:
+    """The playbook; the host keys it records go to ``known_hosts`` (default: beside the
+    inventory, not the running cluster's inventory/known_hosts)."""
+    known_hosts = known_hosts or inv.parent / "known_hosts"
     return subprocess.run([str(BIN / "ansible-playbook"), "playbooks/sdcard.yml", "-i", str(inv),
-                           *extra], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          check=False)
+                           "-e", f"sdcard_known_hosts={known_hosts}", *extra], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def host_key_recorded(known_hosts: Path, target: Path, board: str) -> None:
+    """The card carries the board's own host key, and known_hosts holds its public half under
+    the board's name and address; the image's own host keys are gone."""
+    with root_of(target) as root:
+        public = (root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
+        assert (root / "etc/ssh/ssh_host_ed25519_key").stat().st_mode & 0o777 == 0o600
+        assert not list((root / "etc/ssh").glob("ssh_host_rsa_key*"))
+        assert "NOPASSWD" in (root / "etc/sudoers.d/finnchain").read_text()
+    lines = [line.split() for line in known_hosts.read_text().splitlines()]
+    for name in (board, BOARDS[board]):
+        assert [name, *public] in lines, (name, lines)
 
 
 def opts(image: Path, sha: str, *more: str) -> list[str]:
@@ -111,10 +125,17 @@ def test_seeded_image_files_one_per_board(zipped, image, tmp_path):
                 f"finnchain_image_cache={cache}")
     r = sdcard(inv, *args)
     assert r.returncode == 0, r.stdout[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["board1.img", "board2.img", "board3.img"]
+    assert sorted(p.name for p in out.glob("*.img")) == ["board1.img", "board2.img",
+                                                         "board3.img"]
+    private = sorted(out.glob("hostkeys/*/ssh_host_ed25519_key"))  # kept on the controller
+    assert [p.parent.name for p in private] == list(BOARDS)
+    assert all(p.stat().st_mode & 0o077 == 0 for p in private)
     for stage, board in enumerate(BOARDS):
         check_seeded(out / f"{board}.img", board, stage, sha256(zipped))
+        host_key_recorded(inv.parent / "known_hosts", out / f"{board}.img", board)
         assert boot_partition(out / f"{board}.img") == boot_partition(image)  # FAT untouched
+    keys = [line.split()[2] for line in (inv.parent / "known_hosts").read_text().splitlines()]
+    assert len(set(keys)) == 3  # a host key of its own per board
     again = sdcard(inv, *args)
     assert again.returncode == 0, again.stdout[-3000:]
     assert all(c["changed"] == 0 for c in recap(again.stdout).values()), recap(again.stdout)
@@ -149,7 +170,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture()
 def mirror(zipped):
-    handler = lambda *a, **k: RangeHandler(*a, directory=str(zipped.parent), **k)
+    def handler(*a, **k):
+        return RangeHandler(*a, directory=str(zipped.parent), **k)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     RangeHandler.requests = []
@@ -284,11 +306,9 @@ def test_a_board_boots_from_its_seeded_card_and_deploys(boards, deployed, build,
     r = finnchain("emu", "power", "board2", "on", "--sdcard", str(blank))
     assert r.returncode == 2 and f"{blank} has no partition table" in r.stderr, r.stderr
     boot(tmp_path / "cards/board2.img")  # the right one
-    r = subprocess.run(["ssh", "-i", str(KEY), "-o", "BatchMode=yes", "-o",
-                        "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                        "xilinx@127.77.0.12", "hostname; cat /etc/finnchain-board.json"],
-                       capture_output=True, text=True, timeout=60, check=False)
-    assert r.returncode == 0, r.stderr  # the operator's key opens it: no password typed
+    r = ssh(BOARDS["board2"], "hostname; cat /etc/finnchain-board.json")
+    assert r.returncode == 0, r.stderr  # the operator's key opens it, the card's host key
+    # is the one recorded: no password typed, nothing trusted on first use
     assert r.stdout.split()[0] == "board2" and '"stage": 1' in r.stdout
     assert ssh(BOARDS["board2"], "true", password="xilinx").returncode == 0  # not yet hardened
     r = playbook(boards, build, "--limit", "board2", fresh_connections=True)

@@ -154,7 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
                               description=cluster.__doc__.split("\n\n")[0])
     e_up.add_argument("--boards", type=int, default=3, help="how many boards (default 3)")
     e_up.add_argument("--inventory", default=str(cluster.DEFAULT_INVENTORY),
-                      help=f"where to write the Ansible inventory (default {cluster.DEFAULT_INVENTORY})")
+                      help="where to write the Ansible inventory (default "
+                      f"{cluster.DEFAULT_INVENTORY}; the boards' host keys go to the known_hosts "
+                      "its group_vars name)")
+    e_up.add_argument("--stock", action="store_true",
+                      help="boards as stock PYNQ images: no operator key (the default "
+                      "password only), as a board whose SD card was not seeded")
     e_up.set_defaults(func=cluster.main_up)
     e_down = emu_sub.add_parser("down", help="remove the boards, the switch and their state")
     e_down.set_defaults(func=cluster.main_down)
@@ -176,7 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
         f.set_defaults(func=func)
         if name == "power":
             f.add_argument("--fresh", action="store_true", help="with on: boot from a fresh "
-                           "image (the board's writes are dropped)")
+                           "image (the board's writes are dropped; a new host key, recorded "
+                           "in the known_hosts the inventory's group_vars name)")
+            f.add_argument("--inventory", default=str(cluster.DEFAULT_INVENTORY),
+                           help="the emulated inventory, whose group_vars name the known_hosts "
+                           f"file (default {cluster.DEFAULT_INVENTORY})")
             f.add_argument("--sdcard", metavar="IMG", help="with on: boot from this SD card "
                            "image, seeded by playbooks/sdcard.yml (implies --fresh)")
 

@@ -140,7 +140,8 @@ def run_cluster_demo(model: str = "digits-cnv") -> int:
           [py, "-m", "finnchain.cli", "emu", "up", "--boards", str(count)])
     extra = ["-e", f"finnchain_accelerator={accelerator}"] if accelerator != "emulate" else []
     _step(console, "deploy with Ansible (deploy.yml)",
-          [str(bin_dir / "ansible-playbook"), "deploy.yml", "-e", f"finnchain_build={build}",
+          [str(bin_dir / "ansible-playbook"), "deploy.yml", "-i", str(cluster.DEFAULT_INVENTORY),
+           "-e", f"finnchain_build={build}",
            *extra], env=venv)
     _step(console, "fab benchmark",
           [str(bin_dir / "fab"), "benchmark", "--build", str(build), "--frames", str(frames),
@@ -152,6 +153,7 @@ def run_cluster_demo(model: str = "digits-cnv") -> int:
     console.rule("done")
     console.print(f"report: artifacts/reports/benchmark-{model}.json and .png; plan: "
                   f"{plan_dir}/plan.json and plan.png")
-    console.print("the cluster is still up: `.venv/bin/fab status`, `.venv/bin/finnchain emu "
-                  "status`; tear it down with `.venv/bin/finnchain emu down`")
+    console.print("the cluster is still up: `.venv/bin/fab status --inventory "
+                  f"{cluster.DEFAULT_INVENTORY}`, `.venv/bin/finnchain emu status`; tear it down "
+                  "with `.venv/bin/finnchain emu down`")
     return 0

@@ -198,3 +198,27 @@ def test_a_board_that_stays_down_is_named_and_a_deploy_restores_it(deployed, boa
     assert all(not isinstance(v, ChainError) for s, v in stream.answers if s >= first_after)
     print(f"board2 named by the client after {named:.1f} s, by fab status in {status_s:.1f} s; "
           f"deploy --limit board2 took {deploy_s:.0f} s")
+
+
+def test_a_deploy_with_a_board_down_starts_none_and_leaves_the_chain_as_it_was(deployed, boards,
+                                                                           build):
+    """board2 is off: `ansible-playbook deploy.yml` stops before any board changes, exits
+    non-zero naming board2, and the stages of board1 and board3 keep running untouched."""
+    up = {b: scrape(a, METRICS_PORT)["finnchain_uptime_seconds"]
+          for b, a in (("board1", "127.77.0.11"), ("board3", "127.77.0.13"))}
+    assert finnchain("emu", "power", "board2", "off").returncode == 0
+    try:
+        t0 = time.monotonic()
+        r = playbook(boards, build, "-e", "finnchain_reach_seconds=5", fresh_connections=True)
+        took = time.monotonic() - t0
+        assert r.returncode != 0
+        assert "board2" in r.stdout and ("UNREACHABLE" in r.stdout or "timed out" in r.stdout)
+        counts = recap(r.stdout)
+        assert all(c["changed"] == 0 for c in counts.values()), counts
+        assert "PLAY [Provision the boards" not in r.stdout
+        for b, a in (("board1", "127.77.0.11"), ("board3", "127.77.0.13")):
+            now = scrape(a, METRICS_PORT)["finnchain_uptime_seconds"]
+            assert now > up[b] + took - 1, (b, up[b], now)  # not restarted
+    finally:
+        assert finnchain("emu", "power", "board2", "on").returncode == 0
+    print(f"deploy with board2 off: stopped after {took:.0f} s, naming board2; nothing changed")

@@ -39,11 +39,11 @@ def main(folder: str, dest: str) -> int:
     text = template_driver.pynq_driver_template
     for key, value in (
             ("$PLATFORM$", "zynq-iodma"),
-            ("$INPUT_FINN_DATATYPE$", str(["DataType['%s']" % i["datatype"]]).replace('"', "")),
+            ("$INPUT_FINN_DATATYPE$", str(["DataType['{}']".format(i["datatype"])]).replace('"', "")),
             ("$INPUT_SHAPE_NORMAL$", str([tuple(i["normal"])])),
             ("$INPUT_SHAPE_FOLDED$", str([tuple(i["folded"])])),
             ("$INPUT_SHAPE_PACKED$", str([tuple(i["packed"])])),
-            ("$OUTPUT_FINN_DATATYPE$", str(["DataType['%s']" % o["datatype"]]).replace('"', "")),
+            ("$OUTPUT_FINN_DATATYPE$", str(["DataType['{}']".format(o["datatype"])]).replace('"', "")),
             ("$OUTPUT_SHAPE_NORMAL$", str([tuple(o["normal"])])),
             ("$OUTPUT_SHAPE_FOLDED$", str([tuple(o["folded"])])),
             ("$OUTPUT_SHAPE_PACKED$", str([tuple(o["packed"])])),

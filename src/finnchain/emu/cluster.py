@@ -7,18 +7,29 @@
   reaches the switch through ``fc-host``. Addresses come from the loopback range
   (``SUBNET``.0/24, ``route_localnet`` on), so they can never be mistaken for, or leak onto, a
   real network; each link is limited to 1 Gb/s (``tc tbf``) like a board's Ethernet;
-- a mount, UTS and PID namespace (``unshare``) in which /etc, /home, /opt, /root, /usr/local
-  and /var are overlays (the board's writes land in its own state folder; the machine's files
+- a mount, UTS and PID namespace (``unshare``) in which /etc, /home, /opt, /root, /usr/bin,
+  /usr/local and /var are overlays (the board's writes land in its own state folder; the machine's files
   are never touched) and /run and /tmp are private;
 - the state of a freshly flashed PYNQ image: user ``xilinx`` (password ``xilinx``, in sudo),
   root's password ``xilinx``, the PYNQ venv at ``/usr/local/share/pynq-venv`` (numpy and pyzmq,
   as on the image), ``/etc/network/interfaces.d/eth0`` as PYNQ writes it (DHCP plus the alias
   192.168.2.99), an OpenSSH server on the board's address with password logins, no FPGA.
 
-There is no systemd inside a board (services use LSB init scripts, and a boot starts those
-enabled in ``/etc/rc2.d`` as sysvinit would), and the clock is the machine's. ``emu down``
+There is no systemd inside a board (services use LSB init scripts; ``systemctl`` is removed in the
+board's /usr/bin overlay, so tools see a sysvinit host), and a boot starts only what was installed on the board and enabled
+in its ``/etc/rc2.d``, as sysvinit would: never the machine's own services (a PYNQ image runs
+sshd and what the deployment installs, nothing else). The clock is the machine's. ``emu down``
 removes the namespaces, the bridge, the processes (and with them the mounts) and the state;
-``emu status`` lists the boards. ``up`` writes an Ansible inventory.
+``emu status`` lists the boards.
+
+``up`` writes an Ansible inventory of the boards (hosts only: the shared names live in the
+inventory folder's ``group_vars``) and, as seeding an SD card per board does for real boards
+(``playbooks/sdcard.yml``), gives each board its own SSH host key, records it in the
+controller's ``~/.ssh/finnchain_known_hosts`` (under the board's name and address; every
+connection of the deployment checks it) and installs the operator's public key for
+``xilinx``: the first contact is by key, with the host verified. ``--stock`` leaves the
+operator's key out: a board as a stock
+image comes, reachable with its default password only.
 
 Faults, for tests and drills: ``emu link BOARD down|up`` takes a board's Ethernet link down or
 up inside its namespace (its processes live on); ``emu power BOARD off`` kills every process of
@@ -53,14 +64,28 @@ STATE = Path("/var/lib/finnchain-emu")
 IMAGE = Path("/var/cache/finnchain-emu/image")  # the PYNQ image's additions, made once
 PYNQ_VENV = "/usr/local/share/pynq-venv"
 IMAGE_PACKAGES = ["numpy", "pyzmq"]  # what a PYNQ image's venv has that the runtime needs
-OVERLAID = ("etc", "home", "opt", "root", "usr/local", "var")
+OVERLAID = ("etc", "home", "opt", "root", "usr/bin", "usr/local", "var")
 LINK_RATE = "1gbit"
 BOOT_SECONDS = 30.0
 DEFAULT_INVENTORY = Path("inventory/emulated.yml")
+def known_hosts_path(inventory: Path) -> Path:
+    """The known_hosts file the deployment's connections check: ``UserKnownHostsFile`` in the
+    SSH options of the inventory's ``group_vars/all.yml`` (one place for it)."""
+    import yaml
+
+    shared = inventory.parent / "group_vars" / "all.yml"
+    if shared.is_file():
+        args = (yaml.safe_load(shared.read_text()) or {}).get("ansible_ssh_common_args", "")
+        for arg in str(args).split():
+            if arg.startswith("UserKnownHostsFile="):
+                return Path(arg.split("=", 1)[1]).expanduser()
+    return Path("~/.ssh/known_hosts").expanduser()
+OPERATOR_KEY = "~/.ssh/finnchain_ed25519"
 CARD_ROOT_PARTITION = 2  # a PYNQ image: FAT boot partition, then the ext4 root
 # what a card seeded by playbooks/sdcard.yml sets, relative to its root filesystem
 CARD_FILES = ("etc/hostname", "etc/hosts", "etc/network/interfaces.d/eth0",
-              "etc/finnchain-board.json", "home/xilinx/.ssh")
+              "etc/finnchain-board.json", "home/xilinx/.ssh", "etc/ssh/ssh_host_ed25519_key",
+              "etc/ssh/ssh_host_ed25519_key.pub")
 
 BOOT = r"""
 set -e
@@ -80,15 +105,23 @@ if [ ! -e /etc/finnchain-emu-board ]; then   # first boot: the state of a fresh 
   id xilinx >/dev/null 2>&1 || useradd -m -s /bin/bash -G sudo xilinx
   echo 'xilinx:xilinx' | chpasswd; echo 'root:xilinx' | chpasswd
   rm -f /etc/ssh/ssh_host_*
-  ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key
-  ssh-keygen -q -t ecdsa -N '' -f /etc/ssh/ssh_host_ecdsa_key
+  cp "$FC_STATE/hostkey/ssh_host_ed25519_key" "$FC_STATE/hostkey/ssh_host_ed25519_key.pub" /etc/ssh/
+  chmod 600 /etc/ssh/ssh_host_ed25519_key
   mkdir -p /etc/ssh/sshd_config.d /etc/network/interfaces.d
   printf 'ListenAddress %s\nPasswordAuthentication yes\nUseDNS no\n' "$FC_ADDRESS" \
     > /etc/ssh/sshd_config.d/99-pynq-image.conf
-  printf 'auto eth0\niface eth0 inet dhcp\n\nauto eth0:1\niface eth0:1 inet static\naddress 192.168.2.99\nnetmask 255.255.255.0\n' \
+  printf 'auto eth0\niface eth0 inet dhcp\n\nauto eth0:1\n%s\n' \
+    'iface eth0:1 inet static\naddress 192.168.2.99\nnetmask 255.255.255.0' \
     > /etc/network/interfaces.d/eth0
   printf 'source %s/bin/activate\n' "$FC_VENV" > /etc/profile.d/pynq_venv.sh
   echo "$FC_NAME" > /etc/finnchain-emu-board
+  if [ -n "$FC_OPERATOR_KEY" ]; then   # as a seeded card: the operator's key for xilinx,
+    mkdir -p /home/xilinx/.ssh && echo "$FC_OPERATOR_KEY" > /home/xilinx/.ssh/authorized_keys
+    chmod 700 /home/xilinx/.ssh && chmod 600 /home/xilinx/.ssh/authorized_keys
+    chown -R xilinx:xilinx /home/xilinx/.ssh   # and sudo for the key's holder, no password
+    echo 'xilinx ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/finnchain
+    chmod 440 /etc/sudoers.d/finnchain
+  fi
   if [ -n "$FC_CARD" ]; then       # booted from a seeded card: what it sets wins
     (cd "$FC_CARD" && find . -type f) | while read -r f; do   # files only: no parent's mode
       mkdir -p "/$(dirname "$f")"; cp -p "$FC_CARD/$f" "/$f"
@@ -97,9 +130,11 @@ if [ ! -e /etc/finnchain-emu-board ]; then   # first boot: the state of a fresh 
     hostname "$(cat /etc/hostname)"
   fi
 fi
+rm -f /usr/bin/systemctl   # no systemd here (removed in the board's overlay: the machine keeps its own)
 mkdir -p /run/sshd
 /usr/sbin/sshd
-for s in /etc/rc2.d/S*; do        # the services enabled at boot, as sysvinit starts them
+for s in /etc/rc2.d/S*; do        # what was enabled on the board, as sysvinit starts it
+  [ -e "$S/upper/etc/rc2.d/$(basename "$s")" ] || continue   # not the machine's own services
   [ -x "$s" ] && "$s" start || true
 done
 echo "board $FC_NAME up"
@@ -203,7 +238,42 @@ def _wait_ssh(board: Board, deadline: float) -> None:
     raise EmuError(f"{board.name} ({board.address}) did not start sshd in time:\n{tail}")
 
 
-def up(count: int, inventory: Path = DEFAULT_INVENTORY, progress=print) -> list[Board]:
+def operator_key(progress=print) -> str:
+    """The operator's public key (``OPERATOR_KEY``, made here when missing, as the deployment
+    and the SD-card seeding make it)."""
+    key = Path(OPERATOR_KEY).expanduser()
+    if not key.is_file():
+        key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "finnchain-operator", "-f",
+             str(key))
+        progress(f"made the operator's SSH key {key}")
+    return key.with_suffix(".pub").read_text().strip()
+
+
+def _host_key(state: Path) -> str:
+    """A new SSH host key for a board (kept in its state); returns its public line."""
+    keys = state / "hostkey"
+    shutil.rmtree(keys, ignore_errors=True)
+    keys.mkdir(parents=True)
+    _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f",
+         str(keys / "ssh_host_ed25519_key"))
+    return (keys / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+
+
+def record_host_key(known_hosts: Path, name: str, key: list[str], *aliases: str) -> None:
+    """Put ``name`` (and ``aliases``, e.g. its address) with ``key`` into ``known_hosts``,
+    replacing what was recorded for that name before."""
+    lines = known_hosts.read_text().splitlines() if known_hosts.is_file() else []
+    names = {name, *aliases}
+    kept = [ln for ln in lines if not (ln.split() and set(ln.split()[0].split(",")) & names)]
+    kept.append(f"{','.join([name, *aliases])} {' '.join(key)}")
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    known_hosts.write_text("\n".join(kept) + "\n")
+    known_hosts.chmod(0o644)
+
+
+def up(count: int, inventory: Path = DEFAULT_INVENTORY, progress=print,
+       stock: bool = False) -> list[Board]:
     """Make ``count`` boards and write their inventory; returns them."""
     require_root()
     if count < 1 or count > 200:
@@ -213,6 +283,7 @@ def up(count: int, inventory: Path = DEFAULT_INVENTORY, progress=print) -> list[
         raise EmuError(f"a cluster of {len(existing)} boards is already up: "
                        "`finnchain emu down` first (or `finnchain emu status`)")
     image = make_image(progress)
+    seed = "" if stock else operator_key(progress)
     STATE.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     boards: list[Board] = []
@@ -227,7 +298,7 @@ def up(count: int, inventory: Path = DEFAULT_INVENTORY, progress=print) -> list[
         _run("sysctl", "-qw", f"net.ipv4.conf.{HOST_LINK}.route_localnet=1")
         _run("ip", "link", "set", HOST_LINK, "up")
         for i in range(count):
-            boards.append(_board(i, image))
+            boards.append(_board(i, image, seed, known_hosts_path(inventory)))
         _save(boards)
         deadline = time.monotonic() + BOOT_SECONDS
         for b in boards:
@@ -241,11 +312,13 @@ def up(count: int, inventory: Path = DEFAULT_INVENTORY, progress=print) -> list[
     return boards
 
 
-def _board(i: int, image: Path) -> Board:
+def _board(i: int, image: Path, seed: str, known_hosts: Path) -> Board:
     name, ns, veth = f"board{i + 1}", f"{NS_PREFIX}{i + 1}", f"fcb{i + 1}"
     address = _address(i)
     state = STATE / name
     state.mkdir(parents=True, exist_ok=True)
+    (state / "operator.pub").write_text(seed)
+    record_host_key(known_hosts, name, _host_key(state), address)
     _run("ip", "netns", "add", ns)
     _run("ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", veth,
          "netns", SWITCH_NS)
@@ -265,9 +338,11 @@ def _board(i: int, image: Path) -> Board:
 def _boot(ns: str, name: str, address: str, state: Path, image: Path,
           card: Path | None = None) -> int:
     """Start the board's PID 1 (mounts, first-boot set-up, sshd, enabled services)."""
+    seed = state / "operator.pub"
     env = {**os.environ, "FC_STATE": str(state), "FC_OVERLAID": " ".join(OVERLAID),
            "FC_IMAGE": str(image), "FC_NAME": name, "FC_ADDRESS": address, "FC_VENV": PYNQ_VENV,
-           "FC_CARD": str(card or "")}
+           "FC_CARD": str(card or ""),
+           "FC_OPERATOR_KEY": seed.read_text().strip() if seed.is_file() else ""}
     with open(state / "boot.log", "ab") as log:
         proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, "unshare", "--mount", "--uts", "--pid", "--fork",
@@ -344,10 +419,13 @@ def read_card(image: Path, into: Path) -> str | None:
     return static.group(1) if static else None
 
 
-def power(name: str, on: bool, fresh: bool = False, card: Path | None = None) -> Board:
+def power(name: str, on: bool, fresh: bool = False, card: Path | None = None,
+          known_hosts: Path | None = None) -> Board:
     """Cut a board's power (every process of it dies, its link goes down) or boot it again;
-    ``fresh`` boots it from a freshly flashed image, as a replacement board would come, and
-    ``card`` from a seeded SD card image (fresh as well): its hostname, address and keys."""
+    ``fresh`` boots it from a freshly flashed image, as a replacement board would come (a new
+    host key, recorded in ``known_hosts`` when given, and the operator's key as a seeded card
+    has it), and ``card`` from a seeded SD card image (fresh as well): its hostname, address,
+    host key and keys."""
     require_root()
     boards, board = _find(name)
     if card is not None:
@@ -375,9 +453,16 @@ def power(name: str, on: bool, fresh: bool = False, card: Path | None = None) ->
                            f"{SUBNET}.0/24")
         if address in taken:
             raise EmuError(f"the card gives eth0 {address}, the address of {taken[address]}")
-    if fresh:  # a new SD card: nothing of the old board's writes survives
+    if fresh:  # a new SD card: nothing of the old board's writes survives, a new host key
         for sub in ("upper", "work"):
             shutil.rmtree(state / sub, ignore_errors=True)
+        key = _host_key(state)
+        if staged is not None and (staged / "etc/ssh/ssh_host_ed25519_key").is_file():
+            for f in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"):  # the card's own
+                shutil.copy2(staged / "etc/ssh" / f, state / "hostkey" / f)
+            key = (state / "hostkey/ssh_host_ed25519_key.pub").read_text().split()[:2]
+        if known_hosts is not None:
+            record_host_key(known_hosts, board.name, key, address or board.address)
     if address and address != board.address:  # the card's static address, as ifupdown sets it
         _run("ip", "addr", "flush", "dev", "eth0", netns=board.netns)
         _run("ip", "addr", "add", f"{address}/24", "dev", "eth0", netns=board.netns)
@@ -426,38 +511,23 @@ def status() -> list[dict]:
 
 
 def write_inventory(boards: list[Board], path: Path) -> Path:
-    """An Ansible inventory of the boards, in chain order, ready for ``deploy.yml``."""
-    lines = [
-        "# Written by `finnchain emu up`: the emulated boards, in chain order (stage 0 first).",
-        "# The group and variable names are those of inventory/zedboards.example.yml.",
-        "all:",
-        "  children:",
-        "    boards:",
-        "      hosts:",
-    ]
-    for b in boards:
-        lines += [f"        {b.name}:", f"          ansible_host: {b.address}",
-                  f"          finnchain_address: {b.address}"]
-    lines += [
-        "      vars:",
-        "        ansible_user: xilinx",
-        "        ansible_password: xilinx          # a fresh PYNQ image; provisioning replaces it",
-        "        ansible_become_password: xilinx",
-        "        ansible_ssh_private_key_file: ~/.ssh/finnchain_ed25519   # installed by provisioning",
-        "        ansible_python_interpreter: /usr/bin/python3",
-        "        ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
-        "        finnchain_emulated: true          # no FPGA, no systemd, addresses set by emu",
-        "        finnchain_prefix: 24",
-        f"        finnchain_gateway: {HOST_ADDRESS}",
-    ]
+    """An Ansible inventory of the boards, in chain order, ready for ``deploy.yml``: hosts
+    only; what all boards share comes from the inventory folder's ``group_vars``."""
+    import yaml
+
+    hosts = {b.name: {"ansible_host": b.address, "finnchain_address": b.address,
+                      "finnchain_emulated": True, "finnchain_gateway": HOST_ADDRESS}
+             for b in boards}
+    doc = {"all": {"children": {"boards": {"hosts": hosts}}}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("# Written by `finnchain emu up`: the emulated boards, in chain order "
+                    "(stage 0 first).\n" + yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
 def main_up(args) -> int:
     try:
-        up(args.boards, Path(args.inventory))
+        up(args.boards, Path(args.inventory), stock=args.stock)
     except EmuError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -488,7 +558,8 @@ def main_power(args) -> int:
         card = Path(args.sdcard) if args.sdcard else None
         if card is not None and args.state != "on":
             raise EmuError("--sdcard goes with `power BOARD on`")
-        b = power(args.board, args.state == "on", fresh=args.fresh, card=card)
+        b = power(args.board, args.state == "on", fresh=args.fresh, card=card,
+                  known_hosts=known_hosts_path(Path(args.inventory)))
     except EmuError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

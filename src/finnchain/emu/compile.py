@@ -18,7 +18,8 @@ Why it is exact
   - where the function is monotone (checked), its thresholds are located per channel and level,
     and an affine form ``clip(rint(fl(fl(acc + B) * M)))`` is fitted and then verified exactly,
     in float32, at every threshold and both ends of the range, with the scale-and-round step
-    computed with one rounding and with two. Being monotone as well, the affine form then equals the chain on the whole range.
+    computed with one rounding and with two. Being monotone as well, the affine form then
+    equals the chain on the whole range.
     ``+ B`` becomes the convolution's bias;
   - when no affine form verifies, a lookup table per channel for small ranges, otherwise the
     thresholds themselves (FINN's MultiThreshold: the code is the number of thresholds the
@@ -513,7 +514,8 @@ class _Compiler:
         sign = np.where(inc, 1, -1)
         acc_name = base.name
         if np.any(sign < 0):
-            acc_name = self.b.op("Mul", [acc_name, self.b.const(sign.reshape(_chan_shape(len(base.shape), C)))])
+            signs = self.b.const(sign.reshape(_chan_shape(len(base.shape), C)))
+            acc_name = self.b.op("Mul", [acc_name, signs])
         slo = np.where(sign > 0, lo, -hi)
         shi = np.where(sign > 0, hi, -lo)
 

@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from itertools import groupby
@@ -198,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
 
     def build_one(stage: StagePlan, inputs: str) -> tuple[StageEntry | None, str | None]:
         dest = out / f"stage{stage.index}"
+        shutil.rmtree(dest, ignore_errors=True)  # a stage folder holds what the build puts
         if args.target == "emulate":
             acc = collect_emulated(models[stage.index], dest)
             return _finish(plan, stage, out, acc, inputs, None), None

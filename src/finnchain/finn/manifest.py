@@ -64,7 +64,8 @@ def file_hashes(root: Path, folder: Path) -> dict[str, str]:
 
 
 def verify(root: Path, entry: StageEntry) -> list[str]:
-    """Files of a stage that are missing or changed since the manifest was written."""
+    """Files of a stage that are missing or changed since the manifest was written, and files
+    in its folder that the manifest does not list (a board gets exactly the manifest)."""
     bad = []
     for rel, digest in entry.files.items():
         p = root / rel
@@ -72,6 +73,13 @@ def verify(root: Path, entry: StageEntry) -> list[str]:
             bad.append(f"{rel} (missing)")
         elif sha256_file(p) != digest:
             bad.append(f"{rel} (changed)")
+    folder = root / entry.dir
+    if folder.is_dir():
+        listed = set(entry.files)
+        for p in sorted(folder.rglob("*")):
+            rel = str(p.relative_to(root))
+            if p.is_file() and rel not in listed:
+                bad.append(f"{rel} (not in the manifest)")
     return bad
 
 

@@ -127,7 +127,10 @@ def unpack(data: np.ndarray | bytes, dt, shape: tuple[int, ...]) -> np.ndarray:
     b = _bits(dt)
     n = shape[-1]
     nbytes = math.ceil(n * b / 8)
-    raw = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.asarray(data, dtype=np.uint8)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raw = np.frombuffer(data, dtype=np.uint8)
+    else:
+        raw = np.asarray(data, dtype=np.uint8)
     expected = int(np.prod(shape[:-1])) * nbytes
     if raw.size != expected:
         raise PackError(f"{raw.size} bytes where {dt.name}{list(shape)} packs to {expected}")

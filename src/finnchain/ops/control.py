@@ -1,14 +1,19 @@
-"""``fab status|logs|start|stop|restart``: the stage services of the boards, over SSH (Fabric).
+"""``fab status|logs|start|stop|restart``: the stage services of the boards.
 
-Start goes last stage first (each stage answers before the one before it starts, as the
-deployment does); stop goes first stage first.
+Status and logs go over SSH with Fabric, all boards at once, each board's host key checked
+against the inventory's known_hosts. Start, stop and restart run the deployment's own play
+(``playbooks/control.yml``, the chain role's start and stop tasks): the ordering (start last
+stage first, each answering before the one before it; stop first stage first) and the
+readiness rule live there once, for the deploy and for fab alike.
 """
 
 from __future__ import annotations
 
 import shlex
-import time
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from fabric import Connection
 
@@ -16,17 +21,25 @@ from finnchain.ops.inventory import BoardHost
 from finnchain.runtime.metrics import scrape
 from finnchain.runtime.ports import METRICS_PORT
 
-SERVICE = "finnchain-stage"
-LOG = "/var/log/finnchain-stage.log"
-STAGE_DIR = "/opt/finnchain/stage"
 CONNECT_SECONDS = 3  # a board that does not open SSH in this time is named unreachable
+CONTROL_PLAY = "playbooks/control.yml"
+
+
+class ControlError(RuntimeError):
+    """A start or stop that did not complete; the message holds Ansible's account."""
 
 
 def connect(board: BoardHost) -> Connection:
-    from pathlib import Path
+    """A Fabric connection that accepts only the host key recorded for the board."""
+    import paramiko
 
-    return Connection(board.ssh_host, user=board.user, connect_timeout=CONNECT_SECONDS,
+    conn = Connection(board.ssh_host, user=board.user, connect_timeout=CONNECT_SECONDS,
                       connect_kwargs={"key_filename": str(Path(board.key).expanduser())})
+    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    known = Path(board.known_hosts).expanduser()
+    if known.is_file():
+        conn.client.load_host_keys(str(known))
+    return conn
 
 
 def sudo(conn: Connection, cmd: str):
@@ -35,25 +48,16 @@ def sudo(conn: Connection, cmd: str):
     return conn.run(f"sudo -n sh -c {shlex.quote(cmd)}", hide=True, warn=True, in_stream=False)
 
 
-def service(conn: Connection, action: str):
-    """The service command on either init system (systemd on a board, init script where not)."""
-    return sudo(conn, f"if [ -d /run/systemd/system ]; then systemctl {action} {SERVICE}; "
-                      f"else /etc/init.d/{SERVICE} {action}; fi")
-
-
-def metrics(board: BoardHost) -> dict[str, float]:
-    return scrape(board.address, METRICS_PORT, timeout=3)
-
-
 def _status(b: BoardHost) -> dict:
     row = {"board": b.name, "address": b.address}
     try:
         with connect(b) as c:
-            row["service"] = "running" if service(c, "status").ok else "stopped"
-            r = sudo(c, f"sha256sum {STAGE_DIR}/stage.json")
+            r = sudo(c, f"service {b.service} status")
+            row["service"] = "running" if r.ok else "stopped"
+            r = sudo(c, f"sha256sum {b.stage_dir}/stage.json")
             row["overlay_sha256"] = r.stdout.split()[0][:12] if r.ok else "-"
     except Exception as exc:  # noqa: BLE001 (any connection failure is reported per board)
-        row["service"] = f"unreachable ({type(exc).__name__})"
+        row["service"] = f"unreachable ({type(exc).__name__}: {str(exc)[:60]})"
         row["overlay_sha256"] = "-"
     m = scrape(b.address, METRICS_PORT, timeout=CONNECT_SECONDS)
     info = next((k for k in m if k.startswith("finnchain_stage_info{")), "")
@@ -76,35 +80,21 @@ def logs(boards: list[BoardHost], lines: int = 20) -> dict[str, str]:
     out = {}
     for b in boards:
         with connect(b) as c:
-            out[b.name] = sudo(c, f"tail -n {int(lines)} {LOG}").stdout
+            out[b.name] = sudo(c, f"tail -n {int(lines)} {b.log}").stdout
     return out
 
 
-def _wait(board: BoardHost, up: bool, seconds: float = 60.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if bool(metrics(board)) == up:
-            return True
-        time.sleep(0.5)
-    return False
-
-
-def stop(boards: list[BoardHost]) -> list[str]:
-    done = []
-    for b in boards:  # first stage first: nothing new enters the chain
-        with connect(b) as c:
-            service(c, "stop")
-        _wait(b, up=False, seconds=15)
-        done.append(b.name)
-    return done
-
-
-def start(boards: list[BoardHost]) -> list[str]:
-    done = []
-    for b in reversed(boards):  # last stage first, each answering before the one before
-        with connect(b) as c:
-            service(c, "start")
-        if not _wait(b, up=True):
-            raise RuntimeError(f"{b.name}: the stage did not answer on {b.address}:{METRICS_PORT}")
-        done.append(b.name)
-    return done
+def control(action: str, inventory: str | Path, build: str | Path) -> str:
+    """Run the control play (``start``, ``stop`` or ``restart``); returns its output, or raises
+    ControlError naming what failed."""
+    if action not in ("start", "stop", "restart"):
+        raise ValueError(f"unknown action {action!r}")
+    playbook = Path(sys.executable).with_name("ansible-playbook")
+    r = subprocess.run([str(playbook), CONTROL_PLAY, "-i", str(inventory), "-e",
+                        f"finnchain_action={action}", "-e", f"finnchain_build={build}"],
+                       capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        failed = [line for line in r.stdout.splitlines() if "FAILED" in line or "fatal:" in line]
+        raise ControlError(f"{action} did not complete: " + ("; ".join(failed[:3]) or
+                                                             r.stdout[-800:] + r.stderr[-400:]))
+    return r.stdout

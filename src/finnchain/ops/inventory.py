@@ -1,7 +1,8 @@
-"""The boards of a chain, read from the Ansible inventory (one source of truth for hosts).
+"""The boards of a chain, read from the Ansible inventory (one source of truth for hosts and for
+the names the boards share, ``inventory/group_vars``).
 
 Ansible's own parser reads it (``ansible-inventory --list``), so every inventory form Ansible
-takes works here too.
+takes works here too, and the group variables beside it apply as they do for the deploy.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_INVENTORY = Path("inventory/emulated.yml")
-DEFAULT_KEY = "~/.ssh/finnchain_ed25519"
+DEFAULT_INVENTORY = Path("inventory/boards.yml")  # the operator's (ansible.cfg's default)
+EMULATED_INVENTORY = Path("inventory/emulated.yml")  # finnchain emu up's
 
 
 class InventoryError(RuntimeError):
@@ -24,11 +25,17 @@ class InventoryError(RuntimeError):
 @dataclass(frozen=True)
 class BoardHost:
     name: str
+    stage: int  # its position in group boards (stage 0 first)
     address: str  # the board's static address in the chain
     ssh_host: str  # how the controller reaches it (ansible_host)
     user: str
     key: str
+    known_hosts: str  # the SSH host keys the connection checks
     emulated: bool
+    service: str  # the stage service's name
+    log: str  # the stage's log file
+    stage_dir: str  # where the stage's files are
+    venv: str  # the PYNQ venv
 
 
 def _ansible_inventory() -> str:
@@ -39,27 +46,49 @@ def _ansible_inventory() -> str:
     return found
 
 
-def boards(inventory: str | Path = DEFAULT_INVENTORY) -> list[BoardHost]:
-    """The hosts of group ``boards``, in chain order."""
+def _known_hosts(common_args: str) -> str:
+    for arg in common_args.split():
+        if arg.startswith("UserKnownHostsFile="):
+            return arg.split("=", 1)[1]
+    return "~/.ssh/known_hosts"
+
+
+def read(inventory: str | Path = DEFAULT_INVENTORY) -> dict:
+    """``ansible-inventory --list`` of ``inventory`` (group variables applied)."""
     path = Path(inventory)
     if not path.exists():
-        raise InventoryError(f"inventory not found: {path} (finnchain emu up writes "
-                             f"{DEFAULT_INVENTORY})")
+        hint = (f"copy inventory/boards.example.yml to {path} and set your boards' addresses"
+                if path == DEFAULT_INVENTORY else
+                f"`finnchain emu up` writes {EMULATED_INVENTORY}")
+        raise InventoryError(f"inventory not found: {path} ({hint})")
     r = subprocess.run([_ansible_inventory(), "-i", str(path), "--list"], capture_output=True,
                        text=True, check=False)
     if r.returncode != 0:
         raise InventoryError(f"ansible-inventory could not read {path}: {r.stderr.strip()}")
-    data = json.loads(r.stdout)
+    return json.loads(r.stdout)
+
+
+def boards(inventory: str | Path = DEFAULT_INVENTORY) -> list[BoardHost]:
+    """The hosts of group ``boards``, in chain order."""
+    data = read(inventory)
     hosts = data.get("boards", {}).get("hosts", [])
     if not hosts:
-        raise InventoryError(f"{path} has no hosts in group 'boards'")
+        raise InventoryError(f"{inventory} has no hosts in group 'boards'")
     hostvars = data.get("_meta", {}).get("hostvars", {})
     out = []
-    for name in hosts:
+    for k, name in enumerate(hosts):
         v = hostvars.get(name, {})
+        missing = [var for var in ("finnchain_address", "finnchain_service", "finnchain_log",
+                                   "finnchain_stage_dir", "finnchain_venv") if var not in v]
+        if missing:
+            raise InventoryError(f"{inventory}: {name} has no {', '.join(missing)} (the shared "
+                                 "names come from inventory/group_vars beside the inventory)")
         out.append(BoardHost(
-            name=name, address=str(v.get("finnchain_address", v.get("ansible_host", name))),
-            ssh_host=str(v.get("ansible_host", name)), user=str(v.get("ansible_user", "xilinx")),
-            key=str(v.get("ansible_ssh_private_key_file", DEFAULT_KEY)),
-            emulated=bool(v.get("finnchain_emulated", False))))
+            name=name, stage=k, address=str(v["finnchain_address"]),
+            ssh_host=str(v.get("ansible_host", name)), user=str(v.get("ansible_user", "root")),
+            key=str(v.get("ansible_ssh_private_key_file", "~/.ssh/id_ed25519")),
+            known_hosts=_known_hosts(str(v.get("ansible_ssh_common_args", ""))),
+            emulated=bool(v.get("finnchain_emulated", False)),
+            service=str(v["finnchain_service"]), log=str(v["finnchain_log"]),
+            stage_dir=str(v["finnchain_stage_dir"]), venv=str(v["finnchain_venv"])))
     return out

@@ -5,7 +5,8 @@ every RAMB18 budget b and every budget r of LUTs used as memory (in steps of ``L
 of the part's LUT RAM, rounded up), the fewest LUTs any combination of the segments' options
 needs within b and r (a knapsack, exact for the options given up to that rounding). On a board
 with UltraRAM the second budget is URAM blocks instead (exact); LUT RAM is then only checked
-once the stage is assembled (such boards have LUT RAM to spare: their LUT limit binds first). A run fits when the
+once the stage is assembled (such boards have LUT RAM to spare: their LUT limit binds first).
+A run fits when the
 cheapest combination within the board's RAMB18 limit is within its LUT limit, after LUT
 multipliers are swapped for DSPs where DSPs are left (a second, small knapsack over DSPs).
 Shell resources (catalogue) are reserved first.

@@ -10,7 +10,8 @@ Kh*Kw); padding runs at its generator's SIMD.
 Every legal (PE, SIMD) is a candidate, with weights in block RAM or in LUTs and window buffers
 in block RAM or LUTs; the candidates of a layer are costed once (``Candidates``), and at a
 target only those that meet it and are not beaten in LUT, RAMB18 and LUT RAM by another are
-kept. A slower target therefore never loses an option, which the partition search relies on. Unlike FINN's SetFolding there is no 36-bit cap on an MVAU's weight width
+kept. A slower target therefore never loses an option, which the partition search relies on.
+Unlike FINN's SetFolding there is no 36-bit cap on an MVAU's weight width
 (W*SIMD): wide shallow memories are allowed where the BRAM count says they are cheaper, and
 SIMD is not raised before PE (PE and SIMD are searched together).
 DSP multipliers are not an option here: a stage swaps LUT multipliers for DSPs afterwards,

@@ -128,6 +128,9 @@ class Chain:
         s.setsockopt(zmq.ROUTING_ID, self.identity)
         s.setsockopt(zmq.LINGER, 0)
         P.liveness(s)
+        # what comes back: results from the last stage, short refusals from the first
+        out_bytes = int(self.spec.output.get("bytes_per_frame", 0)) if end == "last" else 0
+        P.limit(s, out_bytes)
         if self.spec.curve:
             from finnchain.runtime.curve import connect_with
 

@@ -37,10 +37,22 @@ def _free(port: int) -> bool:
             return False
 
 
+def _ephemeral() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_base(stages: int, tries: int = 50) -> int:
-    """A base port whose local ports for ``stages`` stages are all free."""
+    """A base port whose local ports for ``stages`` stages are all free, below the kernel's
+    range for outgoing connections: a client connecting to a port there before the stage
+    listens can be given that very port as its own and talk to itself."""
+    top = _ephemeral()[0] - 10 * stages - 10
     for _ in range(tries):
-        base = random.randrange(20000, 45000, 100)
+        base = random.randrange(10000, max(10100, top), 100)
         ports = [p for k in range(stages) for p in vars(local_ports(k, base)).values()]
         if all(_free(p) for p in ports):
             return base

@@ -109,10 +109,48 @@ def scrape(host: str, port: int, timeout: float = 2.0) -> dict[str, float]:
         return {}
 
 
+MAX_CONNECTIONS = 8  # metrics readers at once; more are closed at once
+READ_TIMEOUT_S = 3.0  # a reader that does not finish its request in this time is dropped
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server with at most ``MAX_CONNECTIONS`` connections at a time (one
+    thread each); beyond that, connections are closed as they come. Each connection's socket
+    times out after ``READ_TIMEOUT_S``, so half-open connections do not hold threads."""
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.refused = 0
+        self.on_refuse = lambda: None
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            self.on_refuse()
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
     """Serve ``/metrics`` on a daemon thread; returns the server (``.server_address``)."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = READ_TIMEOUT_S
+
         def do_GET(self):
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404, "only /metrics here")
@@ -127,7 +165,7 @@ def serve(metrics: Metrics, host: str, port: int) -> ThreadingHTTPServer:
         def log_message(self, *args):  # quiet: the stage logs what matters
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
+    server = BoundedHTTPServer((host, port), Handler)
+    server.on_refuse = lambda: metrics.error("metrics-busy")
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
     return server

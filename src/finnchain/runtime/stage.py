@@ -55,7 +55,28 @@ from finnchain.runtime.metrics import Metrics, serve
 POLL_MS = 100
 HELLO_EVERY = 64
 ZERO_COPY_BYTES = 65536  # pyzmq's advice: below this, copying beats zero-copy bookkeeping
+RESULTS_HWM = 1024  # results queued per client on the last stage; beyond, they are dropped
+LOG_EVERY_S = 5.0  # a warning of one kind at most this often (the rest are counted)
 log = logging.getLogger("finnchain.stage")
+
+
+class QuietLog:
+    """Warnings of one kind at most once per ``LOG_EVERY_S``, with a count of those held back:
+    a flood of bad messages costs a log line every few seconds, not one per message."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+        self.held: dict[str, int] = {}
+
+    def warning(self, kind: str, text: str, *args) -> None:
+        now = time.monotonic()
+        if now - self.last.get(kind, -LOG_EVERY_S) < LOG_EVERY_S:
+            self.held[kind] = self.held.get(kind, 0) + 1
+            return
+        held = self.held.pop(kind, 0)
+        self.last[kind] = now
+        log.warning(text + (f" ({held} more like it in the last {LOG_EVERY_S:g} s not logged)"
+                            if held else ""), *args)
 
 
 class ConfigError(ValueError):
@@ -134,10 +155,15 @@ class Stage:
         self.pending: list[list] = []  # to send on after the frames received before them
         self.thread: threading.Thread | None = None
         self.http = None
+        self.quiet = QuietLog()
 
-    def _socket(self, kind: int) -> zmq.Socket:
+    def _socket(self, kind: int, in_bytes: int = 0, out_bytes: int = 0) -> zmq.Socket:
         """A socket whose blocking calls give up after POLL_MS (to notice a stop), so that
-        waiting costs no CPU: no polling loops, no sleeps."""
+        waiting costs no CPU: no polling loops, no sleeps. It takes no message part larger than
+        ``MAX_COUNT`` frames of ``in_bytes`` (or a small part), from anyone, before or after
+        authentication (``protocol.limit``), and its kernel buffers hold about ``hwm`` frames
+        each way (``protocol.buffers``): frames wait in bounded queues, not in megabytes of
+        TCP buffer, so one client's flood cannot stand between another client and the chain."""
         s = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDTIMEO, POLL_MS)
@@ -145,6 +171,8 @@ class Stage:
         s.setsockopt(zmq.SNDHWM, self.cfg.hwm)
         s.setsockopt(zmq.RCVHWM, self.cfg.hwm)
         P.liveness(s)
+        P.limit(s, in_bytes)
+        P.buffers(s, self.cfg.hwm * in_bytes, self.cfg.hwm * out_bytes)
         return s
 
     def start(self) -> Stage:
@@ -155,19 +183,21 @@ class Stage:
 
             self.guard = C.Guard(self.ctx)
             self.guard.allow("data", curve["allow"])
-        self.data = self._socket(zmq.ROUTER if self.index == 0 else zmq.PULL)
+        self.data = self._socket(zmq.ROUTER if self.index == 0 else zmq.PULL, self.acc.in_bytes)
         if curve:
             C.serve(self.data, curve["secret"], "data")
         self.data.bind(self.cfg.listen)
         if self.last:
-            self.out = self._socket(zmq.ROUTER)
+            self.out = self._socket(zmq.ROUTER, 0, self.acc.out_bytes)  # takes HELLOs only
             self.out.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            # one queue per client: a client that stops reading fills its own, not others'
+            self.out.setsockopt(zmq.SNDHWM, RESULTS_HWM)
             if curve:
                 self.guard.allow("results", curve["clients"])
                 C.serve(self.out, curve["secret"], "results")
             self.out.bind(self.cfg.results)
         else:
-            self.out = self._socket(zmq.PUSH)
+            self.out = self._socket(zmq.PUSH, 0, self.acc.out_bytes)
             if curve:
                 C.connect_with(self.out, curve["secret"], curve["downstream"])
             self.out.connect(self.cfg.downstream)
@@ -224,18 +254,29 @@ class Stage:
             self._flush()
 
     def _send(self, parts: list) -> None:
-        """Hand a message to the output socket, waiting while it is full (back-pressure)."""
+        """Hand a message to the output socket, waiting while it is full (back-pressure from
+        the next stage). On the last stage a result goes into its client's own queue at once
+        or not at all: a client that does not read its results (its queue full) loses them,
+        counted, and never holds up the results of other clients."""
+        if self.last:
+            try:
+                self.out.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                self.metrics.error("client-not-reading")
+                self.quiet.warning("client-not-reading", "stage %d: client %s does not read "
+                                   "its results (%d queued): dropped", self.index,
+                                   bytes(parts[0]).hex(), RESULTS_HWM)
+            except zmq.ZMQError as exc:  # the client has gone
+                self.metrics.error("undeliverable")
+                self.quiet.warning("undeliverable", "stage %d: message for client %s not "
+                                   "delivered: %s", self.index, bytes(parts[0]).hex(), exc)
+            return
         while not self.stop.is_set():
             try:
                 self.out.send_multipart(parts, copy=False)
                 return
             except zmq.Again:
                 continue
-            except zmq.ZMQError as exc:  # the last stage: the client has gone
-                self.metrics.error("undeliverable")
-                log.warning("stage %d: message for client %s not delivered: %s", self.index,
-                            bytes(parts[0]).hex(), exc)
-                return
 
     def _flush(self) -> None:
         """Send on what waited for the frames received before it (errors, pings)."""
@@ -247,8 +288,8 @@ class Stage:
         """Count a bad message and tell its client what was wrong: directly from the first
         stage, through the rest of the chain from later ones (the last stage delivers it)."""
         self.metrics.error(kind)
-        log.warning("stage %d: %s (client %s)", self.index, text,
-                    client.hex() if client else "unknown")
+        self.quiet.warning(kind, "stage %d: %s (client %s)", self.index, text,
+                           client.hex() if client else "unknown")
         if client is None:
             return
         msg = [client, *P.error_message(self.index, self.plan, seq, f"stage {self.index}: {text}")]

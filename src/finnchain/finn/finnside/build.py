@@ -50,11 +50,11 @@ def main(argv=None) -> int:
         ok = build_dataflow_cfg(str(HERE / "model.onnx"),
                                 build_cfg.DataflowBuildConfig(**cfg)) == 0
     except Exception as exc:  # a failure outside the steps (configuration, model file)
-        tracker.error = "%s: %s" % (type(exc).__name__, exc)
+        tracker.error = f"{type(exc).__name__}: {exc}"
         ok = False
     steps.write_status(ok, tracker, time.time() - t0, args.estimate)
-    print("finnchain: stage %s %s" % (meta.get("stage"), "built" if ok else "FAILED at %s: %s"
-                                      % (tracker.current, tracker.error)))
+    outcome = "built" if ok else f"FAILED at {tracker.current}: {tracker.error}"
+    print(f"finnchain: stage {meta.get('stage')} {outcome}")
     return 0 if ok else 1
 
 

@@ -54,7 +54,7 @@ def main(argv) -> int:
         x = frames[k: k + 1].astype(np.float32)
         y = execute_onnx(model, {name_in: x})[name_out]
         outs.append(np.asarray(y))
-        print("frame %d/%d done, %.1f s" % (k + 1, len(frames), time.time() - t0), flush=True)
+        print(f"frame {k + 1}/{len(frames)} done, {time.time() - t0:.1f} s", flush=True)
     out = np.concatenate(outs)
     if not np.all(out == np.round(out)):
         print("FINN's outputs are not integers", file=sys.stderr)

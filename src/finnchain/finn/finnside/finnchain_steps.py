@@ -87,11 +87,10 @@ def register_board(board: dict) -> None:
     basic.pynq_native_port_width[name] = int(board["port_bits"])
     select = ""
     if board.get("vivado_board_part"):
-        select = ("    set_property board_part [lindex [get_board_parts -quiet %s] end] "
-                  "[current_project]\n" % board["vivado_board_part"])
+        select = ("    set_property board_part [lindex [get_board_parts -quiet {}] end] "
+                  "[current_project]\n".format(board["vivado_board_part"]))
     anchor = '} elseif {$BOARD == "Pynq-Z1"} {'
-    branch = '} elseif {$BOARD == "%s"} {\n    set ZYNQ_TYPE "zynq_7000"\n%s%s' % (
-        name, select, anchor)
+    branch = f'}} elseif {{$BOARD == "{name}"}} {{\n    set ZYNQ_TYPE "zynq_7000"\n{select}{anchor}'
     templates.custom_zynq_shell_template = templates.custom_zynq_shell_template.replace(
         anchor, branch, 1)
 
@@ -175,9 +174,8 @@ class SplitMVAU(Transformation):
         mvaus = [n for n in model.graph.node if n.op_type == "MVAU"]
         for s in sorted(self.splits, key=lambda s: -s["position"]):
             if s["position"] >= len(mvaus):
-                raise ValueError(
-                    "the plan splits MVAU #%d but FINN made only %d MVAUs" % (s["position"],
-                                                                               len(mvaus)))
+                raise ValueError(f"the plan splits MVAU #{s['position']} but FINN made only "
+                                 f"{len(mvaus)} MVAUs")
             _split_one(model, mvaus[s["position"]], s)
         return model.transform(SortGraph()).transform(InferShapes()).transform(
             InferDataTypes()), False
@@ -187,9 +185,9 @@ def _split_one(model: ModelWrapper, node, s: dict) -> None:
     inst = getCustomOp(node)
     mw, mh = inst.get_nodeattr("MW"), inst.get_nodeattr("MH")
     if (mw, mh) != (s["mw"], s["mh"]):
-        raise ValueError("MVAU #%d is %dx%d (MW x MH) in FINN's graph, the plan split a %dx%d "
-                         "layer: the graph is not the one planned" % (s["position"], mw, mh,
-                                                                      s["mw"], s["mh"]))
+        raise ValueError(f"MVAU #{s['position']} is {mw}x{mh} (MW x MH) in FINN's graph, the "
+                         f"plan split a {s['mw']}x{s['mh']} layer: the graph is not the one "
+                         "planned")
     first = int(s["first"])
     idt = inst.get_nodeattr("inputDataType")
     odt = inst.get_nodeattr("outputDataType")
@@ -222,7 +220,8 @@ def _split_one(model: ModelWrapper, node, s: dict) -> None:
         out = model.make_new_valueinfo_name()
         model.set_tensor_shape(out, list(oshape[:-1]) + [hi - lo])
         model.set_tensor_datatype(out, DataType[odt])
-        part = helper.make_node(node.op_type, ins, [out], domain=node.domain, name=base + "_p%d" % k)
+        part = helper.make_node(node.op_type, ins, [out], domain=node.domain,
+                                name=f"{base}_p{k}")
         part.attribute.extend(a for a in node.attribute if a.name != "MH")
         part.attribute.append(helper.make_attribute("MH", hi - lo))
         new_nodes.append(part)
@@ -434,7 +433,7 @@ class StepTracker:
             try:
                 return fn(model, cfg)
             except Exception as exc:  # recorded for the status file, then FINN's handling
-                self.error = "%s: %s" % (type(exc).__name__, exc)
+                self.error = f"{type(exc).__name__}: {exc}"
                 self.trace = traceback.format_exc()
                 raise
 
