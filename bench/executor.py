@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from finnchain.emu.executor import Executor
+from finnchain.fabric.executor import Executor
 from finnchain.graph.check import resolve_model
 from finnchain.graph.model import with_batch
 from finnchain.graph.reference import run_reference

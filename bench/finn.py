@@ -28,7 +28,7 @@ from rich.table import Table
 
 from finnchain.benchresult import save
 from finnchain.boards.catalogue import Catalogue
-from finnchain.emu.executor import Executor
+from finnchain.fabric.executor import Executor
 from finnchain.finn import env as finn_env
 from finnchain.finn.verify import check_stage
 from finnchain.graph.check import resolve_model

@@ -16,8 +16,6 @@ submitted, delivered, failed and lost; writes bench/results/soak.json.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +28,6 @@ from finnchain.benchresult import save
 from finnchain.runtime.client import Chain, ChainError
 from finnchain.runtime.metrics import scrape
 
-ROOT = Path(__file__).resolve().parents[1]
 MB = 2**20
 
 
@@ -42,63 +39,45 @@ def memory(chain: Chain) -> list[float]:
 
 def local_build(work: Path, console: Console) -> Path:
     """MobileNetV1-W4A4 planned onto six Zedboards and built for emulation, in ``work``."""
-    for text, cmd in (
-            ("plan mobilenet-v1 onto zedboard:6",
-             ["build/plan.py", "mobilenet-v1", "--boards", "zedboard:6", "--out",
-              str(work / "plan")]),
-            ("build the emulated overlays",
-             ["build/build.py", str(work / "plan"), "--target", "emulate", "--out",
-              str(work / "build")])):
-        console.print(f"[bold]{text}[/]")
-        r = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True,
-                           check=False)
-        if r.returncode != 0:
-            raise SystemExit(f"{text} failed:\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    from finnchain.finn.command import build
+    from finnchain.plan.command import plan
+
+    console.print("[bold]plan mobilenet-v1 onto zedboard:6[/]")
+    if plan("mobilenet-v1", boards="zedboard:6", out=work / "plan", draw=False) != 0:
+        raise SystemExit("planning failed")
+    console.print("[bold]build the emulated overlays[/]")
+    if build(work / "plan", target="emulate", out=work / "build") != 0:
+        raise SystemExit("building failed")
     return work / "build"
 
 
 def soak(chain: Chain, minutes: float, every: float, warmup: int, console: Console) -> dict:
     rng = np.random.default_rng(7)
     images = rng.integers(0, 256, size=(16, *chain.image_shape), dtype=np.uint8)
-    for _ in chain.results(chain.submit(images[:warmup])):  # allocations settle first
-        pass
+    warm = chain.stream(images)  # allocations settle first
+    warm.send(frames=warmup)
+    warm.finish()
     start, samples = memory(chain), []
-    t0 = last = time.monotonic()
-    seqs: list[int] = []
-    delivered = failed = 0
-    errors: list[str] = []
+    last = time.monotonic()
 
-    def harvest(done: dict) -> None:
-        nonlocal delivered, failed
-        for s in list(done):
-            v = done.pop(s)
-            if isinstance(v, ChainError):
-                failed += 1
-                errors.append(str(v))
-            else:
-                delivered += 1
-
-    while time.monotonic() - t0 < minutes * 60:
-        seqs += chain.submit(images[len(seqs) % len(images)][None])
-        harvest(chain.done)
+    def sample(s) -> None:
+        nonlocal last
         if time.monotonic() - last >= every:
             last = time.monotonic()
-            samples.append({"t_s": round(last - t0, 1), "rss_mb": [round(m, 1) for m in
-                                                                   memory(chain)]})
+            samples.append({"t_s": round(last - s.started, 1),
+                            "rss_mb": [round(m, 1) for m in memory(chain)]})
+            delivered = sum(1 for v in s.answers.values() if not isinstance(v, ChainError))
             console.print(f"{samples[-1]['t_s']:7.0f} s  {delivered:7d} delivered  rss MiB "
                           + " ".join(f"{m:6.1f}" for m in samples[-1]["rss_mb"]))
-    for _, v in chain.results([s for s in seqs if s in chain.in_flight or s in chain.done]):
-        if isinstance(v, ChainError):
-            failed += 1
-            errors.append(str(v))
-        else:
-            delivered += 1
-    seconds = time.monotonic() - t0
+
+    stream = chain.stream(images)
+    stream.send(seconds=minutes * 60, each=sample)
+    r = stream.finish()
     end = memory(chain)
-    return {"minutes": minutes, "seconds": round(seconds, 1), "frames_submitted": len(seqs),
-            "frames_delivered": delivered, "frames_failed": failed,
-            "frames_lost": len(seqs) - delivered - failed,
-            "frames_per_s": round(delivered / seconds, 2), "errors": errors[:10],
+    return {"minutes": minutes, "seconds": round(r.seconds, 1), "frames_submitted": len(r.seqs),
+            "frames_delivered": len(r.delivered), "frames_failed": len(r.failed),
+            "frames_lost": r.lost, "frames_per_s": round(r.frames_per_s(), 2),
+            "errors": [str(v) for _, v in r.failed[:10]],
             "rss_mb_start": [round(m, 1) for m in start], "rss_mb_end": [round(m, 1) for m in end],
             "rss_growth_mb": [round(b - a, 1) for a, b in zip(start, end)], "samples": samples}
 

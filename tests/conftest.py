@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -116,21 +115,30 @@ def boards(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def build(digits, tiny_file, tmp_path_factory):
-    """digits-cnv planned onto three tiny boards and built for emulation."""
-    from clusterkit import ROOT
-    from finnchain.boards.catalogue import Catalogue
+def make_build(tmp_path_factory):
+    """``make_build(model, boards, name)``: the model planned onto ``boards`` (a list of
+    catalogue boards) and built for emulation in a fresh folder; returns the build folder."""
+    from finnchain.finn.command import build as build_command
     from finnchain.plan.make import make_plan, write_plan
 
-    folder = tmp_path_factory.mktemp("deploy")
-    plan, _, models = make_plan(digits, Catalogue(tiny_file).chain("tiny:3"), "digits-cnv", "x")
-    assert len(plan.stages) == 3
-    write_plan(plan, models, folder / "plan")
-    r = subprocess.run([sys.executable, "build/build.py", str(folder / "plan"), "--out",
-                        str(folder / "build")], cwd=ROOT, capture_output=True, text=True,
-                       check=False)
-    assert r.returncode == 0, r.stderr
-    return folder / "build"
+    def make(model, boards, name: str = "build"):
+        folder = tmp_path_factory.mktemp(name)
+        plan, _, models = make_plan(model, boards, "digits-cnv", "x")
+        write_plan(plan, models, folder / "plan")
+        assert build_command(folder / "plan", out=folder / "build") == 0
+        return folder / "build"
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def build(digits, tiny_file, make_build):
+    """digits-cnv planned onto three tiny boards and built for emulation."""
+    from finnchain.boards.catalogue import Catalogue
+
+    out = make_build(digits, Catalogue(tiny_file).chain("tiny:3"), "deploy")
+    assert len(list(out.glob("stage*"))) == 3
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 
 from clusterkit import inventory_file, playbook
-from finnchain.finn.manifest import main as verify_main
+from finnchain.cli import main as finnchain
 
 
 def _inventory(path, addresses: list[str], **host_vars):
@@ -51,11 +51,11 @@ def test_a_build_whose_overlay_changed_after_its_manifest(build, tmp_path):
     data[-1] ^= 0xFF  # one byte flipped: a corrupted copy
     model.write_bytes(bytes(data))
     (build / "stage2" / "stage.json").unlink()
-    assert verify_main([str(build)]) == 1
+    assert finnchain(["manifest", "verify", str(build)]) == 1
     inv = _inventory(tmp_path / "inv.yml", ["10.0.0.11", "10.0.0.12", "10.0.0.13"])
     _refused(inv, build, "stage 1: stage1/model.onnx (changed); stage 2: stage2/stage.json "
                          "(missing)")
-    assert verify_main([str(good)]) == 0
+    assert finnchain(["manifest", "verify", str(good)]) == 0
 
 
 def test_no_build_at_all(tmp_path):
@@ -67,7 +67,7 @@ def test_a_build_with_a_file_its_manifest_does_not_list(build, tmp_path):
     good, build = build, tmp_path / "build"
     shutil.copytree(good, build)
     (build / "stage1" / "planted.sh").write_text("#!/bin/sh\necho hello\n")
-    assert verify_main([str(build)]) == 1
+    assert finnchain(["manifest", "verify", str(build)]) == 1
     inv = _inventory(tmp_path / "inv.yml", ["10.0.0.11", "10.0.0.12", "10.0.0.13"])
     _refused(inv, build, "stage 1: stage1/planted.sh (not in the manifest)")
 

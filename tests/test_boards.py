@@ -60,8 +60,21 @@ def test_bad_catalogue_files_are_named(tmp_path):
         Catalogue(bad)
     partial = tmp_path / "partial.yml"
     partial.write_text("boards:\n  half:\n    part: x\n")
-    with pytest.raises(CatalogueError, match="'half' in the catalogue lacks 'family'"):
+    with pytest.raises(CatalogueError, match="boards.half lacks 'family'"):
         Catalogue(partial)
+
+
+def test_catalogue_values_of_the_wrong_type_or_range_name_their_field(tmp_path):
+    wrong = tmp_path / "wrong.yml"
+    wrong.write_text("boards:\n  zedboard:\n    clock_mhz: fast\n    link_efficiency: 1.5\n"
+                     "    limits: {luts: 0.5}\n")
+    with pytest.raises(CatalogueError) as info:
+        Catalogue(wrong)
+    text = str(info.value)
+    assert "wrong.yml" in text
+    assert "boards.zedboard.clock_mhz: Input should be a valid number" in text and "'fast'" in text
+    assert "boards.zedboard.link_efficiency: Input should be less than or equal to 1" in text
+    assert "boards.zedboard.limits.luts: not a known field" in text
 
 
 def test_arm_and_link_figures():

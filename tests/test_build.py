@@ -55,6 +55,9 @@ def test_emulate_target_layout_and_resume(plan_dir, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     m = _check_manifest(out, len(plan["stages"]))
     assert m.plan_hash == plan["plan_hash"] and m.target == "emulate" and m.cluster.startswith("tinyx")
+    # the chain's rate is the plan's own (links and ARM sides count), not the slowest fabric
+    assert m.predicted == {"fps": plan["predicted_fps"], "bottleneck": plan["bottleneck"]}
+    assert m.predicted["fps"] <= min(s["fabric_fps"] for s in plan["stages"])
     for s in plan["stages"]:
         stage = json.loads((out / f"stage{s['index']}" / "stage.json").read_text())
         assert stage["accelerator"] == {"kind": "emulate", "model": "model.onnx",

@@ -9,7 +9,7 @@ from finnchain.cli import main
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "finnchain.graph.check", *args],
+    return subprocess.run([sys.executable, "-m", "finnchain.cli", "check", *args],
                           capture_output=True, text=True, timeout=600, check=False)
 
 
@@ -38,3 +38,19 @@ def test_split_and_cuts_commands(digits_path, tmp_path, capsys):
     assert main(["split", str(digits_path), "--stages", "3", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.glob("stage*.onnx")) == [
         "stage0.onnx", "stage1.onnx", "stage2.onnx"]
+
+
+def test_the_deployments_helpers_are_subcommands(tmp_path, capsys):
+    """What Ansible runs on the controller: `finnchain ports`, `finnchain keys`."""
+    import json
+
+    from finnchain.runtime.ports import board_ports
+
+    assert main(["ports"]) == 0
+    assert json.loads(capsys.readouterr().out) == vars(board_ports())
+    assert main(["keys", str(tmp_path / "keys"), "client", "stage0"]) == 0
+    assert capsys.readouterr().out.strip() == "made client, stage0"
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == [
+        "client.key", "client.key_secret", "stage0.key", "stage0.key_secret"]
+    assert main(["keys", str(tmp_path / "keys"), "client", "stage1"]) == 0
+    assert capsys.readouterr().out.strip() == "made stage1"

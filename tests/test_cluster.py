@@ -19,7 +19,7 @@ import pytest
 
 from clusterkit import ROOT, fab, playbook, recap, ssh
 from finnchain.emu import cluster
-from finnchain.emu.executor import Executor
+from finnchain.fabric.executor import Executor
 from finnchain.runtime.client import Chain
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the emulated cluster needs root")
@@ -89,6 +89,12 @@ def test_fab_benchmark_status_and_health(boards, build, tmp_path):
                 "bit_exact", "predicted_fps"):
         assert key in result, key
     assert result["frames"] == 400 and result["frames_lost"] == 0 and result["bit_exact"]
+    # compared with the plan's own prediction for the chain, and what binds it is said
+    planned = json.loads((build / "manifest.json").read_text())["predicted"]
+    assert result["predicted_fps"] == round(planned["fps"], 2)
+    assert result["predicted_by"].startswith(f"stage {planned['bottleneck']['stage']} "
+                                             f"{planned['bottleneck']['limit']}")
+    assert "bound by" in r.stdout
     assert all(s["busy_percent"] > 0 for s in result["stages"])
     assert (tmp_path / "benchmark-digits-cnv.png").stat().st_size > 1000
 
@@ -190,3 +196,19 @@ def test_a_stray_sigterm_is_not_a_stop_and_logs_rotate(boards, deployed):
                            "ls /var/log/finnchain-stage.log*")
     assert r.returncode == 0, r.stderr
     assert "/var/log/finnchain-stage.log.1.gz" in r.stdout.split(), r.stdout
+
+
+def test_what_ansible_renders_fits_the_schemas(boards, deployed):
+    """Each board's stage config, as the chain role rendered it, and the chain file it wrote
+    for clients, checked against finnchain.schemas (the controller's one schema of each)."""
+    from finnchain import schemas
+    from finnchain.runtime.client import ChainFile
+
+    for k, address in enumerate(("127.77.0.11", "127.77.0.12", "127.77.0.13")):
+        r = ssh(address, "cat /etc/finnchain/stage-config.json")
+        assert r.returncode == 0, r.stderr
+        cfg = schemas.check("stage-config", json.loads(r.stdout), f"board{k + 1}")
+        assert cfg.listen.startswith("tcp://") and (cfg.results is None) == (k < 2)
+        assert cfg.curve and set(cfg.curve) >= {"secret", "allow"}
+    spec = ChainFile.read(deployed / "chain.json")
+    assert spec.first.startswith("tcp://127.77.0.11:") and len(spec.stages) == 3

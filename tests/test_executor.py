@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import distinct
-from finnchain.emu import compile as emc
-from finnchain.emu.compile import CompileError, integer_codes
-from finnchain.emu.executor import Executor, InputError
+from finnchain.fabric import compile as emc
+from finnchain.fabric.compile import CompileError, integer_codes
+from finnchain.fabric.executor import Executor, InputError
 from finnchain.graph.model import load
 from finnchain.graph.reference import run_reference
 from finnchain.graph.split import split

@@ -134,7 +134,7 @@ def test_finn_executes_every_digits_stage_as_the_emulator(finn, digits_plan, dig
 
 
 def _whole(plan_dir: Path, plan: Plan, images: np.ndarray) -> np.ndarray:
-    from finnchain.emu.executor import Executor
+    from finnchain.fabric.executor import Executor
 
     codes = images
     for s in plan.stages:
@@ -308,7 +308,7 @@ def test_mobilenet_on_six_zedboards_is_what_finn_builds(finn, mobilenet, tmp_pat
     assert plan.stages[-1].output.datatype == "UINT16"  # top-5 of 1000 classes
     split = [op for s in plan.stages for op in s.ops if op.kind == "StreamingConcat"]
     assert split  # the split layers went through FINN as DuplicateStreams/MVAUs/Concat
-    from finnchain.emu.executor import Executor
+    from finnchain.fabric.executor import Executor
     from finnchain.models import zoo
 
     codes = zoo.sample_inputs((1, 3, 224, 224), 2, seed=0).astype(np.int64)

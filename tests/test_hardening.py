@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finnchain.emu.executor import Executor
+from finnchain.fabric.executor import Executor
 from finnchain.runtime.client import Chain
 from finnchain.runtime.local import LocalChain
 from finnchain.runtime.metrics import parse
@@ -22,24 +22,12 @@ MIB = 1 << 20
 
 
 @pytest.fixture(scope="module")
-def build_dir(digits, tmp_path_factory):
+def build_dir(digits, make_build):
     """digits-cnv on the demo's three small boards, built for emulation."""
-    import subprocess
-    import sys
-
     from finnchain.boards.catalogue import Catalogue
-    from finnchain.plan.make import make_plan, write_plan
 
-    root = Path(__file__).resolve().parents[1]
-    folder = tmp_path_factory.mktemp("hard")
-    demo = root / "src" / "finnchain" / "boards" / "demo.yaml"
-    plan, _, models = make_plan(digits, Catalogue(demo).chain("demo-small:3"), "digits-cnv", "x")
-    write_plan(plan, models, folder / "plan")
-    r = subprocess.run([sys.executable, "build/build.py", str(folder / "plan"), "--out",
-                        str(folder / "build")], cwd=root, capture_output=True, text=True,
-                       check=False)
-    assert r.returncode == 0, r.stderr
-    return folder / "build"
+    demo = Path(__file__).resolve().parents[1] / "src" / "finnchain" / "boards" / "demo.yaml"
+    return make_build(digits, Catalogue(demo).chain("demo-small:3"), "hard")
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +145,9 @@ def test_a_client_that_stops_reading_costs_only_itself(chain, images, digits):
     for seq, value in arrivals.items():
         assert np.array_equal(value, whole[seq % len(images)]), (seq, value)
     after = parse(chain.metrics(last))
-    kinds = ('finnchain_errors_total{kind="client-not-reading"}',
-             'finnchain_errors_total{kind="undeliverable"}')
-    dropped = sum(after.get(k, 0) - before.get(k, 0) for k in kinds)
+    dropped = sum(after.total("finnchain_errors_total", kind=k)
+                  - before.total("finnchain_errors_total", kind=k)
+                  for k in ("client-not-reading", "undeliverable"))
     print(f"client B: {n} frames in 10 s, longest gap {max(gaps):.3f} s; A's answers dropped: {dropped:.0f}")
     assert max(gaps) < 1.0, max(gaps)
     assert dropped > 100
@@ -183,7 +171,7 @@ def test_the_metrics_server_is_bounded(chain):
         s.close()
     time.sleep(4)  # READ_TIMEOUT_S: the held connections are dropped
     assert "finnchain_frames_total" in chain.metrics(0)
-    assert parse(chain.metrics(0)).get('finnchain_errors_total{kind="metrics-busy"}', 0) > 0
+    assert parse(chain.metrics(0)).total("finnchain_errors_total", kind="metrics-busy") > 0
 
 
 def test_a_flood_of_bad_messages_costs_a_few_log_lines(chain):
@@ -194,7 +182,7 @@ def test_a_flood_of_bad_messages_costs_a_few_log_lines(chain):
     spec = json.loads(Path(chain.file).read_text())
     log = Path(chain.logs[0])
     lines = len(log.read_text().splitlines())
-    before = parse(chain.metrics(0)).get('finnchain_errors_total{kind="header"}', 0)
+    before = parse(chain.metrics(0)).total("finnchain_errors_total", kind="header")
     s = zmq.Context.instance().socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
     connect_with(s, spec["curve"]["secret"], Path(spec["curve"]["first"]))
@@ -203,7 +191,7 @@ def test_a_flood_of_bad_messages_costs_a_few_log_lines(chain):
         s.send_multipart([b"garbage", b"x"])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        after = parse(chain.metrics(0)).get('finnchain_errors_total{kind="header"}', 0)
+        after = parse(chain.metrics(0)).total("finnchain_errors_total", kind="header")
         if after - before >= 500:
             break
         time.sleep(0.2)

@@ -1,6 +1,6 @@
 """The code's own rules, as CI runs them: ruff (pyproject.toml's rule set) on the Python,
-ansible-lint (.ansible-lint: the production profile) on the playbooks and roles, and the
-controller's tools at the versions constraints.txt pins."""
+shellcheck on the shell scripts, ansible-lint (.ansible-lint: the production profile) on the
+playbooks and roles, and the controller's tools at the versions constraints.txt pins."""
 
 from __future__ import annotations
 
@@ -16,6 +16,18 @@ BIN = Path(sys.executable).parent
 def test_ruff_passes():
     r = subprocess.run([str(BIN / "ruff"), "check", "--output-format", "concise", "."],
                        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+
+
+def test_shellcheck_passes_on_every_shell_script():
+    """The emulated board's boot (package data), CI's script, the test stand-ins."""
+    files = subprocess.run(["git", "ls-files", "*.sh", ".ci/run"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    # FINN's run-docker.sh stand-in is Python under a shell script's name
+    scripts = [f for f in files if "python" not in (ROOT / f).read_text().split("\n", 1)[0]]
+    assert "src/finnchain/emu/boot.sh" in scripts and ".ci/run" in scripts
+    r = subprocess.run(["shellcheck", "--format", "gcc", *scripts], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from onnx import helper
 from qonnx.core.datatype import DataType
 
-from finnchain.emu.executor import Executor
+from finnchain.fabric.executor import Executor
 from finnchain.models import zoo
 
 

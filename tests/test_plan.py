@@ -18,7 +18,7 @@ from conftest import distinct
 from finnchain.boards.catalogue import Catalogue
 from finnchain.cost.lower import segments
 from finnchain.cost.ops import MVAU, SWG, VVAU, Res
-from finnchain.emu.executor import Executor
+from finnchain.fabric.executor import Executor
 from finnchain.graph.model import load
 from finnchain.plan.fit import StageFitter, dsp_swaps
 from finnchain.plan.folding import Candidates, DspSwap, Option

@@ -19,9 +19,8 @@ import zmq
 
 from conftest import distinct
 from finnchain.boards.catalogue import Catalogue
-from finnchain.emu.executor import Executor
+from finnchain.fabric.executor import Executor
 from finnchain.graph.model import load
-from finnchain.plan.make import make_plan, write_plan
 from finnchain.runtime import protocol as P
 from finnchain.runtime.accel import PacedAccelerator, PassThrough
 from finnchain.runtime.client import Chain, ChainError
@@ -32,17 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def build_dir(digits, tiny_file, tmp_path_factory):
+def build_dir(digits, tiny_file, make_build):
     """digits-cnv planned onto tiny boards (several stages) and built for emulation."""
-    folder = tmp_path_factory.mktemp("chain")
-    plan, _, models = make_plan(digits, Catalogue(tiny_file).chain("tiny:4"), "digits-cnv", "x")
-    write_plan(plan, models, folder / "plan")
-    r = subprocess.run([sys.executable, "build/build.py", str(folder / "plan"), "--out",
-                        str(folder / "build")], cwd=ROOT, capture_output=True, text=True,
-                       check=False)
-    assert r.returncode == 0, r.stderr
-    assert len(plan.stages) >= 3
-    return folder / "build"
+    out = make_build(digits, Catalogue(tiny_file).chain("tiny:4"), "chain")
+    assert len(list(out.glob("stage*"))) >= 3
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -92,15 +85,16 @@ def test_counters_in_prometheus_text(chain, images):
         c.infer(images[:20])
     for k in range(len(chain.procs)):
         m = parse(chain.metrics(k))
-        assert m['finnchain_frames_total{direction="in"}'] == m['finnchain_frames_total{direction="out"}']
+        assert m.get("finnchain_frames_total", direction="in") == \
+            m.get("finnchain_frames_total", direction="out")
         assert m["finnchain_uptime_seconds"] > 0 and m["finnchain_busy_seconds_total"] > 0
-        assert any(key.startswith("finnchain_stage_info{") and f'stage="{k}"' in key for key in m)
+        assert m.get("finnchain_stage_info", stage=str(k)) == 1
         with open(f"/proc/{chain.procs[k].pid}/status") as f:  # the stage's own resident memory
             rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
         assert abs(m["process_resident_memory_bytes"] - rss) < 0.2 * rss
     after = parse(chain.metrics(0))
-    assert after['finnchain_frames_total{direction="in"}'] - before[
-        'finnchain_frames_total{direction="in"}'] == 20
+    assert after.get("finnchain_frames_total", direction="in") - before.get(
+        "finnchain_frames_total", direction="in") == 20
 
 
 def _dealer(address: str, identity: bytes | None = None) -> zmq.Socket:
@@ -140,7 +134,7 @@ def test_bad_frames_are_answered_by_name(chain, images):
         s.close()
     m = parse(chain.metrics(0))
     for kind in ("plan", "size", "header", "malformed"):
-        assert m[f'finnchain_errors_total{{kind="{kind}"}}'] >= 1
+        assert m.get("finnchain_errors_total", 0, kind=kind) >= 1
     with Chain(chain.file) as c:  # and everyone else is still served
         assert c.infer(images[:5]).shape == (5, 1)
 
@@ -177,7 +171,7 @@ def test_fuzzing_the_ports_breaks_nothing(chain, images, digits):
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 0)
     push.connect(f"tcp://127.0.0.1:{chain.chain.stages[1]['data']}")
-    before = sum(v for k, v in parse(chain.metrics(0)).items() if k.startswith("finnchain_errors"))
+    before = parse(chain.metrics(0)).total("finnchain_errors_total")
     sent_bad = 0
     for _i in range(300):
         choice = rng.randrange(4)
@@ -202,7 +196,7 @@ def test_fuzzing_the_ports_breaks_nothing(chain, images, digits):
     first.close()
     push.close()
     assert all(p.poll() is None for p in chain.procs), "a stage died"
-    after = sum(v for k, v in parse(chain.metrics(0)).items() if k.startswith("finnchain_errors"))
+    after = parse(chain.metrics(0)).total("finnchain_errors_total")
     assert after - before >= sent_bad * 0.9  # flipped bits in reserved fields may stay valid
     with Chain(chain.file) as c:
         got = c.infer(images[:50])
@@ -331,7 +325,66 @@ def test_curve_links_refuse_strangers(build_dir, tmp_path, images, digits):
         time.sleep(1.0)
         push.close()
         after = [parse(lc.metrics(k)) for k in range(2)]
-        key = 'finnchain_frames_total{direction="in"}'
-        assert [a[key] for a in after] == [b[key] for b in before]
+        assert [a.get("finnchain_frames_total", direction="in") for a in after] == \
+            [b.get("finnchain_frames_total", direction="in") for b in before]
         with Chain(lc.file, timeout=10) as c:  # and the configured client is still served
             assert c.infer(images[:5]).shape == (5, 1)
+
+
+def test_a_stream_times_every_frame_and_keeps_the_promise(chain, digits, images):
+    """Chain.stream: frames cycle through the images, every frame ends once with its own
+    result, timed from its submission; ``send`` takes exactly one of frames/seconds/until."""
+    whole = Executor(digits).run(images).astype(np.int32)
+    with Chain(chain.file, window=8) as c:
+        s = c.stream(images[:7])  # fewer images than frames: they cycle
+        seen = []
+        assert s.send(frames=30, each=lambda st: seen.append(len(st.seqs))) == 30
+        assert seen == list(range(1, 31))
+        with pytest.raises(ValueError, match="exactly one"):
+            s.send(frames=1, seconds=1.0)
+        sent = s.send(seconds=0.3)
+        assert sent > 0
+        r = s.finish()
+    assert len(r.seqs) == 30 + sent and r.lost == 0 and not r.failed
+    assert [r.carried[q] for q in r.seqs[:9]] == [0, 1, 2, 3, 4, 5, 6, 0, 1]
+    for q, v in r.delivered:
+        assert np.array_equal(v, whole[r.carried[q]]), q
+    lat = r.latency_ms()
+    assert lat.shape == (len(r.seqs),) and (lat > 0).all()
+    assert all(r.ended[q] >= r.sent[q] for q in r.seqs)
+    assert r.frames_per_s() == pytest.approx(len(r.seqs) / r.seconds)
+    step = r.timeline()[1][0] - r.timeline()[0][0]
+    assert sum(rate for _, rate in r.timeline()) * step == pytest.approx(len(r.seqs), rel=0.01)
+
+
+BOARD_PYTHON = ROOT / ".venv-board" / "bin" / "python"  # `make board`
+
+
+def test_the_stages_run_on_a_pynq_images_python(build_dir, digits, images):
+    """The board side on PYNQ v3.0's Python (3.10) with the oldest numpy and pyzmq finnchain
+    accepts and nothing of the controller's: stages started there (CURVE on, the emulated
+    fabric) answer this machine's client bit for bit and serve their metrics."""
+    import os
+
+    if not BOARD_PYTHON.exists():
+        if os.environ.get("FINNCHAIN_REQUIRE_BOARD_PYTHON"):
+            pytest.fail(f"{BOARD_PYTHON} is missing: `make board` makes it (CI requires it)")
+        pytest.skip("no .venv-board (`make board` makes it with a Python 3.10)")
+    probe = subprocess.run(
+        [str(BOARD_PYTHON), "-c", "import sys, numpy, zmq, importlib.util as u; "
+         "print(sys.version_info[:2], numpy.__version__, zmq.__version__, "
+         "[m for m in ('torch', 'qonnx', 'onnx', 'brevitas', 'rich', 'yaml', 'prometheus_client') "
+         "if u.find_spec(m)])"], capture_output=True, text=True, check=True).stdout.strip()
+    print(f"\nboard python: {probe}")
+    assert probe == "(3, 10) 1.21.6 22.3.0 []", probe
+    whole = Executor(digits).run(images).astype(np.int32)
+    with LocalChain(build_dir, build_dir.parent / "board-py", python=BOARD_PYTHON,
+                    curve=True) as lc, Chain(lc.file, window=8, timeout=30) as c:
+        got = c.infer(images)
+        readings = [parse(lc.metrics(k)) for k in range(len(lc.procs))]
+    assert readings[0].get("finnchain_frames_total", direction="in") == len(images)
+    rss = [r["process_resident_memory_bytes"] / 2**20 for r in readings]
+    print("stage resident memory on the board's Python, MiB: "
+          + ", ".join(f"{m:.1f}" for m in rss))
+    assert all(m > 0 for m in rss)
+    assert np.array_equal(got, whole) and distinct(got) == 10

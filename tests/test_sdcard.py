@@ -278,7 +278,7 @@ def test_a_board_boots_from_its_seeded_card_and_deploys(boards, deployed, build,
     """board2 is replaced by a board with a freshly seeded card: it comes up with its name,
     address and the operator's key (no password needed), and `deploy.yml --limit board2`
     restores the chain. A card seeded for another board is named by the deploy."""
-    from finnchain.emu.executor import Executor
+    from finnchain.fabric.executor import Executor
     from finnchain.runtime.client import Chain
 
     sha = sha256(image)

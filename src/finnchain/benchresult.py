@@ -1,4 +1,5 @@
-"""Where benchmarks put their results: ``bench/results/<name>.json``, stamped with date and machine."""
+"""Where benchmarks put their results: ``bench/results/<name>.json`` under the current folder
+(the repository's root when run as its README says), stamped with date and machine."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import platform
 from datetime import date
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+RESULTS = Path("bench") / "results"
 
 
 def save(name: str, result: dict, results: Path = RESULTS) -> Path:

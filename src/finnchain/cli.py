@@ -74,6 +74,27 @@ def _check(args: argparse.Namespace) -> int:
     return check.run(args)
 
 
+def _manifest_verify(args: argparse.Namespace) -> int:
+    from finnchain.finn.manifest import verify_command
+
+    return verify_command(Path(args.build))
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from finnchain.runtime.curve import make_certificates
+
+    made = make_certificates(Path(args.dir), args.names)
+    print("made " + ", ".join(made) if made else "nothing to make")
+    return 0
+
+
+def _ports(args: argparse.Namespace) -> int:
+    from finnchain.runtime.ports import board_ports
+
+    print(json.dumps(vars(board_ports())))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from finnchain.demo import run_cluster_demo, run_demo
 
@@ -145,6 +166,26 @@ def build_parser() -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=text)
         add(q)
         q.set_defaults(func=func)
+
+    m = sub.add_parser("manifest", help="check a build's files against its manifest.json")
+    m_sub = m.add_subparsers(dest="manifest_command", required=True)
+    mv = m_sub.add_parser("verify", help="every file present and unchanged, none unlisted "
+                          "(exit 1 if not; the deployment runs it before copying anything)")
+    mv.add_argument("build", help="a build folder (finnchain build --out)")
+    mv.set_defaults(func=_manifest_verify)
+
+    ky = sub.add_parser("keys", help="make the chain's CURVE certificates that are missing",
+                        description="ZeroMQ certificates <NAME>.key and <NAME>.key_secret in "
+                        "DIR, one per name (the deployment makes stage0..N and client); "
+                        "existing ones are kept. Prints what it made.")
+    ky.add_argument("dir", help="the folder for the certificates (made if missing)")
+    ky.add_argument("names", nargs="+", metavar="NAME", help="e.g. client stage0 stage1")
+    ky.set_defaults(func=_keys)
+
+    po = sub.add_parser("ports", help="print a board's ports as JSON (data, results, metrics)",
+                        description="The ports every board's stage uses, as JSON: the one "
+                        "source the deployment reads them from.")
+    po.set_defaults(func=_ports)
 
     from finnchain.emu import cluster
 

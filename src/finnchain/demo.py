@@ -5,7 +5,6 @@ bit. Later steps of the project (emulated cluster, deployment, benchmark) grow t
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -49,11 +48,9 @@ def _plan(model, name: str, spec: str, catalogue: Catalogue, console: Console) -
     print_plan(plan, console, REFERENCE if name == "mobilenet-v1" else None)
     console.print(f"wrote {out}/plan.json, plan.png and {len(plan.stages)} stage folders")
     # the overlays for the emulated accelerator, in the layout a FINN build would produce
-    from finnchain.finn import command as build
+    from finnchain.finn.command import build, cluster_name
 
-    overlays = ARTIFACTS / name / build.cluster_name(plan)
-    build.run(argparse.Namespace(plan=str(out / "plan.json"), target="emulate",
-                                 out=str(overlays), jobs=None, force=False))
+    build(out / "plan.json", target="emulate", out=ARTIFACTS / name / cluster_name(plan))
     return [s.output.name for s in plan.stages[:-1]]
 
 
@@ -80,7 +77,7 @@ def run_demo(full: bool = True) -> int:
         print_result(res, console)
         ok &= res.equal
         if labels is not None:
-            from finnchain.emu.executor import Executor
+            from finnchain.fabric.executor import Executor
 
             pred = Executor(model).run(x)[:, 0]
             acc = float(np.mean(pred == labels))
@@ -91,13 +88,14 @@ def run_demo(full: bool = True) -> int:
 
 
 # -- the demo on the emulated cluster (root) ----------------------------------------------------
-ROOT = Path(__file__).resolve().parents[2]
 DEMO_BOARDS = Path(__file__).with_name("boards") / "demo.yaml"
 CLUSTER_DEMOS = {
     # model, boards for the plan, emulated boards, accelerator, frames for fab benchmark
     "digits-cnv": ("demo-small:3", 3, "emulate", 2000, "dataset"),
     "mobilenet-v1": ("zedboard:6", 6, "emulate-paced", 300, "seeded"),
 }
+# what the cluster demo runs from the folder it is started in (the repository's root)
+OPERATIONS = ("deploy.yml", "fabfile.py", "health")
 
 
 def _step(console: Console, text: str, cmd: list[str], env: dict | None = None) -> None:
@@ -106,9 +104,14 @@ def _step(console: Console, text: str, cmd: list[str], env: dict | None = None) 
 
     console.rule(text)
     console.print("$ " + " ".join(cmd), markup=False, highlight=False)
-    r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, check=False)
+    r = subprocess.run(cmd, env={**os.environ, **(env or {})}, check=False)
     if r.returncode != 0:
         raise SystemExit(f"demo stopped: {text} failed (exit {r.returncode})")
+
+
+def _call(text: str, code: int) -> None:
+    if code != 0:
+        raise SystemExit(f"demo stopped: {text} failed (exit {code})")
 
 
 def run_cluster_demo(model: str = "digits-cnv") -> int:
@@ -116,22 +119,30 @@ def run_cluster_demo(model: str = "digits-cnv") -> int:
     import os
     import sys
 
+    from finnchain.finn.command import build
+    from finnchain.plan.command import plan
+
     console = Console(width=max(Console().width, 132))
     if os.geteuid() != 0:
         console.print("[red]the emulated cluster needs root[/red] (network namespaces, mounts, "
                       "sshd): run `sudo make demo` (or as root). Without root, this runs the "
                       "part that needs none: planning, building and checking the chain's bits.")
         return run_demo()
+    missing = [f for f in OPERATIONS if not Path(f).exists()]
+    if missing:
+        console.print(f"[red]the cluster demo runs from the finnchain repository's root[/red] "
+                      f"(it deploys with its {', '.join(OPERATIONS)}): {Path.cwd()} has no "
+                      f"{', '.join(missing)}")
+        return 2
     spec, count, accelerator, frames, source = CLUSTER_DEMOS[model]
     bin_dir = Path(sys.executable).parent
     py, venv = sys.executable, {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
-    plan_dir, build = ROOT / "artifacts" / "demo" / model / "plan", ROOT / "artifacts" / "deploy"
+    plan_dir, build_dir = ARTIFACTS / "demo" / model / "plan", ARTIFACTS / "deploy"
     _model(model, console)
-    _step(console, f"plan {model} onto {spec}",
-          [py, "build/plan.py", model, "--boards", spec, "--catalogue", str(DEMO_BOARDS),
-           "--out", str(plan_dir)])
-    _step(console, "build the emulated overlays",
-          [py, "build/build.py", str(plan_dir), "--target", "emulate", "--out", str(build)])
+    console.rule(f"plan {model} onto {spec}")
+    _call("planning", plan(model, boards=spec, out=plan_dir, catalogues=[str(DEMO_BOARDS)]))
+    console.rule("build the emulated overlays")
+    _call("building", build(plan_dir, target="emulate", out=build_dir))
     from finnchain.emu import cluster
 
     if cluster.load():
@@ -141,15 +152,14 @@ def run_cluster_demo(model: str = "digits-cnv") -> int:
     extra = ["-e", f"finnchain_accelerator={accelerator}"] if accelerator != "emulate" else []
     _step(console, "deploy with Ansible (deploy.yml)",
           [str(bin_dir / "ansible-playbook"), "deploy.yml", "-i", str(cluster.DEFAULT_INVENTORY),
-           "-e", f"finnchain_build={build}",
-           *extra], env=venv)
+           "-e", f"finnchain_build={build_dir.absolute()}", *extra], env=venv)
     _step(console, "fab benchmark",
-          [str(bin_dir / "fab"), "benchmark", "--build", str(build), "--frames", str(frames),
+          [str(bin_dir / "fab"), "benchmark", "--build", str(build_dir), "--frames", str(frames),
            "--source", source], env=venv)
     _step(console, "health checks (testinfra)",
           [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "health",
            "--hosts=ansible://boards", f"--ansible-inventory={cluster.DEFAULT_INVENTORY}"],
-          env={**venv, "FINNCHAIN_BUILD": str(build)})
+          env={**venv, "FINNCHAIN_BUILD": str(build_dir.absolute())})
     console.rule("done")
     console.print(f"report: artifacts/reports/benchmark-{model}.json and .png; plan: "
                   f"{plan_dir}/plan.json and plan.png")

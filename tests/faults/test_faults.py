@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from clusterkit import STAGE_PROCESS, fab, finnchain, playbook, recap, ssh
-from finnchain.emu.executor import Executor
+from finnchain.fabric.executor import Executor
 from finnchain.runtime.client import Chain, ChainError
 from finnchain.runtime.metrics import scrape
 from finnchain.runtime.ports import METRICS_PORT
+from finnchain.runtime.stream import Stream
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the emulated cluster needs root")
 BOARD2 = "127.77.0.12"  # stage 1 of the three-board chain
@@ -31,53 +32,27 @@ def expected(digits, digits_test_set):
     return images, Executor(digits).run(images).astype(np.int32)
 
 
-class Stream:
-    """Frames through a Chain, with the time each one ended; checks the promise at the end."""
-
-    def __init__(self, chain: Chain, images: np.ndarray, whole: np.ndarray) -> None:
-        self.chain, self.images, self.whole = chain, images, whole
-        self.seqs: list[int] = []
-        self.ended: dict[int, float] = {}
-        self.sent: dict[int, float] = {}
-
-    def send(self, frames: int, pause: float = 0.0) -> None:
-        for _ in range(frames):
-            i = len(self.seqs)
-            self.seqs += self.chain.submit(self.images[i % len(self.images)][None])
-            now = time.monotonic()
-            self.sent[self.seqs[-1]] = now
-            for s in self.chain.done:
-                self.ended.setdefault(s, now)
-            if pause:
-                time.sleep(pause)
-
-    def finish(self, name: str, since: float | None = None, timed: bool = True) -> dict:
-        """``timed``: the stream was read all along, so failures were seen when they came."""
-        answers = self.answers = list(self.chain.results(self.seqs))
-        now = time.monotonic()
-        for s, _ in answers:
-            self.ended.setdefault(s, now)
-        assert [s for s, _ in answers] == self.seqs  # each frame once, in submission order
-        failed = [(s, v) for s, v in answers if isinstance(v, ChainError)]
-        delivered = [(s, v) for s, v in answers if not isinstance(v, ChainError)]
-        wrong = [s for s, v in delivered if not np.array_equal(v, self.whole[s % len(self.images)])]
-        assert not wrong, f"frames {wrong[:5]} delivered with wrong results"
-        report = {"fault": name, "submitted": len(self.seqs), "delivered": len(delivered),
-                  "failed": len(failed), "lost": len(self.seqs) - len(answers),
-                  "late_answers_dropped": self.chain.late, "errors": [str(v) for _, v in failed]}
-        # how long the slowest failure took to be reported, from its frame's submission
-        report["failure_reported_s"] = round(max(
-            (self.ended[s] - self.sent[s] for s, _ in failed), default=0.0), 2) if timed else None
-        if since is not None:  # the first frame delivered after the fault (or its end)
-            after = [self.ended[s] for s, _ in delivered if self.ended[s] > since]
-            report["recovery_s"] = round(min(after) - since, 2) if after else None
-        print(f"\n{name}: submitted {report['submitted']}, delivered {report['delivered']}, "
-              f"failed {report['failed']}, lost {report['lost']}, late answers dropped "
-              f"{report['late_answers_dropped']}, recovery {report.get('recovery_s')} s"
-              + (f", failures reported within {report['failure_reported_s']} s of sending"
-                 if timed else "")
-              + (f"; first failure: {report['errors'][0]}" if failed else ""))
-        return report
+def check(stream: Stream, whole: np.ndarray, name: str, since: float | None = None,
+          timed: bool = True) -> dict:
+    """Finish ``stream`` and check the chain's promise: every frame ended once, delivered ones
+    correct. ``timed``: the stream was read all along, so failures were seen when they came."""
+    r = stream.finish()
+    assert set(r.answers) == set(r.seqs)  # each frame ended, once
+    wrong = [s for s, v in r.delivered if not np.array_equal(v, whole[r.carried[s]])]
+    assert not wrong, f"frames {wrong[:5]} delivered with wrong results"
+    report = {"fault": name, "submitted": len(r.seqs), "delivered": len(r.delivered),
+              "failed": len(r.failed), "lost": r.lost, "late_answers_dropped": r.late,
+              "errors": [str(v) for _, v in r.failed],
+              "failure_reported_s": r.failure_reported_s() if timed else None}
+    if since is not None:  # the first frame delivered after the fault (or its end)
+        report["recovery_s"] = r.recovery_s(since)
+    print(f"\n{name}: submitted {report['submitted']}, delivered {report['delivered']}, "
+          f"failed {report['failed']}, lost {report['lost']}, late answers dropped "
+          f"{report['late_answers_dropped']}, recovery {report.get('recovery_s')} s"
+          + (f", failures reported within {report['failure_reported_s']} s of sending"
+             if timed else "")
+          + (f"; first failure: {report['errors'][0]}" if r.failed else ""))
+    return report
 
 
 def test_a_stage_killed_during_a_benchmark_comes_back(deployed, boards, tmp_path):
@@ -94,7 +69,7 @@ def test_a_stage_killed_during_a_benchmark_comes_back(deployed, boards, tmp_path
     try:
         time.sleep(5)
         before = scrape(BOARD2, METRICS_PORT)
-        assert before.get('finnchain_frames_total{direction="in"}', 0) > 0  # streaming
+        assert before.total("finnchain_frames_total", direction="in") > 0  # streaming
         assert bench.poll() is None
         killed = time.monotonic()
         assert ssh(BOARD2, f"sudo pkill -KILL -f {STAGE_PROCESS}").returncode == 0
@@ -137,14 +112,14 @@ def test_a_link_down_for_three_seconds(deployed, expected):
         events["up"] = time.monotonic()
 
     with Chain(deployed / "chain.json", window=8, timeout=5) as chain:
-        stream = Stream(chain, images, whole)
+        stream = chain.stream(images)
         stream.send(100)
         fault = threading.Thread(target=outage)
         fault.start()
-        while fault.is_alive():  # frames keep coming while the link is down
-            stream.send(1, pause=0.01)
+        # frames keep coming while the link is down
+        stream.send(until=lambda: not fault.is_alive(), pause=0.01)
         stream.send(300)
-        report = stream.finish("link down 3 s", since=events["up"])
+        report = check(stream, whole, "link down 3 s", since=events["up"])
     assert report["lost"] == 0 and report["delivered"] >= 400
     assert all("lost on the way" in e or "no answer within 5 s" in e for e in report["errors"])
     assert report["recovery_s"] is not None  # frames sent after the link came back got through
@@ -156,14 +131,14 @@ def test_a_board_that_stays_down_is_named_and_a_deploy_restores_it(deployed, boa
     freshly flashed board; `ansible-playbook deploy.yml --limit board2` restores the chain."""
     images, whole = expected
     with Chain(deployed / "chain.json", window=8, timeout=3) as chain:
-        stream = Stream(chain, images, whole)
+        stream = chain.stream(images)
         stream.send(100)
         assert finnchain("emu", "power", "board2", "off").returncode == 0
         off = time.monotonic()
         named = None
         while named is None:  # the client's explicit failures name the board
             stream.send(1, pause=0.05)
-            for s, v in list(chain.done.items()):
+            for s, v in stream.answers.items():
                 if isinstance(v, ChainError) and "board2 (stage 1 at 127.77.0.12) does not " \
                                                   "answer" in str(v):
                     named = stream.ended[s] - off
@@ -189,13 +164,14 @@ def test_a_board_that_stays_down_is_named_and_a_deploy_restores_it(deployed, boa
         assert set(recap(r.stdout)) == {"board2"}
         restored, first_after = time.monotonic(), len(stream.seqs)
         stream.send(300)
-        report = stream.finish("board down, replaced, deploy --limit", since=restored,
-                               timed=False)  # not read during the deploy
+        report = check(stream, whole, "board down, replaced, deploy --limit", since=restored,
+                       timed=False)  # not read during the deploy
     assert report["lost"] == 0
     assert report["failed"] > 0 and all("does not answer" in e or "no answer" in e or
                                         "lost on the way" in e for e in report["errors"])
     # every frame sent after the deploy got through
-    assert all(not isinstance(v, ChainError) for s, v in stream.answers if s >= first_after)
+    assert all(not isinstance(v, ChainError) for s, v in stream.answers.items()
+               if s >= first_after)
     print(f"board2 named by the client after {named:.1f} s, by fab status in {status_s:.1f} s; "
           f"deploy --limit board2 took {deploy_s:.0f} s")
 

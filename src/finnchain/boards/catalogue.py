@@ -97,35 +97,42 @@ def _read(path: Path) -> dict:
 
 
 class Catalogue:
-    """All board kinds known, from the packaged catalogue plus optional override files."""
+    """All board kinds known, from the packaged catalogue plus optional override files,
+    checked against the catalogue's schema (``finnchain.schemas.CatalogueSpec``)."""
 
     def __init__(self, *overrides: str | Path) -> None:
+        from finnchain.schemas import check
+
         data = _read(CATALOGUE)
         for path in overrides:
             data = _merge(data, _read(Path(path)))
-        self.data = data
-        self.boards = {kind: self._board(kind, spec) for kind, spec in data["boards"].items()}
+        source = "the board catalogue" + (
+            f" ({CATALOGUE.name} with {', '.join(map(str, overrides))})" if overrides else "")
+        self.spec = check("catalogue", data, source, CatalogueError)
+        self.boards = {kind: self._board(kind, spec) for kind, spec in self.spec.boards.items()}
 
-    def _board(self, kind: str, spec: dict) -> Board:
-        try:
-            part = self.data["parts"][spec["family"]]
-            limits = {**self.data.get("default_limits", {}), **spec.get("limits", {})}
-            return Board(
-                kind=kind, title=spec.get("title", kind), part=spec["part"],
-                family=spec["family"], finn_board=spec.get("finn_board"),
-                vivado_board_part=spec.get("vivado_board_part", ""),
-                clock_mhz=float(spec["clock_mhz"]), ethernet_mbps=float(spec["ethernet_mbps"]),
-                link_efficiency=float(spec.get("link_efficiency", 1.0)),
-                power_w=float(spec["power_w"]),
-                arm_frame_us=float(spec["arm"]["frame_us"]),
-                arm_byte_ns=float(spec["arm"]["byte_ns"]),
-                resources={r: int(part[r]) for r in RESOURCES}, lutram=int(part["lutram"]),
-                dsp_kind=part.get("dsp_kind", "DSP48E1"),
-                limits={r: float(limits[r]) for r in RESOURCES},
-                shell={r: int(spec.get("shell", {}).get(r, 0)) for r in ("lut", "bram18", "uram", "dsp")},
-            )
-        except KeyError as exc:
-            raise CatalogueError(f"board {kind!r} in the catalogue lacks {exc.args[0]!r}") from exc
+    def _board(self, kind: str, spec) -> Board:
+        part = self.spec.parts.get(spec.family)
+        if part is None:
+            raise CatalogueError(f"board {kind!r} in the catalogue names the part family "
+                                 f"{spec.family!r}, which its parts do not list "
+                                 f"(parts: {', '.join(sorted(self.spec.parts))})")
+        limits = {}
+        for r in RESOURCES:
+            share = getattr(spec.limits, r)
+            share = share if share is not None else getattr(self.spec.default_limits, r)
+            if share is None:
+                raise CatalogueError(f"board {kind!r}: no usage limit for {r} (limits.{r} or "
+                                     f"default_limits.{r})")
+            limits[r] = share
+        return Board(
+            kind=kind, title=spec.title or kind, part=spec.part, family=spec.family,
+            finn_board=spec.finn_board, vivado_board_part=spec.vivado_board_part,
+            clock_mhz=spec.clock_mhz, ethernet_mbps=spec.ethernet_mbps,
+            link_efficiency=spec.link_efficiency, power_w=spec.power_w,
+            arm_frame_us=spec.arm.frame_us, arm_byte_ns=spec.arm.byte_ns,
+            resources={r: getattr(part, r) for r in RESOURCES}, lutram=part.lutram,
+            dsp_kind=part.dsp_kind, limits=limits, shell=spec.shell.model_dump())
 
     def board(self, kind: str) -> Board:
         try:

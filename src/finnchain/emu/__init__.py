@@ -1,1 +1,3 @@
-"""Emulation: the bit-exact CPU executor that stands in for a stage's FPGA fabric."""
+"""The emulated cluster: PYNQ boards as network namespaces on this machine, each with its own
+sshd, /etc and state (``cluster``; the boot script and PID-1 reaper are package data files).
+The fabric they run is emulated by :mod:`finnchain.fabric`."""

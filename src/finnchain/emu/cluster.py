@@ -8,19 +8,20 @@
   (``SUBNET``.0/24, ``route_localnet`` on), so they can never be mistaken for, or leak onto, a
   real network; each link is limited to 1 Gb/s (``tc tbf``) like a board's Ethernet;
 - a mount, UTS and PID namespace (``unshare``) in which /etc, /home, /opt, /root, /usr/bin,
-  /usr/local and /var are overlays (the board's writes land in its own state folder; the machine's files
-  are never touched) and /run and /tmp are private;
+  /usr/local and /var are overlays (the board's writes land in its own state folder; the
+  machine's files are never touched) and /run and /tmp are private (``emu/boot.sh``, then
+  ``emu/init.py`` as the board's PID 1: package files, read by shellcheck and ruff);
 - the state of a freshly flashed PYNQ image: user ``xilinx`` (password ``xilinx``, in sudo),
   root's password ``xilinx``, the PYNQ venv at ``/usr/local/share/pynq-venv`` (numpy and pyzmq,
   as on the image), ``/etc/network/interfaces.d/eth0`` as PYNQ writes it (DHCP plus the alias
   192.168.2.99), an OpenSSH server on the board's address with password logins, no FPGA.
 
-There is no systemd inside a board (services use LSB init scripts; ``systemctl`` is removed in the
-board's /usr/bin overlay, so tools see a sysvinit host), and a boot starts only what was installed on the board and enabled
-in its ``/etc/rc2.d``, as sysvinit would: never the machine's own services (a PYNQ image runs
-sshd and what the deployment installs, nothing else). The clock is the machine's. ``emu down``
-removes the namespaces, the bridge, the processes (and with them the mounts) and the state;
-``emu status`` lists the boards.
+There is no systemd inside a board (services use LSB init scripts; ``systemctl`` is removed in
+the board's /usr/bin overlay, so tools see a sysvinit host), and a boot starts only what was
+installed on the board and enabled in its ``/etc/rc2.d``, as sysvinit would: never the machine's
+own services (a PYNQ image runs sshd and what the deployment installs, nothing else). The clock
+is the machine's. ``emu down`` removes the namespaces, the bridge, the processes (and with them
+the mounts) and the state; ``emu status`` lists the boards.
 
 ``up`` writes an Ansible inventory of the boards (hosts only: the shared names live in the
 inventory folder's ``group_vars``) and, as seeding an SD card per board does for real boards
@@ -87,67 +88,9 @@ CARD_FILES = ("etc/hostname", "etc/hosts", "etc/network/interfaces.d/eth0",
               "etc/finnchain-board.json", "home/xilinx/.ssh", "etc/ssh/ssh_host_ed25519_key",
               "etc/ssh/ssh_host_ed25519_key.pub")
 
-BOOT = r"""
-set -e
-S="$FC_STATE"
-for d in $FC_OVERLAID; do
-  mkdir -p "$S/upper/$d" "$S/work/$d"
-  lower="/$d"
-  if [ -d "$FC_IMAGE/$d" ]; then lower="$FC_IMAGE/$d:/$d"; fi
-  mount -t overlay overlay -o "lowerdir=$lower,upperdir=$S/upper/$d,workdir=$S/work/$d" "/$d"
-done
-mount -t tmpfs -o mode=755 tmpfs /run
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-hostname "$FC_NAME"
-if [ ! -e /etc/finnchain-emu-board ]; then   # first boot: the state of a fresh PYNQ image
-  echo "$FC_NAME" > /etc/hostname
-  sed -i "/finnchain-emu/d" /etc/hosts; echo "$FC_ADDRESS $FC_NAME # finnchain-emu" >> /etc/hosts
-  id xilinx >/dev/null 2>&1 || useradd -m -s /bin/bash -G sudo xilinx
-  echo 'xilinx:xilinx' | chpasswd; echo 'root:xilinx' | chpasswd
-  rm -f /etc/ssh/ssh_host_*
-  cp "$FC_STATE/hostkey/ssh_host_ed25519_key" "$FC_STATE/hostkey/ssh_host_ed25519_key.pub" /etc/ssh/
-  chmod 600 /etc/ssh/ssh_host_ed25519_key
-  mkdir -p /etc/ssh/sshd_config.d /etc/network/interfaces.d
-  printf 'ListenAddress %s\nPasswordAuthentication yes\nUseDNS no\n' "$FC_ADDRESS" \
-    > /etc/ssh/sshd_config.d/99-pynq-image.conf
-  printf 'auto eth0\niface eth0 inet dhcp\n\nauto eth0:1\n%s\n' \
-    'iface eth0:1 inet static\naddress 192.168.2.99\nnetmask 255.255.255.0' \
-    > /etc/network/interfaces.d/eth0
-  printf 'source %s/bin/activate\n' "$FC_VENV" > /etc/profile.d/pynq_venv.sh
-  echo "$FC_NAME" > /etc/finnchain-emu-board
-  if [ -n "$FC_OPERATOR_KEY" ]; then   # as a seeded card: the operator's key for xilinx,
-    mkdir -p /home/xilinx/.ssh && echo "$FC_OPERATOR_KEY" > /home/xilinx/.ssh/authorized_keys
-    chmod 700 /home/xilinx/.ssh && chmod 600 /home/xilinx/.ssh/authorized_keys
-    chown -R xilinx:xilinx /home/xilinx/.ssh   # and sudo for the key's holder, no password
-    echo 'xilinx ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/finnchain
-    chmod 440 /etc/sudoers.d/finnchain
-  fi
-  if [ -n "$FC_CARD" ]; then       # booted from a seeded card: what it sets wins
-    (cd "$FC_CARD" && find . -type f) | while read -r f; do   # files only: no parent's mode
-      mkdir -p "/$(dirname "$f")"; cp -p "$FC_CARD/$f" "/$f"
-    done
-    [ -d /home/xilinx/.ssh ] && chown -R xilinx:xilinx /home/xilinx/.ssh
-    hostname "$(cat /etc/hostname)"
-  fi
-fi
-rm -f /usr/bin/systemctl   # no systemd here (removed in the board's overlay: the machine keeps its own)
-mkdir -p /run/sshd
-/usr/sbin/sshd
-for s in /etc/rc2.d/S*; do        # what was enabled on the board, as sysvinit starts it
-  [ -e "$S/upper/etc/rc2.d/$(basename "$s")" ] || continue   # not the machine's own services
-  [ -x "$s" ] && "$s" start || true
-done
-echo "board $FC_NAME up"
-exec /usr/bin/python3 -c '
-import os, signal, time
-signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
-while True:                     # PID 1 of the board: reap whatever is orphaned
-    try:
-        os.wait()
-    except ChildProcessError:
-        time.sleep(1)
-'
-"""
+HERE = Path(__file__).resolve().parent
+BOOT = HERE / "boot.sh"  # the board's boot (bash), read as text: mounts change under it
+INIT = HERE / "init.py"  # the board's PID 1 once booted
 
 
 class EmuError(RuntimeError):
@@ -341,12 +284,13 @@ def _boot(ns: str, name: str, address: str, state: Path, image: Path,
     seed = state / "operator.pub"
     env = {**os.environ, "FC_STATE": str(state), "FC_OVERLAID": " ".join(OVERLAID),
            "FC_IMAGE": str(image), "FC_NAME": name, "FC_ADDRESS": address, "FC_VENV": PYNQ_VENV,
-           "FC_CARD": str(card or ""),
+           "FC_CARD": str(card or ""), "FC_INIT": INIT.read_text(),
            "FC_OPERATOR_KEY": seed.read_text().strip() if seed.is_file() else ""}
     with open(state / "boot.log", "ab") as log:
         proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, "unshare", "--mount", "--uts", "--pid", "--fork",
-             "--kill-child", "--mount-proc", "--propagation", "private", "bash", "-c", BOOT],
+             "--kill-child", "--mount-proc", "--propagation", "private", "bash", "-c",
+             BOOT.read_text(), str(BOOT)],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     return proc.pid
 

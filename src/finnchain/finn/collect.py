@@ -47,7 +47,7 @@ def stage_json(plan: Plan, stage: StagePlan, accelerator: dict, inputs_sha256: s
 def collect_emulated(model: Path, dest: Path) -> dict:
     """The emulated stage: its QONNX in place of a bitstream, and the integer program the
     emulated accelerator runs (``program.onnx``: a board needs only onnxruntime for it)."""
-    from finnchain.emu.executor import Executor
+    from finnchain.fabric.executor import Executor
 
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model, dest / "model.onnx")

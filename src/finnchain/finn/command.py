@@ -31,6 +31,7 @@ from finnchain.finn.estimate import collect_reports, read_status, run_estimate
 from finnchain.finn.folder import BuildInputError, stage_model_path, write_folder
 from finnchain.finn.manifest import (
     SCHEMA,
+    TARGETS,
     Manifest,
     ManifestError,
     StageEntry,
@@ -56,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "beside the plan's. Exits 1 if a stage failed or FINN did not build what was planned "
         "(the other stages are kept), 2 on bad input or a missing FINN.")
     p.add_argument("plan", help="plan.json (or the folder holding it) written by build/plan.py")
-    p.add_argument("--target", choices=("emulate", "finn-estimate", "finn"), default="emulate",
+    p.add_argument("--target", choices=TARGETS, default="emulate",
                    help="emulate (default, no FINN needed), finn-estimate (FINN's front-end "
                    "in .venv-finn, no Vivado) or finn (FINN + Vivado via Docker)")
     p.add_argument("--out", help="output folder (default artifacts/<model>/<cluster>)")
@@ -152,39 +153,49 @@ def print_acceptance(console: Console, comparisons: list[StageComparison]) -> No
 
 
 def run(args: argparse.Namespace) -> int:
+    """``finnchain build`` (and ``build/build.py``)."""
+    return build(Path(args.plan), target=args.target, out=Path(args.out) if args.out else None,
+                 jobs=args.jobs, force=args.force)
+
+
+def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
+          jobs: int | None = None, force: bool = False) -> int:
+    """Overlays for every stage of the plan at ``plan_path`` (plan.json or its folder) into
+    ``out`` (default artifacts/<model>/<cluster>), with manifest.json; 0 when every stage
+    built, 1 when one failed (the others are kept), 2 on bad input."""
     console = Console(width=max(Console().width, 120))
     env = script = None
     try:
-        path = Path(args.plan)
+        path = Path(plan_path)
         path = path / "plan.json" if path.is_dir() else path
         plan = Plan.read(path)
         models = {s.index: stage_model_path(path.parent, s) for s in plan.stages}
-        if args.target == "finn":
+        if target == "finn":
             script = finn_script()
-        elif args.target == "finn-estimate":
+        elif target == "finn-estimate":
             env = finn_env.require()
     except (PlanFileError, BuildInputError, FinnSetupError, finn_env.FinnEnvError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.jobs is not None and args.jobs < 1:
+    if jobs is not None and jobs < 1:
         print("error: --jobs must be at least 1", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path("artifacts") / plan.model["name"] / cluster_name(plan)
+    out = out if out is not None else Path("artifacts") / plan.model["name"] / cluster_name(plan)
     out.mkdir(parents=True, exist_ok=True)
     old = None
-    if (out / "manifest.json").is_file() and not args.force:
+    if (out / "manifest.json").is_file() and not force:
         try:
             old = Manifest.read(out / "manifest.json")
         except ManifestError as exc:
             console.print(f"ignoring the old manifest: {exc}")
-        if old and (old.plan_hash != plan.plan_hash or old.target != args.target):
+        if old and (old.plan_hash != plan.plan_hash or old.target != target):
             old = None
     entries: dict[int, StageEntry] = {}
     failed: dict[int, str] = {}
     comparisons: dict[int, StageComparison] = {}
     queue = []
     for stage in plan.stages:
-        if args.target == "emulate":
+        if target == "emulate":
             inputs = _emulate_hash(models[stage.index])
         else:
             inputs = write_folder(plan, path.parent, stage, out / "finn-build").inputs_sha256
@@ -192,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         if kept is not None:
             entries[stage.index] = kept
             console.print(f"stage {stage.index}: up to date ({inputs[:12]}), not rebuilt")
-            if args.target == "finn-estimate":
+            if target == "finn-estimate":
                 comparisons[stage.index] = compare_stage(stage, out / kept.dir / "report")
         else:
             queue.append((stage, inputs))
@@ -200,21 +211,21 @@ def run(args: argparse.Namespace) -> int:
     def build_one(stage: StagePlan, inputs: str) -> tuple[StageEntry | None, str | None]:
         dest = out / f"stage{stage.index}"
         shutil.rmtree(dest, ignore_errors=True)  # a stage folder holds what the build puts
-        if args.target == "emulate":
+        if target == "emulate":
             acc = collect_emulated(models[stage.index], dest)
             return _finish(plan, stage, out, acc, inputs, None), None
         folder = out / "finn-build" / f"stage{stage.index}"
-        if args.target == "finn-estimate":
+        if target == "finn-estimate":
             outcome = run_estimate(env, folder, folder / "build.log")
         else:
             result = run_build(script, folder, folder / "build.log")
             # FINN's build_custom runs build.py under pdb: its exit code says nothing
             outcome = read_status(folder, result.log, result.seconds, result.returncode)
         if not outcome.ok:
-            if args.target == "finn-estimate":
+            if target == "finn-estimate":
                 comparisons[stage.index] = compare_stage(stage, None, outcome.describe())
             return None, outcome.describe() + f" (log: {outcome.log})"
-        if args.target == "finn-estimate":
+        if target == "finn-estimate":
             collect_reports(folder, dest)
             comparison = compare_stage(stage, dest / "report")
             comparisons[stage.index] = comparison
@@ -227,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         return entry, None
 
     cpu = os.cpu_count() or 1
-    jobs = args.jobs or {"finn": default_jobs(len(queue)), "finn-estimate": cpu}.get(args.target, 1)
+    jobs = jobs or {"finn": default_jobs(len(queue)), "finn-estimate": cpu}.get(target, 1)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress, ThreadPoolExecutor(jobs) as pool:
         tasks = {s.index: progress.add_task(f"stage {s.index} ({s.board['kind']}): building",
@@ -250,10 +261,11 @@ def run(args: argparse.Namespace) -> int:
                                 description=f"stage {stage.index}: [red]failed[/red]")
     manifest = Manifest(schema=SCHEMA, plan_hash=plan.plan_hash,
                         model={k: plan.model[k] for k in ("name", "sha256", "file")},
-                        target=args.target, cluster=cluster_name(plan),
-                        stages=[entries[k] for k in sorted(entries)])
+                        target=target, cluster=cluster_name(plan),
+                        stages=[entries[k] for k in sorted(entries)],
+                        predicted={"fps": plan.predicted_fps, "bottleneck": plan.bottleneck})
     manifest.write(out / "manifest.json")
-    if args.target == "finn-estimate":
+    if target == "finn-estimate":
         print_acceptance(console, list(comparisons.values()))
     else:
         _compare(console, list(entries.values()))
@@ -264,5 +276,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: stage {index}: FINN did not build what the plan costed: "
               f"{'; '.join(comparisons[index].problems)}", file=sys.stderr)
     console.print(f"wrote {out / 'manifest.json'}: {len(entries)} of {len(plan.stages)} stages "
-                  f"built ({args.target})")
+                  f"built ({target})")
     return 1 if failed or refused else 0

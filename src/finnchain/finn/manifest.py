@@ -2,7 +2,8 @@
 
 One entry per stage: its folder, the board it is for, the accelerator kind, every file with its
 SHA-256, the hash of the build inputs (to skip unchanged stages next time), the planner's
-prediction and FINN's estimate side by side.
+prediction and FINN's estimate side by side; and the plan's predicted rate for the whole chain
+with what binds it (a stage's fabric, a link or a board's ARM side).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from finnchain.files import read_document, sha256_file, write_document
 
 SCHEMA = "finnchain.manifest/1"
+TARGETS = ("emulate", "finn", "finn-estimate")
 
 
 class ManifestError(ValueError):
@@ -31,6 +33,10 @@ class StageEntry:
     finn_estimate: dict | None = None
     build_seconds: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.index < 0:
+            raise ValueError(f"a stage's index must be at least 0, got {self.index}")
+
 
 @dataclass
 class Manifest:
@@ -40,18 +46,25 @@ class Manifest:
     target: str
     cluster: str
     stages: list[StageEntry] = field(default_factory=list)
+    # the plan's own prediction for the whole chain: fps and what binds (stage, limit, what)
+    predicted: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {self.target!r}")
+        indices = [s.index for s in self.stages]
+        if len(set(indices)) != len(indices):
+            raise ValueError(f"two stages share an index: {sorted(indices)}")
 
     def write(self, path: Path) -> Path:
         return write_document(path, asdict(self))
 
     @classmethod
     def read(cls, path: str | Path) -> Manifest:
+        from finnchain.schemas import check
+
         data = read_document(path, "manifest", SCHEMA, ManifestError)
-        try:
-            stages = [StageEntry(**s) for s in data.pop("stages")]
-            return cls(**data, stages=stages)
-        except (TypeError, KeyError) as exc:
-            raise ManifestError(f"{path} is not a finnchain manifest: {exc}") from exc
+        return check("manifest", data, str(path), ManifestError)
 
     def stage(self, index: int) -> StageEntry | None:
         return next((s for s in self.stages if s.index == index), None)
@@ -89,16 +102,11 @@ def verify_build(build: Path) -> list[str]:
     return [f"stage {e.index}: {bad}" for e in manifest.stages for bad in verify(build, e)]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m finnchain.finn.manifest BUILD``: check a build's files against its manifest
-    (the deployment runs it before anything is copied to a board)."""
+def verify_command(build: Path) -> int:
+    """``finnchain manifest verify BUILD``: check a build's files against its manifest (the
+    deployment runs it before anything is copied to a board). 0 when every file matches."""
     import sys
 
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m finnchain.finn.manifest BUILD_DIR", file=sys.stderr)
-        return 2
-    build = Path(args[0])
     try:
         bad = verify_build(build)
     except (ManifestError, OSError) as exc:
@@ -110,7 +118,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"{build}: every file matches manifest.json")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -76,7 +76,7 @@ def check_stage(env: FinnEnv, folder: Path, index: int, stage_model: Path,
                 codes: np.ndarray) -> tuple[StageCheck, np.ndarray]:
     """FINN's HW graph of the stage in ``folder`` against the emulator on ``codes`` (the
     stage's input codes, NCHW); returns the check and the emulator's outputs."""
-    from finnchain.emu.executor import Executor
+    from finnchain.fabric.executor import Executor
 
     model = folder / HW_MODEL
     if not model.is_file():

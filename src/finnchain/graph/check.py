@@ -1,6 +1,6 @@
 """Split a model into stages, run the chain and the whole model, and compare bit for bit.
 
-    python -m finnchain.graph.check MODEL --stages N [--cuts I,J,...] [--inputs K] [--seed S]
+    finnchain check MODEL --stages N [--cuts I,J,...] [--inputs K] [--seed S]
 
 MODEL is a QONNX file or a known model name (exported on first use). The chain of stages runs on
 the emulated accelerator (``--engine emulate``, the default) or on qonnx's reference; the whole
@@ -66,7 +66,7 @@ def runner(engine: str):
     if engine == "reference":
         return lambda m: (lambda x: run_reference(m, x))
     if engine == "emulate":
-        from finnchain.emu.executor import Executor
+        from finnchain.fabric.executor import Executor
 
         return lambda m: Executor(m).run
     raise ValueError(f"unknown engine {engine!r} (emulate or reference)")
@@ -164,14 +164,3 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print_result(res)
     return 0 if res.equal else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m finnchain.graph.check", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

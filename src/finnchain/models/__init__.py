@@ -1,1 +1,1 @@
-"""Quantized models (Brevitas) and their export to QONNX. Needs the controller extra (torch)."""
+"""Quantized models (Brevitas) and their export to QONNX. Needs the models extra (torch, Brevitas)."""

@@ -1,14 +1,14 @@
-"""The models finnchain knows by name: how to make each, its input, and sample inputs."""
+"""The models finnchain knows by name: how to make each, its input, and sample inputs.
+
+Importing it needs no torch (the ops extra reads names and paths); making a model does."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-
-from finnchain.models.calibrate import seeded_images
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Recipe:
 
 def _mobilenet(seed: int):
     from finnchain.models import mobilenet_v1
-    from finnchain.models.calibrate import calibrate
+    from finnchain.models.calibrate import calibrate, seeded_images
 
     model = mobilenet_v1.build(seed)
     calibrate(model, seeded_images(8, 3, 224, 224, seed=seed + 1), seed=seed + 2)
@@ -76,6 +76,8 @@ def export(name: str, out: Path, seed: int = 0) -> Path:
 def sample_inputs(shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
     """``n`` seeded uint8 inputs of a model's input ``shape`` (images where the shape is NCHW)."""
     if len(shape) == 4:
+        from finnchain.models.calibrate import seeded_images  # torch: the models extra
+
         return seeded_images(n, shape[1], shape[2], shape[3], seed)
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(n, *shape[1:]), dtype=np.uint8)

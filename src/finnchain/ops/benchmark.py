@@ -11,14 +11,13 @@ plan's prediction and the reference system. Writes JSON and a PNG.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from finnchain.runtime.client import Chain, ChainError
-from finnchain.runtime.metrics import scrape
+from finnchain.runtime.client import Chain
+from finnchain.runtime.metrics import Reading, scrape
 
 REFERENCE = {"model": "mobilenet-v1", "fps": 118.3, "power_w": 16.176, "boards": 6}
 SAMPLE = 64  # frames checked bit for bit against the whole model
@@ -51,13 +50,28 @@ def make_source(spec: str, shape: tuple[int, ...], model_name: str, seed: int = 
     return Source(str(path), images)
 
 
-def _metrics(chain: Chain) -> list[dict[str, float]]:
+def _metrics(chain: Chain) -> list[Reading]:
     return [scrape(s["host"], s["metrics"], timeout=5) for s in chain.spec.stages]
+
+
+def predicted(manifest: dict, stages: list[dict]) -> dict:
+    """The plan's own prediction for the whole chain and what binds it (a stage's fabric, a
+    link, or a board's ARM side), as the build recorded it in its manifest."""
+    p = manifest.get("predicted") or {}
+    if "fps" in p:
+        b = p.get("bottleneck") or {}
+        return {"fps": float(p["fps"]),
+                "by": f"stage {b.get('stage')} {b.get('limit')}: {b.get('what')}" if b else "-"}
+    # a build from before the manifest carried it: the slowest stage's fabric rate
+    k = min(range(len(stages)), key=lambda i: stages[i]["predicted_fps"])
+    return {"fps": float(stages[k]["predicted_fps"]),
+            "by": f"stage {k} fabric (the build's manifest has no chain prediction: rebuild "
+                  f"for one that counts links and ARM sides)"}
 
 
 def whole_model_results(build: Path, manifest: dict, images: np.ndarray) -> np.ndarray:
     """What the whole model says for ``images``, on this machine (the emulated executor)."""
-    from finnchain.emu.executor import Executor
+    from finnchain.fabric.executor import Executor
     from finnchain.files import sha256_file
     from finnchain.models import zoo
 
@@ -87,62 +101,41 @@ def run(build: Path, frames: int = 1000, duration: float = 0.0, window: int = 16
     catalogue = Catalogue()
     with Chain(build / "chain.json", window=window, timeout=timeout) as chain:
         src = make_source(source, chain.image_shape, manifest["model"]["name"])
-        before, t0 = _metrics(chain), time.perf_counter()
-        sent_at: dict[int, float] = {}
-        done_at: list[float] = []
-        latency: list[float] = []
-        errors: list[str] = []
-        results: dict[int, np.ndarray] = {}
-        seqs: list[int] = []
-        total = frames if not duration else None
+        before = _metrics(chain)
+        stream = chain.stream(src.images)
         with Progress(TextColumn("streaming"), BarColumn(), TextColumn("{task.completed} frames"),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
-            task = progress.add_task("frames", total=total)
+            task = progress.add_task("frames", total=frames if not duration else None)
 
-            def record(seq: int, value) -> None:
-                now = time.perf_counter()
-                latency.append(now - sent_at.pop(seq))
-                done_at.append(now - t0)
-                if isinstance(value, ChainError):
-                    errors.append(str(value))
-                elif seq < SAMPLE:
-                    results[seq] = value
-                progress.advance(task)
+            def tick(s) -> None:
+                progress.update(task, completed=len(s.answers))
 
-            i = 0
-            while (duration and time.perf_counter() - t0 < duration) or \
-                    (not duration and i < frames):
-                (seq,) = chain.submit(src.images[i % len(src.images)][None])
-                sent_at[seq] = time.perf_counter()
-                seqs.append(seq)
-                i += 1
-                for s in [s for s in list(chain.done) if s in sent_at]:
-                    record(s, chain.done.pop(s))
-            for s, value in chain.results([s for s in seqs if s in sent_at]):
-                record(s, value)
-        seconds = time.perf_counter() - t0
+            if duration:
+                stream.send(seconds=duration, each=tick)
+            else:
+                stream.send(frames=frames, each=tick)
+            report = stream.finish()
         after = _metrics(chain)
-    n = len(seqs)
-    answered = len(latency)  # every frame ends answered: a result or an explicit failure
-    refused = len(errors)  # explicit failures: refused frames and frames lost on the way
-    received = answered - refused
-    sample = sorted(results)[:SAMPLE]
-    expected = whole_model_results(build, manifest, src.images[[s % len(src.images)
-                                                                 for s in sample]])
-    got = np.stack([results[s] for s in sample]) if sample else np.zeros((0, 1), np.int32)
+    seconds = report.seconds
+    n, refused = len(report.seqs), len(report.failed)
+    received = len(report.delivered)
+    sample = [(s, v) for s, v in report.delivered][:SAMPLE]
+    expected = whole_model_results(build, manifest,
+                                   src.images[[report.carried[s] for s, _ in sample]])
+    got = np.stack([v for _, v in sample]) if sample else np.zeros((0, 1), np.int32)
     bit_exact = bool(sample) and bool(np.array_equal(got, expected))
-    lat = np.array(latency) * 1e3 if latency else np.array([np.nan])
+    lat = report.latency_ms() if report.answers else np.array([np.nan])
     per_stage = []
     for k, (b, a, st) in enumerate(zip(before, after, stages)):
-        busy = a.get("finnchain_busy_seconds_total", 0) - b.get("finnchain_busy_seconds_total", 0)
-        out_bytes = (a.get('finnchain_bytes_total{direction="out"}', 0)
-                     - b.get('finnchain_bytes_total{direction="out"}', 0))
-        errs = sum(v for key, v in a.items() if key.startswith("finnchain_errors_total{")) - sum(
-            v for key, v in b.items() if key.startswith("finnchain_errors_total{"))
+        busy = a.total("finnchain_busy_seconds_total") - b.total("finnchain_busy_seconds_total")
+        out_bytes = (a.total("finnchain_bytes_total", direction="out")
+                     - b.total("finnchain_bytes_total", direction="out"))
+        errs = a.total("finnchain_errors_total") - b.total("finnchain_errors_total")
         per_stage.append({"stage": k, "board": chain.spec.stages[k].get("name", st["board"]),
                           "busy_percent": round(100 * busy / seconds, 1),
                           "link_out_mb_s": round(out_bytes / seconds / 1e6, 3),
                           "errors": int(errs), "predicted_fps": st["predicted_fps"]})
+    predicted_rate = predicted(manifest, stages)
     power = sum(st.get("power_w_estimate") or (catalogue.board(st["board"]).power_w
                 if st["board"] in catalogue.boards else 0.0) for st in stages)
     fps = received / seconds if seconds else 0.0
@@ -150,17 +143,18 @@ def run(build: Path, frames: int = 1000, duration: float = 0.0, window: int = 16
         "model": manifest["model"]["name"], "plan_hash": manifest["plan_hash"],
         "boards": len(stages), "source": src.name, "window": window,
         "frames": n, "frames_received": received, "frames_failed": refused,
-        "frames_lost": n - answered,
-        "errors": errors[:10], "seconds": round(seconds, 3), "frames_per_s": round(fps, 2),
+        "frames_lost": report.lost,
+        "errors": [str(v) for _, v in report.failed[:10]],
+        "seconds": round(seconds, 3), "frames_per_s": round(fps, 2),
         "latency_ms_p50": round(float(np.nanpercentile(lat, 50)), 3),
         "latency_ms_p95": round(float(np.nanpercentile(lat, 95)), 3),
         "latency_ms_p99": round(float(np.nanpercentile(lat, 99)), 3),
         "bit_exact": bit_exact, "bit_exact_sample": len(sample),
-        "predicted_fps": round(min(st["predicted_fps"] for st in stages), 2),
+        "predicted_fps": round(predicted_rate["fps"], 2), "predicted_by": predicted_rate["by"],
         "power_w_estimate": round(power, 2),
         "mj_per_inference_estimate": round(power / fps * 1e3, 2) if fps else None,
         "stages": per_stage, "reference": REFERENCE,
-        "throughput_timeline": _timeline(done_at),
+        "throughput_timeline": report.timeline(),
     }
     out = out or Path("artifacts/reports")
     out.mkdir(parents=True, exist_ok=True)
@@ -168,16 +162,6 @@ def run(build: Path, frames: int = 1000, duration: float = 0.0, window: int = 16
     path.write_text(json.dumps(result, indent=1) + "\n")
     _chart(result, lat, out / f"benchmark-{result['model']}.png")
     return result, path
-
-
-def _timeline(done_at: list[float]) -> list[list[float]]:
-    """Frames per second over the run, in about 40 steps."""
-    if not done_at:
-        return []
-    step = max(max(done_at) / 40, 0.01)
-    edges = np.arange(0, max(done_at) + step, step)
-    counts, _ = np.histogram(done_at, bins=edges)
-    return [[round(float(e), 2), round(float(c / step), 1)] for e, c in zip(edges[:-1], counts)]
 
 
 def _chart(result: dict, latency_ms: np.ndarray, path: Path) -> Path:
@@ -229,6 +213,7 @@ def print_report(result: dict, path: Path, console) -> None:
     t.add_row("energy mJ/inference (estimate)", str(result["mj_per_inference_estimate"]), "-",
               f"{ref['power_w'] / ref['fps'] * 1e3:.0f}" if ref else "-")
     console.print(t)
+    console.print(f"the plan's rate is bound by {result['predicted_by']}")
     s = Table(title="per stage")
     for col in ("stage", "board", "busy %", "link out MB/s", "errors", "plan fps"):
         s.add_column(col, justify="right")

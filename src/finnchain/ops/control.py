@@ -60,10 +60,10 @@ def _status(b: BoardHost) -> dict:
         row["service"] = f"unreachable ({type(exc).__name__}: {str(exc)[:60]})"
         row["overlay_sha256"] = "-"
     m = scrape(b.address, METRICS_PORT, timeout=CONNECT_SECONDS)
-    info = next((k for k in m if k.startswith("finnchain_stage_info{")), "")
-    row["plan"] = info.split('plan="')[1].split('"')[0] if 'plan="' in info else "-"
-    row["frames_in"] = int(m.get('finnchain_frames_total{direction="in"}', 0))
-    row["errors"] = int(sum(v for k, v in m.items() if k.startswith("finnchain_errors_total{")))
+    info = [s.labels for s in m.samples if s.name == "finnchain_stage_info"]
+    row["plan"] = info[0].get("plan", "-") if info else "-"
+    row["frames_in"] = int(m.total("finnchain_frames_total", direction="in"))
+    row["errors"] = int(m.total("finnchain_errors_total"))
     row["uptime_s"] = round(m.get("finnchain_uptime_seconds", 0), 1)
     row["rss_mb"] = round(m.get("process_resident_memory_bytes", 0) / 2**20, 1)
     return row

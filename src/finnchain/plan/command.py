@@ -55,6 +55,17 @@ def _suggest(model, catalogue, boards, target) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``finnchain plan`` (and ``build/plan.py``)."""
+    return plan(args.model, boards=args.boards, out=Path(args.out), target_fps=args.target_fps,
+                catalogues=args.catalogue, draw=not args.no_chart)
+
+
+def plan(model_spec: str, boards: str = "zedboard:6", out: Path = Path("plan"),
+         target_fps: float | None = None, catalogues: list[str] | tuple = (),
+         draw: bool = True) -> int:
+    """Plan the model ``model_spec`` (a known name or a QONNX file) onto the chain ``boards``
+    (KIND:COUNT,...) and write it into ``out``; 0 when planned, 1 when the model cannot fit
+    (naming the layer and resource), 2 on bad input."""
     from rich.console import Console
 
     from finnchain.boards.catalogue import Catalogue, CatalogueError
@@ -66,36 +77,35 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(width=max(Console().width, 132))
     try:
-        catalogue = Catalogue(*args.catalogue)
-        boards = catalogue.chain(args.boards)
-        model = resolve_model(args.model)
+        catalogue = Catalogue(*catalogues)
+        chain = catalogue.chain(boards)
+        model = resolve_model(model_spec)
     except (CatalogueError, ValueError, KeyError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.target_fps is not None and args.target_fps <= 0:
+    if target_fps is not None and target_fps <= 0:
         print("error: --target-fps must be positive", file=sys.stderr)
         return 2
-    name = args.model
-    if args.model.endswith(".onnx"):  # artifacts/<name>/model.onnx or <name>.onnx
-        path = Path(args.model)
+    name = model_spec
+    if model_spec.endswith(".onnx"):  # artifacts/<name>/model.onnx or <name>.onnx
+        path = Path(model_spec)
         name = path.parent.name if path.stem == "model" and path.parent.name else path.stem
     try:
-        with console.status(f"planning {name} onto {len(boards)} boards ..."):
-            plan, _, stage_models = make_plan(model, boards, name, str(args.model),
-                                              target_fps=args.target_fps)
+        with console.status(f"planning {name} onto {len(chain)} boards ..."):
+            result, _, stage_models = make_plan(model, chain, name, str(model_spec),
+                                                target_fps=target_fps)
     except LoweringError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except PlanError as exc:
-        hint = _suggest(model, catalogue, boards, args.target_fps)
-        print(f"error: {name} cannot be planned onto {args.boards}: {exc}.{hint}",
-              file=sys.stderr)
+        hint = _suggest(model, catalogue, chain, target_fps)
+        print(f"error: {name} cannot be planned onto {boards}: {exc}.{hint}", file=sys.stderr)
         return 1
-    out = Path(args.out)
-    path = write_plan(plan, stage_models, out)
+    out = Path(out)
+    path = write_plan(result, stage_models, out)
     reference = REFERENCE if name == "mobilenet-v1" else None
-    print_plan(plan, console, reference)
-    if not args.no_chart:
-        console.print(f"wrote {chart(plan, out / 'plan.png')}")
-    console.print(f"wrote {path} (plan {plan.plan_hash[:12]}) and {len(plan.stages)} stage folders")
+    print_plan(result, console, reference)
+    if draw:
+        console.print(f"wrote {chart(result, out / 'plan.png')}")
+    console.print(f"wrote {path} (plan {result.plan_hash[:12]}) and {len(result.stages)} stage folders")
     return 0

@@ -34,6 +34,13 @@ class Tensor:
     scale: float | None = None
     zero_point: float | None = None
 
+    def __post_init__(self) -> None:
+        if not self.shape or any(d < 1 for d in self.shape):
+            raise ValueError(f"tensor {self.name}: every dimension must be at least 1, "
+                             f"got {self.shape}")
+        if self.bytes_per_frame < 1:
+            raise ValueError(f"tensor {self.name}: bytes_per_frame must be at least 1")
+
 
 @dataclass
 class OpPlan:
@@ -47,6 +54,10 @@ class OpPlan:
     cycles: int
     resources: dict
     shape: dict  # the op's dimensions (MW, MH, channels, ...) for the reader and for FINN
+
+    def __post_init__(self) -> None:
+        if self.cycles < 0:
+            raise ValueError(f"op {self.name}: cycles must be at least 0, got {self.cycles}")
 
 
 @dataclass
@@ -68,6 +79,11 @@ class StagePlan:
     utilization: dict  # share of each limit, 0..1+
     files: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.index < 0 or self.cycles < 1 or self.fabric_fps <= 0 or self.arm_fps <= 0:
+            raise ValueError(f"stage {self.index}: index must be at least 0, cycles at least 1 "
+                             "and the rates positive")
+
 
 @dataclass
 class Plan:
@@ -81,6 +97,12 @@ class Plan:
     estimates: dict  # power, energy per frame (labelled estimates)
     search: dict  # how the plan was found (rates tried, seconds)
     plan_hash: str = ""
+
+    def __post_init__(self) -> None:
+        if self.predicted_fps <= 0:
+            raise ValueError(f"predicted_fps must be positive, got {self.predicted_fps}")
+        if [s.index for s in self.stages] != list(range(len(self.stages))) or not self.stages:
+            raise ValueError("stages must be numbered 0, 1, ... in order, and at least one")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,22 +122,16 @@ class Plan:
         return write_document(path, self.to_dict())
 
     @classmethod
-    def from_dict(cls, data: dict) -> Plan:
-        stages = []
-        for s in data["stages"]:
-            s = dict(s)
-            s["input"], s["output"] = Tensor(**s["input"]), Tensor(**s["output"])
-            s["ops"] = [OpPlan(**o) for o in s["ops"]]
-            stages.append(StagePlan(**s))
-        return cls(**{**data, "stages": stages})
+    def from_dict(cls, data: dict, source: str = "plan") -> Plan:
+        """A plan from its JSON form, checked field by field (``finnchain.schemas``)."""
+        from finnchain.schemas import check
+
+        return check("plan", data, source, PlanFileError)
 
     @classmethod
     def read(cls, path: str | Path) -> Plan:
         data = read_document(path, "plan", SCHEMA, PlanFileError)
-        try:
-            plan = cls.from_dict(data)
-        except (KeyError, TypeError) as exc:
-            raise PlanFileError(f"{path} is not a finnchain plan: {exc}") from exc
+        plan = cls.from_dict(data, str(path))
         if plan.plan_hash != plan.content_hash():
             raise PlanFileError(f"{path} was edited after planning: its plan_hash does not match")
         return plan

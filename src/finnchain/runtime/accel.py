@@ -71,11 +71,11 @@ class EmulatedAccelerator(Accelerator):
     def __init__(self, model: Path, stage: dict, threads: int = 1) -> None:
         program = model.with_name(stage["accelerator"].get("program", "program.onnx"))
         if program.is_file():  # compiled at build time: numpy and onnxruntime suffice
-            from finnchain.emu.program import Runner
+            from finnchain.fabric.program import Runner
 
             self.executor = Runner.load(program.parent, threads=threads)
         else:
-            from finnchain.emu.executor import Executor
+            from finnchain.fabric.executor import Executor
 
             self.executor = Executor(model, threads=threads)
         self.input, self.output = stage["input"], stage["output"]
@@ -188,6 +188,10 @@ class FinnAccelerator(Accelerator):
         obuf = np.empty(ov.oshape_packed(0), dtype=np.uint8)
         ov.copy_output_data_from_device(obuf)
         return obuf
+
+
+# what a stage config may ask for (None or "": what the stage was built for)
+ACCELERATORS = (None, "", "finn", "emulate", "emulate-paced", "pass-through")
 
 
 def load_accelerator(stage_dir: Path, kind: str | None = None, batch: int = 1,

@@ -5,12 +5,11 @@ Keys are ZeroMQ certificate files (``zmq.auth.create_certificates``): ``<name>.k
 public key, ``<name>.key_secret`` both. A listening socket is a CURVE server with its own
 secret certificate and a ZAP domain; a ``ThreadAuthenticator`` admits only the public keys
 found in that domain's folder. A connecting socket knows the server's public key.
-``python -m finnchain.runtime.curve DIR NAME...`` makes the certificates that are missing.
+``finnchain keys DIR NAME...`` makes the certificates that are missing.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import zmq
@@ -65,11 +64,3 @@ def connect_with(sock: zmq.Socket, secret_cert: str | Path, server_cert: str | P
     public, secret = zmq.auth.load_certificate(str(secret_cert))
     sock.curve_secretkey, sock.curve_publickey = secret, public
     sock.curve_serverkey = public_key(server_cert)
-
-
-if __name__ == "__main__":
-    if len(sys.argv) < 3:
-        print("usage: python -m finnchain.runtime.curve DIR NAME...", file=sys.stderr)
-        sys.exit(2)
-    made = make_certificates(Path(sys.argv[1]), sys.argv[2:])
-    print("made " + ", ".join(made) if made else "nothing to make")

@@ -126,7 +126,10 @@ class LocalChain:
 
     def __init__(self, build_dir: str | Path, workdir: str | Path, accelerator: str | None = None,
                  batch: int = 1, base: int | None = None, hwm: int = 8,
-                 curve: bool = False) -> None:
+                 curve: bool = False, python: str | Path | None = None) -> None:
+        """``python``: the interpreter the stages run on (default this one), e.g. a venv with
+        a PYNQ image's Python and packages."""
+        self.python = str(python or sys.executable)
         self.build_dir, self.workdir = Path(build_dir), Path(workdir)
         self.accelerator, self.batch, self.hwm, self.curve = accelerator, batch, hwm, curve
         self.base = base
@@ -151,7 +154,7 @@ class LocalChain:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.logs[k], "ab") as log:
             self.procs[k] = subprocess.Popen(
-                [sys.executable, "-m", "finnchain.cli", "stage", "--config", str(self.configs[k])],
+                [self.python, "-m", "finnchain.cli", "stage", "--config", str(self.configs[k])],
                 stdout=log, stderr=subprocess.STDOUT, env=env)
         self._wait_ready(k)
 

@@ -1,7 +1,9 @@
 """A stage's counters, in Prometheus' text exposition format over HTTP (``GET /metrics``).
 
-Written with the standard library only: a board runs the stage with what its PYNQ image has
-(numpy, pyzmq), and the format is a dozen lines.
+The board writes it with the standard library only: it runs the stage with what its PYNQ image
+has (numpy, pyzmq), and the format is a dozen lines. The controller reads it with
+``prometheus_client``'s parser (``scrape``/``parse`` give a ``Reading``: look samples up by
+name and labels, never by a literal 'name{label="..."}' string).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PREFIX = "finnchain_"
@@ -85,14 +88,42 @@ def resident_bytes() -> int | None:
         return None
 
 
-def parse(text: str) -> dict[str, float]:
-    """Prometheus text back into {'name{labels}': value} (for clients and tests)."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
+@dataclass(frozen=True)
+class Reading:
+    """One scrape of a stage's ``/metrics``, parsed by ``prometheus_client``'s own parser (on
+    the controller; the board only writes the text). Empty when the stage did not answer."""
+
+    samples: tuple = ()  # prometheus_client Sample(name, labels, value, ...)
+
+    def __bool__(self) -> bool:
+        return bool(self.samples)
+
+    def _matching(self, name: str, labels: dict[str, str]) -> list[float]:
+        return [s.value for s in self.samples if s.name == name
+                and all(s.labels.get(k) == v for k, v in labels.items())]
+
+    def get(self, name: str, default: float | None = None, **labels: str) -> float | None:
+        """The value of the sample ``name`` with these labels (the first, if several match)."""
+        found = self._matching(name, labels)
+        return found[0] if found else default
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of every sample ``name`` whose labels include these (0 when none)."""
+        return float(sum(self._matching(name, labels)))
+
+    def __getitem__(self, name: str) -> float:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(f"no sample {name} in the stage's metrics")
+        return value
+
+
+def parse(text: str) -> Reading:
+    """Prometheus' text exposition format, read with ``prometheus_client``'s parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return Reading(tuple(s for family in text_string_to_metric_families(text)
+                         for s in family.samples))
 
 
 def fetch(host: str, port: int, timeout: float = 2.0) -> str:
@@ -101,12 +132,12 @@ def fetch(host: str, port: int, timeout: float = 2.0) -> str:
         return r.read().decode()
 
 
-def scrape(host: str, port: int, timeout: float = 2.0) -> dict[str, float]:
+def scrape(host: str, port: int, timeout: float = 2.0) -> Reading:
     """A stage's counters, parsed; empty when the stage does not answer."""
     try:
         return parse(fetch(host, port, timeout))
     except OSError:
-        return {}
+        return Reading()
 
 
 MAX_CONNECTIONS = 8  # metrics readers at once; more are closed at once

@@ -32,9 +32,3 @@ def local_ports(index: int, base: int = DATA_PORT) -> StagePorts:
     """Ports of stage ``index`` when all stages share one host."""
     shift = (base - DATA_PORT) + LOCAL_STRIDE * index
     return StagePorts(DATA_PORT + shift, RESULTS_PORT + shift, METRICS_PORT + shift)
-
-
-if __name__ == "__main__":  # the deployment reads the ports from here (one source of truth)
-    import json
-
-    print(json.dumps(vars(board_ports())))

@@ -49,7 +49,7 @@ from pathlib import Path
 import zmq
 
 from finnchain.runtime import protocol as P
-from finnchain.runtime.accel import Accelerator, FrameError, load_accelerator
+from finnchain.runtime.accel import ACCELERATORS, Accelerator, FrameError, load_accelerator
 from finnchain.runtime.metrics import Metrics, serve
 
 POLL_MS = 100
@@ -96,6 +96,23 @@ class StageConfig:
     threads: int = 1
     curve: dict | None = None
 
+    # the controller checks rendered configs against this dataclass with pydantic
+    # (finnchain.schemas, "stage-config"); the board reads it with the checks below alone
+    __pydantic_config__ = {"extra": "forbid"}
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "hwm", "threads"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a whole number of at least 1, got "
+                                  f"{getattr(self, name)!r}")
+        for name in ("listen", "downstream", "results"):
+            value = getattr(self, name)
+            if value is not None and not str(value).startswith("tcp://"):
+                raise ConfigError(f"{name} must be a tcp:// address, got {value!r}")
+        if self.accelerator not in ACCELERATORS:
+            raise ConfigError(f"accelerator must be one of "
+                              f"{', '.join(a for a in ACCELERATORS if a)}, got {self.accelerator!r}")
+
     @classmethod
     def read(cls, path: str | Path) -> StageConfig:
         path = Path(path)
@@ -115,10 +132,10 @@ class StageConfig:
         data["stage_dir"] = (path.parent / data["stage_dir"]).resolve()
         if data.get("curve"):
             data["curve"] = {k: str((path.parent / v).resolve()) for k, v in data["curve"].items()}
-        cfg = cls(**data)
-        if cfg.batch < 1 or cfg.hwm < 1:
-            raise ConfigError(f"{path}: batch and hwm must be at least 1")
-        return cfg
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
 
 def _yaml(text: str) -> dict:

@@ -63,7 +63,7 @@ class Overlay:
         self.runs = 0
 
     def _run(self, ibuf, n):
-        from finnchain.emu.program import Runner
+        from finnchain.fabric.program import Runner
         from finnchain.graph.pack import pack, unpack
 
         io = self._io_shape_dict

@@ -1,6 +1,6 @@
 """A compiled stage program on onnxruntime: what an emulated board runs in place of a bitstream.
 
-``Runner`` holds the integer program ``emu.compile`` made from a stage's QONNX and runs batches
+``Runner`` holds the integer program ``fabric.compile`` made from a stage's QONNX and runs batches
 of codes through it. It needs numpy and onnxruntime only (no qonnx, no model tools), so a board
 runs it from ``program.onnx`` and ``program.json``, written by the build (``Runner.save``).
 """

@@ -1,6 +1,6 @@
 """The emulated accelerator: a stage run bit-exactly on the CPU by onnxruntime.
 
-``Executor(model)`` compiles the QONNX model once (see :mod:`finnchain.emu.compile`) and then
+``Executor(model)`` compiles the QONNX model once (see :mod:`finnchain.fabric.compile`) and then
 runs batches of integer codes, as they arrive from the wire or as uint8 images.
 """
 
@@ -12,8 +12,8 @@ import numpy as np
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 
-from finnchain.emu.compile import compile_model
-from finnchain.emu.program import UNSAFE_FUSIONS, InputError, Runner  # noqa: F401 (re-exported)
+from finnchain.fabric.compile import compile_model
+from finnchain.fabric.program import UNSAFE_FUSIONS, InputError, Runner  # noqa: F401 (re-exported)
 from finnchain.graph.model import load, output_name
 
 
