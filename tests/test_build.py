@@ -127,3 +127,26 @@ def test_models_prepared_for_finn_compute_the_same(digits, mobilenet, digits_tes
         assert np.array_equal(a[out], b[out]) and np.unique(a[out]).size > 1
     assert "GlobalAveragePool" in [n.op_type for n in prepare_for_finn(mobilenet).graph.node]
     assert "AveragePool" in [n.op_type for n in mobilenet.graph.node]  # the original is kept
+
+
+def test_a_stage_the_emulator_cannot_compile_is_named_and_the_others_kept(plan_dir, tmp_path,
+                                                                          monkeypatch, capsys):
+    """A stage whose model the emulated fabric refuses (as a user's TensorNorm tail was): the
+    build names that stage, builds the others and writes their manifest; exit 1."""
+    from finnchain.fabric.compile import CompileError
+    from finnchain.finn import command
+
+    real = command.collect_emulated
+
+    def refuse_stage1(model, dest):
+        if dest.name == "stage1":
+            raise CompileError("node Mul_7 (Mul): a float tail the emulator cannot take")
+        return real(model, dest)
+
+    monkeypatch.setattr(command, "collect_emulated", refuse_stage1)
+    assert command.build(plan_dir, out=tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert "error: stage 1 failed: the emulated fabric cannot run it: node Mul_7" in err
+    m = Manifest.read(tmp_path / "out" / "manifest.json")
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    assert [s.index for s in m.stages] == [s["index"] for s in plan["stages"] if s["index"] != 1]

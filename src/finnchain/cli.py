@@ -28,7 +28,7 @@ def _cuts(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from finnchain.graph.check import resolve_model
-    from finnchain.graph.cuts import cut_points
+    from finnchain.graph.cuts import cut_points, rejections
 
     try:
         model = resolve_model(args.model)
@@ -38,14 +38,26 @@ def _cuts(args: argparse.Namespace) -> int:
     cuts = cut_points(model)
     if args.json:
         print(json.dumps([c.to_dict() for c in cuts], indent=1))
-        return 0
-    table = Table(title=f"{len(cuts)} legal cut points")
-    for col in ("index", "tensor", "datatype", "shape", "bytes/frame", "nodes before"):
-        table.add_column(col)
-    for c in cuts:
-        table.add_row(str(c.index), c.tensor, c.datatype, "x".join(map(str, c.shape[1:])),
-                      f"{c.bytes_per_frame:,}", str(c.nodes_before))
-    Console().print(table)
+    else:
+        table = Table(title=f"{len(cuts)} legal cut points")
+        for col in ("index", "tensor", "datatype", "shape", "bytes/frame", "nodes before"):
+            table.add_column(col)
+        for c in cuts:
+            table.add_row(str(c.index), c.tensor, c.datatype, "x".join(map(str, c.shape[1:])),
+                          f"{c.bytes_per_frame:,}", str(c.nodes_before))
+        Console().print(table)
+    if args.why or not cuts:
+        rej = rejections(model)
+        why = Table(title=f"{len(rej)} activation quantizers that are not cuts, and why")
+        for col in ("node", "op", "why not"):
+            why.add_column(col)
+        for r in rej:
+            why.add_row(r.node, r.op_type, r.reason)
+        Console(stderr=args.json).print(why)
+    if not cuts:
+        print(f"error: {args.model} has no legal cut point: it cannot be split over boards "
+              "(the reasons are above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -119,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cuts", help="list the legal cut points of a model")
     c.add_argument("model", help="QONNX file or model name")
     c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    c.add_argument("--why", action="store_true", help="also list every activation quantizer "
+                   "that is not a cut, with the reason (always shown when there is no cut; "
+                   "exit 1 then)")
     c.set_defaults(func=_cuts)
 
     s = sub.add_parser("split", help="write one QONNX model per stage")

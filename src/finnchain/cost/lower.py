@@ -238,16 +238,31 @@ def input_bytes(model: ModelWrapper) -> int:
 
     name = input_name(model)
     shape = tuple(model.get_tensor_shape(name))
-    return packed_bytes(nhwc((1, *shape[1:])), model.get_tensor_datatype(name))
+    dt = model.get_tensor_datatype(name)
+    if not dt.is_integer():
+        raise LoweringError(
+            f"the model's input {name!r} is {dt.name}: the first board takes integer images "
+            f"from the client, as FINN's input DMA does. Make the model take UINT8 images with the "
+            f"/255 and normalisation inside it, as finn-examples does, then mark its input "
+            f"(qonnx: model.set_tensor_datatype({name!r}, DataType['UINT8']))")
+    return packed_bytes(nhwc((1, *shape[1:])), dt)
 
 
 def segments(model: ModelWrapper) -> list[Segment]:
     """The model as a list of segments between consecutive legal cuts, lowered to FINN ops."""
+    in_bytes = input_bytes(model)  # an integer input first: the first thing a user must fix
     cuts = cut_points(model)
     compute = compute_nodes(model)
+    if not compute or compute[-1].op_type != "TopK":
+        last = compute[-1] if compute else None
+        raise LoweringError(
+            f"the model ends in {last.op_type + ' ' + repr(last.name) if last else 'nothing'}, "
+            f"not a TopK: the last board returns class labels, as FINN's LabelSelect does. Add "
+            f"the top-k as FINN's flows do (qonnx: model.transform(InsertTopK(k=1))"
+            f".transform(InferShapes())) and plan that model")
     low = _Lowering(model)
     out: list[Segment] = []
-    start, in_bytes = 0, input_bytes(model)
+    start = 0
     in_shape = (1, *model.get_tensor_shape(input_name(model))[1:])
     for k, cut in enumerate([*cuts, None]):
         end = cut.nodes_before if cut else len(compute)

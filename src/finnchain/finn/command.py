@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from finnchain.fabric.compile import CompileError
 from finnchain.finn import env as finn_env
 from finnchain.finn.collect import (
     CollectError,
@@ -251,6 +252,8 @@ def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
                 entry, why = fut.result()
             except (CollectError, OSError) as exc:
                 entry, why = None, str(exc)
+            except CompileError as exc:  # the emulated fabric cannot take the stage's model
+                entry, why = None, f"the emulated fabric cannot run it: {exc}"
             if entry is not None:
                 entries[stage.index] = entry
                 progress.update(task, completed=1,

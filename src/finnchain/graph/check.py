@@ -52,7 +52,10 @@ def even_cuts(model: ModelWrapper, stages: int) -> list[CutPoint]:
     if stages < 1:
         raise ValueError("the number of stages must be at least 1")
     if stages - 1 > len(legal):
-        raise ValueError(f"{stages} stages need {stages - 1} cuts; the model has {len(legal)}")
+        from finnchain.graph.cuts import why_no_cuts
+
+        raise ValueError(f"{stages} stages need {stages - 1} cuts; the model has {len(legal)}: "
+                         f"{why_no_cuts(model)}")
     if stages == 1:
         return []
     pos = np.linspace(0, len(legal) - 1, stages + 1)[1:-1]

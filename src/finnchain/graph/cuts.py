@@ -65,27 +65,69 @@ def _crossing(model: ModelWrapper, compute: list, upto: int) -> set[str]:
     return (produced & used) | (produced & outputs if upto + 1 < len(compute) else set())
 
 
-def cut_points(model: ModelWrapper) -> list[CutPoint]:
-    """Every legal cut of ``model``, in graph order (the graph must be topologically sorted)."""
+@dataclass(frozen=True)
+class Rejection:
+    """An activation quantizer that is not a legal cut, and why (for ``finnchain cuts``)."""
+
+    node: str
+    op_type: str
+    tensor: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# quantizers whose output could be a cut once supported (issue: bring your own model)
+QUANTIZERS = ("Quant", "BipolarQuant", "Trunc")
+
+
+def _examine(model: ModelWrapper) -> tuple[list[CutPoint], list[Rejection]]:
+    """Every activation quantizer of ``model``: a legal cut, or a rejection with its reason."""
     compute = compute_nodes(model)
     cuts: list[CutPoint] = []
+    rejected: list[Rejection] = []
     inp = input_name(model)
     for i, node in enumerate(compute):
-        if node.op_type != "Quant" or i == len(compute) - 1:
+        if node.op_type not in QUANTIZERS:
+            continue
+        out = node.output[0]
+
+        def reject(reason: str) -> None:
+            rejected.append(Rejection(node.name, node.op_type, out, reason))  # noqa: B023
+
+        if i == len(compute) - 1:
+            reject("it computes the model's output: there is nothing after it to put on "
+                   "another board")
             continue
         if node.input[0] == inp:
+            reject("it quantizes the model input itself (a cut there would be the model's input)")
+            continue
+        if node.op_type != "Quant":
+            reject(f"{node.op_type} outputs are not supported as cuts yet (only Quant)")
             continue
         scale = model.get_initializer(node.input[1])
         zp = model.get_initializer(node.input[2])
-        if scale is None or zp is None or np.size(scale) != 1 or np.size(zp) != 1:
+        if scale is None or zp is None:
+            reject("its scale or zero point is computed, not a constant")
+            continue
+        if np.size(scale) != 1 or np.size(zp) != 1:
+            reject(f"its scale is per-channel ({np.size(scale)} values); a cut needs one scale "
+                   f"and one zero point")
             continue
         if not is_pow2(scale):
+            reject(f"its scale {float(np.asarray(scale).flatten()[0]):.6g} is not a power of two "
+                   "(the exactness argument of the float reference needs one)")
             continue
-        out = node.output[0]
-        if _crossing(model, compute, i) != {out}:
+        crossing = _crossing(model, compute, i)
+        if crossing != {out}:
+            others = sorted(crossing - {out})
+            reject(f"other tensors cross here too ({', '.join(others[:3])}"
+                   f"{', ...' if len(others) > 3 else ''}): e.g. a residual branch")
             continue
         dt = codes_datatype(model, node)
         if dt is None:
+            reject("its bit width is computed, not a constant")
             continue
         shape = tuple(model.get_tensor_shape(out))
         cuts.append(
@@ -101,7 +143,28 @@ def cut_points(model: ModelWrapper) -> list[CutPoint]:
                 nodes_before=i + 1,
             )
         )
-    return cuts
+    return cuts, rejected
+
+
+def cut_points(model: ModelWrapper) -> list[CutPoint]:
+    """Every legal cut of ``model``, in graph order (the graph must be topologically sorted)."""
+    return _examine(model)[0]
+
+
+def rejections(model: ModelWrapper) -> list[Rejection]:
+    """Every activation quantizer that is not a legal cut, with the reason, in graph order."""
+    return _examine(model)[1]
+
+
+def why_no_cuts(model: ModelWrapper, limit: int = 6) -> str:
+    """A sentence for an error: why the model has too few cuts (the first ``limit`` reasons)."""
+    rej = rejections(model)
+    if not rej:
+        return ("it has no activation quantizer (Quant) between two computed layers: a cut "
+                "sits on a quantized activation")
+    lines = [f"{r.node} ({r.op_type}): {r.reason}" for r in rej[:limit]]
+    more = f"; and {len(rej) - limit} more (finnchain cuts MODEL --why)" if len(rej) > limit else ""
+    return "its activation quantizers are not legal cuts: " + "; ".join(lines) + more
 
 
 def nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
