@@ -33,6 +33,64 @@ def exported(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def tfc_uint8(tmp_path_factory):
+    """tfc_2w2a as finn-examples prepares a model: UINT8 images in (the /255 inside the
+    model), a TopK out, shapes inferred."""
+    import torch
+    from brevitas.export import export_qonnx
+    from brevitas_examples.bnn_pynq.models import model_with_cfg
+    from qonnx.core.datatype import DataType
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.transformation.insert_topk import InsertTopK
+    from qonnx.util.cleanup import cleanup_model
+
+    from finnchain.graph.model import load, save
+
+    class Scale(torch.nn.Module):
+        def forward(self, x):
+            return x / 255.0
+
+    folder = tmp_path_factory.mktemp("tfc")
+    model, _ = model_with_cfg("tfc_2w2a", pretrained=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_qonnx(torch.nn.Sequential(Scale(), model).eval(),
+                     input_t=torch.randint(0, 256, (1, 1, 28, 28)).float(),
+                     export_path=str(folder / "raw.onnx"))
+    m = cleanup_model(load(folder / "raw.onnx"))
+    m.set_tensor_datatype(m.graph.input[0].name, DataType["UINT8"])
+    return save(m.transform(InsertTopK(k=1)).transform(InferShapes()), folder / "tfc.onnx")
+
+
+def test_a_flatten_behind_the_scaling_and_batch_norm_run_bit_exactly(tfc_uint8):
+    """TFC's first stages (the /255, a flatten, the input quantizer; a dense layer with batch
+    norm and its quantizer) on the emulated fabric equal qonnx's reference, non-degenerate."""
+    import numpy as np
+
+    from finnchain.fabric.executor import Executor
+    from finnchain.graph.cuts import cut_points
+    from finnchain.graph.model import load
+    from finnchain.graph.reference import run_reference
+    from finnchain.graph.split import split
+
+    model = load(tfc_uint8)
+    cuts = cut_points(model)
+    assert [c.datatype for c in cuts] == ["INT2"] * 4
+    ops = {n.op_type for n in model.graph.node}
+    assert {"Reshape", "BatchNormalization", "Div"} <= ops
+    x = np.random.default_rng(0).integers(0, 256, (32, 1, 28, 28), dtype=np.uint8)
+    for stage in split(model, [c.index for c in cuts[:2]])[:2]:
+        ours = Executor(stage).run(x)
+        assert np.array_equal(ours, run_reference(stage, x.astype(np.float32)))
+        assert np.unique(ours).size >= 3  # 2-bit codes: not degenerate
+        x = ours
+    # the whole model still ends in TensorNorm's float tail, which the emulator names
+    r = _finnchain("check", tfc_uint8, "--stages", "2", "--inputs", "4")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "float operations (Sub, Div, Mul, Add)" in r.stderr, r.stderr[-1500:]
+
+
 def _finnchain(*args):
     import os
 

@@ -278,7 +278,9 @@ class _Compiler:
             raise CompileError(f"{self.where(node)}: input {src} is not a quantized tensor")
         self.env[node.output[0]] = Pending(r.base, r.src, r.nodes + [node], r.window)
 
-    op_Mul = op_Div = op_Add = op_Sub = op_Relu = _elementwise
+    # BatchNormalization: per-channel float operations like the others (FINN absorbs it into
+    # thresholds; here the quantizer after it measures the chain)
+    op_Mul = op_Div = op_Add = op_Sub = op_Relu = op_BatchNormalization = _elementwise
 
     # ---- linear layers -------------------------------------------------------------------------
     def _linear(self, node: onnx.NodeProto, x: Q, w_codes: np.ndarray, w_scale: np.ndarray,
@@ -373,8 +375,24 @@ class _Compiler:
 
     def _reshape_like(self, node: onnx.NodeProto, emit) -> None:
         x = self.env.get(node.input[0])
+        if isinstance(x, Pending) and not x.window and x.nodes and all(
+                self._scalar_elementwise(n) for n in x.nodes):
+            # a layout op behind float operations by one constant each (a flatten after the
+            # /255 of an image): they commute, so the layout moves onto the integer tensor and
+            # the operations stay pending, renamed onto this node's output
+            base = self._reshaped(x.base, node, emit)
+            rename = helper.make_node("Identity", [x.nodes[-1].output[0]], [node.output[0]])
+            self.env[node.output[0]] = Pending(base, x.src, x.nodes + [rename])
+            return
         if not isinstance(x, Q):
             raise CompileError(f"{self.where(node)}: input is not a quantized tensor")
+        self.env[node.output[0]] = self._reshaped(x, node, emit)
+
+    def _scalar_elementwise(self, n: onnx.NodeProto) -> bool:
+        c = self.consts.get(n.input[1]) if len(n.input) == 2 else None
+        return n.op_type in ("Mul", "Div", "Add", "Sub") and c is not None and np.size(c) == 1
+
+    def _reshaped(self, x: Q, node: onnx.NodeProto, emit) -> Q:
         out_shape = self.shape(node.output[0])
         scale = x.scale
         if scale.size > 1:
@@ -386,7 +404,7 @@ class _Compiler:
         lo, hi = x.lo, x.hi
         if lo.size > 1 and len(out_shape) == 2 and out_shape[1] != lo.size:
             lo, hi = np.array([lo.min()]), np.array([hi.max()])
-        self.env[node.output[0]] = Q(emit(x.name), scale, x.zp, lo, hi, out_shape)
+        return Q(emit(x.name), scale, x.zp, lo, hi, out_shape)
 
     def op_Flatten(self, node: onnx.NodeProto) -> None:
         axis = helper.get_attribute_value(node.attribute[0]) if node.attribute else 1
