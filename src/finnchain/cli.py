@@ -28,14 +28,14 @@ def _cuts(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from finnchain.graph.check import resolve_model
-    from finnchain.graph.cuts import cut_points, rejections
+    from finnchain.graph.cuts import examine
 
     try:
         model = resolve_model(args.model)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    cuts = cut_points(model)
+    cuts, rej = examine(model)  # one pass: the cuts and why the other quantizers are not
     if args.json:
         print(json.dumps([c.to_dict() for c in cuts], indent=1))
     else:
@@ -47,7 +47,6 @@ def _cuts(args: argparse.Namespace) -> int:
                           f"{c.bytes_per_frame:,}", str(c.nodes_before))
         Console().print(table)
     if args.why or not cuts:
-        rej = rejections(model)
         why = Table(title=f"{len(rej)} activation quantizers that are not cuts, and why")
         for col in ("node", "op", "why not"):
             why.add_column(col)

@@ -82,7 +82,36 @@ class Rejection:
 QUANTIZERS = ("Quant", "BipolarQuant", "Trunc")
 
 
-def _examine(model: ModelWrapper) -> tuple[list[CutPoint], list[Rejection]]:
+def _why_not(model: ModelWrapper, compute: list, i: int, inp: str) -> str | None:
+    """Why the quantizer ``compute[i]`` is not a legal cut, or None when it is one."""
+    node = compute[i]
+    if i == len(compute) - 1:
+        return "it computes the model's output: there is nothing after it to put on another board"
+    if node.input[0] == inp:
+        return "it quantizes the model input itself (a cut there would be the model's input)"
+    if node.op_type != "Quant":
+        return f"{node.op_type} outputs are not supported as cuts yet (only Quant)"
+    scale = model.get_initializer(node.input[1])
+    zp = model.get_initializer(node.input[2])
+    if scale is None or zp is None:
+        return "its scale or zero point is computed, not a constant"
+    if np.size(scale) != 1 or np.size(zp) != 1:
+        return (f"its scale is per-channel ({np.size(scale)} values); a cut needs one scale "
+                f"and one zero point")
+    if not is_pow2(scale):
+        return (f"its scale {float(np.asarray(scale).flatten()[0]):.6g} is not a power of two "
+                "(the exactness argument of the float reference needs one)")
+    crossing = _crossing(model, compute, i)
+    if crossing != {node.output[0]}:
+        others = sorted(crossing - {node.output[0]})
+        return (f"other tensors cross here too ({', '.join(others[:3])}"
+                f"{', ...' if len(others) > 3 else ''}): e.g. a residual branch")
+    if codes_datatype(model, node) is None:
+        return "its bit width is computed, not a constant"
+    return None
+
+
+def examine(model: ModelWrapper) -> tuple[list[CutPoint], list[Rejection]]:
     """Every activation quantizer of ``model``: a legal cut, or a rejection with its reason."""
     compute = compute_nodes(model)
     cuts: list[CutPoint] = []
@@ -92,43 +121,11 @@ def _examine(model: ModelWrapper) -> tuple[list[CutPoint], list[Rejection]]:
         if node.op_type not in QUANTIZERS:
             continue
         out = node.output[0]
-
-        def reject(reason: str) -> None:
-            rejected.append(Rejection(node.name, node.op_type, out, reason))  # noqa: B023
-
-        if i == len(compute) - 1:
-            reject("it computes the model's output: there is nothing after it to put on "
-                   "another board")
-            continue
-        if node.input[0] == inp:
-            reject("it quantizes the model input itself (a cut there would be the model's input)")
-            continue
-        if node.op_type != "Quant":
-            reject(f"{node.op_type} outputs are not supported as cuts yet (only Quant)")
-            continue
-        scale = model.get_initializer(node.input[1])
-        zp = model.get_initializer(node.input[2])
-        if scale is None or zp is None:
-            reject("its scale or zero point is computed, not a constant")
-            continue
-        if np.size(scale) != 1 or np.size(zp) != 1:
-            reject(f"its scale is per-channel ({np.size(scale)} values); a cut needs one scale "
-                   f"and one zero point")
-            continue
-        if not is_pow2(scale):
-            reject(f"its scale {float(np.asarray(scale).flatten()[0]):.6g} is not a power of two "
-                   "(the exactness argument of the float reference needs one)")
-            continue
-        crossing = _crossing(model, compute, i)
-        if crossing != {out}:
-            others = sorted(crossing - {out})
-            reject(f"other tensors cross here too ({', '.join(others[:3])}"
-                   f"{', ...' if len(others) > 3 else ''}): e.g. a residual branch")
+        reason = _why_not(model, compute, i, inp)
+        if reason is not None:
+            rejected.append(Rejection(node.name, node.op_type, out, reason))
             continue
         dt = codes_datatype(model, node)
-        if dt is None:
-            reject("its bit width is computed, not a constant")
-            continue
         shape = tuple(model.get_tensor_shape(out))
         cuts.append(
             CutPoint(
@@ -137,8 +134,8 @@ def _examine(model: ModelWrapper) -> tuple[list[CutPoint], list[Rejection]]:
                 node=node.name,
                 shape=shape,
                 datatype=dt.name,
-                scale=float(np.asarray(scale).flatten()[0]),
-                zero_point=float(np.asarray(zp).flatten()[0]),
+                scale=float(np.asarray(model.get_initializer(node.input[1])).flatten()[0]),
+                zero_point=float(np.asarray(model.get_initializer(node.input[2])).flatten()[0]),
                 bytes_per_frame=packed_bytes(nhwc(shape), dt),
                 nodes_before=i + 1,
             )
@@ -148,12 +145,12 @@ def _examine(model: ModelWrapper) -> tuple[list[CutPoint], list[Rejection]]:
 
 def cut_points(model: ModelWrapper) -> list[CutPoint]:
     """Every legal cut of ``model``, in graph order (the graph must be topologically sorted)."""
-    return _examine(model)[0]
+    return examine(model)[0]
 
 
 def rejections(model: ModelWrapper) -> list[Rejection]:
     """Every activation quantizer that is not a legal cut, with the reason, in graph order."""
-    return _examine(model)[1]
+    return examine(model)[1]
 
 
 def why_no_cuts(model: ModelWrapper, limit: int = 6) -> str:

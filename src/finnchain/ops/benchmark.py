@@ -119,7 +119,7 @@ def run(build: Path, frames: int = 1000, duration: float = 0.0, window: int = 16
     seconds = report.seconds
     n, refused = len(report.seqs), len(report.failed)
     received = len(report.delivered)
-    sample = [(s, v) for s, v in report.delivered][:SAMPLE]
+    sample = report.delivered[:SAMPLE]
     expected = whole_model_results(build, manifest,
                                    src.images[[report.carried[s] for s, _ in sample]])
     got = np.stack([v for _, v in sample]) if sample else np.zeros((0, 1), np.int32)

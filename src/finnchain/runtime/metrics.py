@@ -154,12 +154,10 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self.refused = 0
         self.on_refuse = lambda: None
 
     def process_request(self, request, client_address) -> None:
         if not self.slots.acquire(blocking=False):
-            self.refused += 1
             self.on_refuse()
             self.shutdown_request(request)
             return
