@@ -1,6 +1,7 @@
-"""Models users bring (Brevitas' own bnn_pynq examples, exported with export_qonnx as a FINN user
-would): what finnchain cannot take yet is refused up front with the reason and the fix, never
-with a traceback. (Full support for them is the open bring-your-own-model issue.)"""
+"""Models users bring: Brevitas' own bnn_pynq examples, exported with export_qonnx as a FINN user
+would (and with `finnchain export`, which prepares them as finn-examples does), random weights.
+The ones finnchain takes run end to end, bit-exact against qonnx's reference; what it cannot
+take yet is refused up front with the reason and the fix, never with a traceback."""
 
 from __future__ import annotations
 
@@ -85,10 +86,10 @@ def test_a_flatten_behind_the_scaling_and_batch_norm_run_bit_exactly(tfc_uint8):
         assert np.array_equal(ours, run_reference(stage, x.astype(np.float32)))
         assert np.unique(ours).size >= 3  # 2-bit codes: not degenerate
         x = ours
-    # the whole model still ends in TensorNorm's float tail, which the emulator names
-    r = _finnchain("check", tfc_uint8, "--stages", "2", "--inputs", "4")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "float operations (Sub, Div, Mul, Add)" in r.stderr, r.stderr[-1500:]
+    # the whole model, TensorNorm's float tail before the TopK included (on the host, as FINN
+    # leaves it), split in two: bit-exact
+    r = _finnchain("check", tfc_uint8, "--stages", "2", "--inputs", "16")
+    assert r.returncode == 0 and "bit-exact" in r.stdout, r.stdout + r.stderr[-1500:]
 
 
 def _finnchain(*args):
@@ -99,16 +100,21 @@ def _finnchain(*args):
                           env={**os.environ, "COLUMNS": "200"})  # rich: one row per line
 
 
-def test_no_legal_cut_says_why_for_each_quantizer(exported, tmp_path):
-    r = _finnchain("cuts", exported["tfc_1w1a"])
+def test_no_legal_cut_says_why_for_each_quantizer(bnn_pynq, exported, tmp_path):
+    """resnet18_4w4a: learned scales (0.0667, not powers of two), TruncAvgPool, residual
+    branches: no legal cut yet, and each quantizer says why."""
+    path = bnn_pynq("resnet18_4w4a")
+    r = _finnchain("cuts", path)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "has no legal cut point" in r.stderr and "Traceback" not in r.stderr
-    assert r.stdout.count("BipolarQuant outputs are not supported as cuts yet") >= 3, r.stdout
-    r = _finnchain("split", exported["tfc_1w1a"], "--stages", "2", "--out", tmp_path)
+    assert r.stdout.count("is not a power of two") >= 10, r.stdout
+    r = _finnchain("split", path, "--stages", "2", "--out", tmp_path)
     assert r.returncode == 2 and "2 stages need 1 cuts; the model has 0" in r.stderr
-    assert "BipolarQuant" in r.stderr and "Traceback" not in r.stderr
-    r = _finnchain("cuts", exported["tfc_2w2a"], "--why")  # cuts, and the rest explained
-    assert r.returncode == 0 and "legal cut points" in r.stdout
+    assert "is not a power of two" in r.stderr and "Traceback" not in r.stderr
+    # tfc_1w1a exported bare: its four BipolarQuant activations are all cuts
+    r = _finnchain("cuts", exported["tfc_1w1a"], "--why")
+    assert r.returncode == 0 and r.stdout.count("BIPOLAR") == 4, r.stdout
+    assert "every activation quantizer is a legal cut" in r.stdout
 
 
 def test_a_float_input_or_no_top_k_is_refused_with_the_fix(exported, tmp_path):
@@ -127,3 +133,73 @@ def test_a_float_input_or_no_top_k_is_refused_with_the_fix(exported, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "not a TopK" in r.stderr and "InsertTopK" in r.stderr
     assert not (tmp_path / "p1").exists() and not (tmp_path / "p2").exists()
+
+
+@pytest.fixture(scope="module")
+def bnn_pynq(tmp_path_factory):
+    """``finnchain export``'s bnn_pynq models (uint8 in, /255 inside, TopK out), by name."""
+    from finnchain.models import zoo
+
+    folder = tmp_path_factory.mktemp("bnn_pynq")
+    made = {}
+
+    def get(name):
+        if name not in made:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                made[name] = zoo.export(name, folder / f"{name}.onnx", seed=1)
+        return made[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", ["tfc_1w1a", "tfc_1w2a", "sfc_2w2a", "cnv_1w1a", "cnv_2w2a"])
+def test_brevitas_examples_split_three_ways_run_bit_exactly(bnn_pynq, name):
+    """Each exported model in three stages on the emulated fabric, the float tail before the
+    TopK included, equals qonnx's reference of the whole model, with the codes at every cut
+    not degenerate (2-bit: at least 3 of 4 codes seen; BIPOLAR: both)."""
+    from finnchain.graph.check import check_split, even_cuts
+    from finnchain.graph.model import load
+    from finnchain.models.zoo import recipe, sample_inputs
+
+    model = load(bnn_pynq(name))
+    x = sample_inputs(recipe(name).input_shape, 24, seed=2)
+    res = check_split(model, even_cuts(model, 3), x)
+    assert res.equal, res.detail
+    assert res.stages == 3, res.cuts
+    assert all(c.distinct >= (2 if c.datatype == "BIPOLAR" else 3) for c in res.cuts), res.cuts
+    assert res.output_distinct >= 3  # the top-1 classes are not all one
+
+
+def test_cnv_end_to_end_on_zedboards_through_a_running_chain(bnn_pynq, make_build, tmp_path):
+    """cnv_2w2a: planned onto three Zedboards (FINN's cost model), built for the emulated
+    accelerator, run as a chain of stage daemons over sockets: the client's answers are the
+    reference's top-1 classes of the whole model, in order."""
+    from finnchain.boards.catalogue import Catalogue
+    from finnchain.graph.model import load
+    from finnchain.graph.reference import run_reference
+    from finnchain.models.zoo import recipe, sample_inputs
+    from finnchain.runtime.client import Chain
+    from finnchain.runtime.local import LocalChain
+
+    model = load(bnn_pynq("cnv_2w2a"))
+    build = make_build(model, Catalogue().chain("zedboard:3"), "cnv")
+    x = sample_inputs(recipe("cnv_2w2a").input_shape, 16, seed=3)
+    want = run_reference(model, x.astype("float32")).astype("int64")
+    with LocalChain(build, tmp_path) as lc, Chain(lc.file, timeout=60) as c:
+        got = c.infer(x)
+    assert got.tolist() == want.tolist() and len(set(want.ravel().tolist())) >= 3
+
+
+def test_export_names_a_missing_or_foreign_weights_file(tmp_path):
+    import torch
+
+    r = _finnchain("export", "tfc_2w2a", "--weights", tmp_path / "none.pth")
+    assert r.returncode == 2 and "no such file" in r.stderr
+    torch.save({"not.a.layer": torch.zeros(1)}, tmp_path / "other.pth")
+    r = _finnchain("export", "tfc_2w2a", "--weights", tmp_path / "other.pth", "--out",
+                   tmp_path / "m.onnx")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1500:]
+    assert "not.a.layer" in r.stderr and not (tmp_path / "m.onnx").exists()
+    r = _finnchain("export", "digits-cnv", "--weights", tmp_path / "other.pth")
+    assert r.returncode == 2 and "--weights is for Brevitas' examples" in r.stderr

@@ -323,3 +323,31 @@ def test_mobilenet_on_six_zedboards_is_what_finn_builds(finn, mobilenet, tmp_pat
         assert check.bit_exact and check.distinct_in >= 8, check
         checked += 1
     assert checked >= 4
+
+
+# (cnv_2w2a, all its stages accepted and bit-exact too, is in bench/models.py: CI's time)
+@pytest.mark.parametrize("name, boards", [("tfc_1w1a", "zedboard:1"), ("cnv_1w1a", "zedboard:3")])
+def test_brevitas_examples_are_what_finn_builds_and_executes(finn, name, boards, tmp_path):
+    """Brevitas' bnn_pynq networks as `finnchain export` gives them (random weights): every
+    stage planned onto Zedboards goes through FINN's front-end as the plan costed it
+    (BIPOLAR activations as XNOR-popcount, TFC's flattened image, TensorNorm's tail on the
+    host), and FINN's python-mode execution of each stage equals the emulator frame for frame
+    on images whose codes are not degenerate at any cut."""
+    from finnchain.graph.model import load
+    from finnchain.models import zoo
+
+    model = load(zoo.export(name, tmp_path / f"{name}.onnx", seed=1))
+    plan_dir = _plan(model, boards, tmp_path / "plan")
+    plan = Plan.read(plan_dir / "plan.json")
+    out = tmp_path / "estimate"
+    r = _build(plan_dir, "--target", "finn-estimate", "--out", out, "--jobs", "2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _check_accepted(_comparisons(out, len(plan.stages)))
+    images = zoo.sample_inputs(zoo.recipe(name).input_shape, 8, seed=4)
+    codes = images.astype(np.int64)
+    for s in plan.stages:
+        check, codes = check_stage(finn, out / "finn-build" / f"stage{s.index}", s.index,
+                                   plan_dir / s.files["model"], codes)
+        assert check.bit_exact, check
+        assert check.distinct_in >= 2, check  # BIPOLAR: both codes seen at every cut
+    assert np.array_equal(codes[:, 0], _whole(plan_dir, plan, images))

@@ -17,8 +17,16 @@ def _export(args: argparse.Namespace) -> int:
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
-    print(f"exporting {args.model} (seed {args.seed}) ...")
-    path = zoo.export(args.model, out, seed=args.seed)
+    weights = Path(args.weights) if args.weights else None
+    if weights is not None and not weights.is_file():
+        print(f"error: --weights {weights}: no such file", file=sys.stderr)
+        return 2
+    print(f"exporting {args.model} ({weights or f'seed {args.seed}'}) ...")
+    try:
+        path = zoo.export(args.model, out, seed=args.seed, weights=weights)
+    except (ValueError, RuntimeError) as exc:  # a state dict of another model: its keys named
+        print(f"error: {str(exc)[:2000]}", file=sys.stderr)
+        return 2
     print(f"wrote {path}")
     return 0
 
@@ -46,7 +54,9 @@ def _cuts(args: argparse.Namespace) -> int:
             table.add_row(str(c.index), c.tensor, c.datatype, "x".join(map(str, c.shape[1:])),
                           f"{c.bytes_per_frame:,}", str(c.nodes_before))
         Console().print(table)
-    if args.why or not cuts:
+    if args.why and not rej:
+        Console(stderr=args.json).print("every activation quantizer is a legal cut")
+    elif args.why or not cuts:
         why = Table(title=f"{len(rej)} activation quantizers that are not cuts, and why")
         for col in ("node", "op", "why not"):
             why.add_column(col)
@@ -121,10 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    e = sub.add_parser("export", help="make a model and write its QONNX file")
-    e.add_argument("model", help="mobilenet-v1 or digits-cnv")
+    from finnchain.models.zoo import MODELS
+
+    e = sub.add_parser(
+        "export", help="make a model and write its QONNX file",
+        description="Make a model and write its QONNX file, ready for cuts, plan and build: "
+                    "uint8 images in (any /255 and normalisation inside the model), a TopK "
+                    "out. Ours: " + "; ".join(f"{r.name}: {r.description}" for r in
+                                              MODELS.values() if not r.takes_weights)
+                    + ". Brevitas' bnn_pynq examples (the networks of FINN's BNN-PYNQ and "
+                    "finn-examples), /255 inside, random weights from the seed or --weights: "
+                    + ", ".join(r.name for r in MODELS.values() if r.takes_weights) + ".")
+    e.add_argument("model", help="one of: " + ", ".join(MODELS))
     e.add_argument("--out", help="output file (default artifacts/<model>/model.onnx)")
     e.add_argument("--seed", type=int, default=0, help="seed of weights, data and training")
+    e.add_argument("--weights", help="a state dict of the model (Brevitas' examples only, e.g. "
+                                     "a released bnn_pynq checkpoint you have); nothing is "
+                                     "downloaded")
     e.set_defaults(func=_export)
 
     c = sub.add_parser("cuts", help="list the legal cut points of a model")

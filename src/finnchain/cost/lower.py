@@ -82,7 +82,9 @@ def _attrs(node) -> dict:
 
 
 def _bits_of(model: ModelWrapper, node) -> tuple[int, bool]:
-    """Bit width and signedness of an activation Quant node."""
+    """Bit width and signedness of a Quant node (BipolarQuant: FINN's BIPOLAR, 1 bit, signed)."""
+    if node.op_type == "BipolarQuant":
+        return 1, True
     bits = model.get_initializer(node.input[3])
     if bits is None:
         raise LoweringError(f"quantizer {node.name} has a computed bit width")
@@ -91,7 +93,7 @@ def _bits_of(model: ModelWrapper, node) -> tuple[int, bool]:
 
 def _weight_bits(model: ModelWrapper, node, tensor: str) -> int:
     producer = model.find_producer(tensor)
-    if producer is None or producer.op_type != "Quant":
+    if producer is None or producer.op_type not in ("Quant", "BipolarQuant"):
         raise LoweringError(f"the weights of {node.name} ({node.op_type}) are not quantized")
     return _bits_of(model, producer)[0]
 
@@ -110,7 +112,7 @@ class _Lowering:
 
     def node(self, node, layers: list[Layer]) -> None:
         m, op = self.model, node.op_type
-        if op == "Quant":
+        if op in ("Quant", "BipolarQuant"):
             self.bias = None  # absorbed into the thresholds
             bits, signed = _bits_of(m, node)
             last = layers[-1].main if layers else None

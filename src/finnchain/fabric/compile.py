@@ -418,21 +418,63 @@ class _Compiler:
         self._reshape_like(node, lambda n: self.b.op("Reshape", [n, self.b.const(target, dtype=np.int64)]))
 
     def op_TopK(self, node: onnx.NodeProto) -> None:
-        x = self.q_of(node.input[0], node)
         k = self.const_of(node.input[1])
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        vals = x.name
-        if x.zp != 0:
-            vals = self.b.op("Sub", [vals, self.b.const(x.zp)])
-        if x.scale.size > 1:  # per-channel scale changes the order: compare values (exact)
-            vals = self.b.op("Mul", [vals, self.b.const(x.scale)])
+        pending = self.env.get(node.input[0])
+        if isinstance(pending, Pending) and not pending.window:
+            x = pending.base
+            vals = self._float_tail(pending)
+        else:
+            x = self.q_of(node.input[0], node)
+            vals = x.name
+            if x.zp != 0:
+                vals = self.b.op("Sub", [vals, self.b.const(x.zp)])
+            if x.scale.size > 1:  # per-channel scale changes the order: compare values (exact)
+                vals = self.b.op("Mul", [vals, self.b.const(x.scale)])
         out_v, out_i = self.b.fresh("topk_values"), self.b.fresh("topk_indices")
         self.b.nodes.append(
             helper.make_node("TopK", [vals, self.b.const(k, dtype=np.int64)], [out_v, out_i], **attrs)
         )
         self.env[node.output[1]] = out_i
+        if isinstance(pending, Pending) and not pending.window:
+            return  # the values are the tail's floats, not codes: only the indices go on
         self.env[node.output[0]] = Q(out_v, x.scale if x.scale.size == 1 else np.array(1.0),
                                      0.0, x.lo, x.hi, self.shape(node.output[0]))
+
+    def _float_tail(self, p: Pending) -> str:
+        """A float tail before the output's TopK (TensorNorm, a per-channel batch norm, scalar
+        Mul/Add): FINN leaves it outside the dataflow partition, to the host, and so does the
+        emulator: the integer tensor becomes its value, exactly (integer codes times a power-of-two
+        scale), and the reference's own float32 operations run on it, node for node (renamed),
+        so the logits and the order TopK sees are the reference's bit for bit."""
+        q = p.base
+        if max(abs(q.lo.min()), abs(q.hi.max())) >= EXACT_LIMIT or not is_pow2(q.scale):
+            raise CompileError(f"the float operations on {p.src} before the TopK need an exact "
+                               "value to start from (a power-of-two scale, below 2**24)")
+        value = q.name
+        if q.zp != 0:
+            value = self.b.op("Sub", [value, self.b.const(q.zp)])
+        if not np.all(q.scale == 1.0):
+            value = self.b.op("Mul", [value, self.b.const(q.scale)])
+        names = {p.src: value}
+        for n in p.nodes:
+            inputs = []
+            for t in n.input:
+                if t in names:
+                    inputs.append(names[t])
+                elif t in self.consts:
+                    c = np.asarray(self.consts[t])
+                    inputs.append(self.b.const(c, dtype=c.dtype))
+                else:
+                    raise CompileError(f"{self.where(n)}: input {t} before the TopK is neither "
+                                       "the tensor nor a constant")
+            outputs = [self.b.fresh("tail") for _ in n.output]
+            names.update(zip(n.output, outputs))
+            self.b.nodes.append(helper.make_node(n.op_type, inputs, outputs,
+                                                 **{a.name: helper.get_attribute_value(a)
+                                                    for a in n.attribute}))
+        self.stats["tail"] = self.stats.get("tail", 0) + len(p.nodes)
+        return names[p.nodes[-1].output[0]]
 
     # ---- quantizers: measure the float chain and replace it ----------------------------------
     def _quantizer(self, node: onnx.NodeProto) -> None:
@@ -442,11 +484,13 @@ class _Compiler:
         if not isinstance(r, Pending):
             raise CompileError(f"{self.where(node)}: input is not computed from the model input")
         chain = r.nodes + [node]
-        signed = bool(helper.get_attribute_value(
-            next(a for a in node.attribute if a.name == "signed")))
-        narrow = bool(helper.get_attribute_value(
-            next(a for a in node.attribute if a.name == "narrow")))
-        if node.op_type == "Quant":
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
+        if node.op_type == "BipolarQuant":
+            # codes -1 and +1 (FINN's BIPOLAR): a step measured like any other (the levels
+            # -1 -> 0 -> +1 share one threshold)
+            scale, zp, bits = self.consts[node.input[1]], np.zeros(1), None
+        elif node.op_type == "Quant":
             scale, zp, bits = (self.consts[t] for t in node.input[1:4])
         elif len(node.input) == 6:  # Trunc v2: x, scale, zeropt, in_bits, out_scale, out_bits
             zp = self.consts[node.input[2]]
@@ -455,7 +499,10 @@ class _Compiler:
         else:  # Trunc v1: x, scale, zeropt, in_bits, out_bits; the scale grows by the bits cut
             in_scale, zp, in_bits, bits = (self.consts[t] for t in node.input[1:5])
             scale = in_scale * 2.0 ** (float(in_bits) - float(bits))
-        qmin, qmax = min_int(signed, narrow, int(bits)), max_int(signed, narrow, int(bits))
+        if bits is None:
+            qmin, qmax = -1, 1
+        else:
+            qmin, qmax = min_int(signed, narrow, int(bits)), max_int(signed, narrow, int(bits))
         if not (np.size(zp) == 1 and is_pow2(scale)):
             raise CompileError(f"{self.where(node)}: output scale must be a power of two")
         codes = self.requant(r, chain, float(scale.flatten()[0]) if scale.size == 1 else scale,
@@ -468,7 +515,7 @@ class _Compiler:
                                      np.full(c, qmin, dtype=np.float64),
                                      np.full(c, qmax, dtype=np.float64), out_shape)
 
-    op_Quant = op_Trunc = _quantizer
+    op_Quant = op_Trunc = op_BipolarQuant = _quantizer
 
     def _probe(self, p: Pending, chain: list[onnx.NodeProto], acc: np.ndarray,
                scale, zp: float) -> np.ndarray:
@@ -665,7 +712,7 @@ def _fit_affine(T: np.ndarray, lo: np.ndarray, hi: np.ndarray, y_ends: np.ndarra
                     return None
                 candidates = list(dlo + (dhi - dlo) * np.linspace(0.5, 0.02, 25)) + list(
                     dlo + (dhi - dlo) * np.linspace(0.52, 0.98, 24))
-            for d in candidates:
+            for d in (d for d in candidates if d > 0):  # (BIPOLAR's two levels share a step)
                 elo = (t - 1 - j * d).max()
                 ehi = (t - j * d).min()
                 if up.size:

@@ -20,6 +20,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from finnchain.graph.pack import same_bits
 from finnchain.plan.schema import StagePlan
 
 LAYOUT_ONLY = {"Transpose", "Reshape", "Flatten"}
@@ -153,7 +154,7 @@ def compare_stage(stage: StagePlan, report: Path | None, error: str | None = Non
                          "finn_bytes": finn_bytes, "plan_bytes": tensor.bytes_per_frame,
                          "plan_datatype": tensor.datatype,
                          "equal": finn_bytes == tensor.bytes_per_frame
-                         and side["datatype"] == tensor.datatype}
+                         and same_bits(side["datatype"], tensor.datatype)}
     total = res.get("total", {})
     cmp.finn_total = {k: float(total.get(f, 0)) for k, f in RESOURCES}
     cmp.finn_cycles = int(perf["max_cycles"])

@@ -62,12 +62,16 @@ def finn_execute(env: FinnEnv, model: Path, frames: np.ndarray) -> tuple[np.ndar
 
 def _to_finn_layout(codes: np.ndarray, model: Path) -> np.ndarray:
     """Codes (N, C, H, W) in the layout the FINN graph's input has (a stage whose Flatten was
-    absorbed takes (N, H*W*C) in NHWC order)."""
+    absorbed takes (N, H*W*C) in NHWC order; a BIPOLAR input FINN takes as BINARY, -1/+1 as
+    0/1: the wire's bits)."""
+    from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
 
-    shape = ModelWrapper(str(model)).get_tensor_shape(
-        ModelWrapper(str(model)).graph.input[0].name)
-    if len(shape) == 2 and codes.ndim == 4:
+    graph = ModelWrapper(str(model))
+    inp = graph.graph.input[0].name
+    if graph.get_tensor_datatype(inp) == DataType["BINARY"] and codes.min() < 0:
+        codes = (codes + 1) // 2
+    if len(graph.get_tensor_shape(inp)) == 2 and codes.ndim == 4:
         return codes.transpose(0, 2, 3, 1).reshape(len(codes), -1)
     return codes
 

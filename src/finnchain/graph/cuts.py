@@ -1,6 +1,7 @@
 """Legal cut points of a QONNX model and what crosses the link at each.
 
-A cut may sit only on the output of an activation quantizer (a ``Quant`` node whose input is
+A cut may sit only on the output of an activation quantizer (a ``Quant`` or ``BipolarQuant``
+node whose input is
 computed from the model input, not a weight) with a power-of-two scale and a single zero point,
 and only where that tensor is the one thing that crosses: no other computed tensor of the part
 before is used by the part after. What crosses is the integer code ``value / scale + zero_point``
@@ -39,6 +40,8 @@ class CutPoint:
 
 
 def codes_datatype(model: ModelWrapper, node) -> DataType | None:
+    if node.op_type == "BipolarQuant":  # sign(x) * scale: -1 and +1 on the wire (FINN's BIPOLAR)
+        return DataType["BIPOLAR"]
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     bits = model.get_initializer(node.input[3])
     if bits is None:
@@ -89,10 +92,10 @@ def _why_not(model: ModelWrapper, compute: list, i: int, inp: str) -> str | None
         return "it computes the model's output: there is nothing after it to put on another board"
     if node.input[0] == inp:
         return "it quantizes the model input itself (a cut there would be the model's input)"
-    if node.op_type != "Quant":
-        return f"{node.op_type} outputs are not supported as cuts yet (only Quant)"
+    if node.op_type not in ("Quant", "BipolarQuant"):
+        return f"{node.op_type} outputs are not supported as cuts yet (Quant and BipolarQuant)"
     scale = model.get_initializer(node.input[1])
-    zp = model.get_initializer(node.input[2])
+    zp = _zero_point(model, node)
     if scale is None or zp is None:
         return "its scale or zero point is computed, not a constant"
     if np.size(scale) != 1 or np.size(zp) != 1:
@@ -109,6 +112,13 @@ def _why_not(model: ModelWrapper, compute: list, i: int, inp: str) -> str | None
     if codes_datatype(model, node) is None:
         return "its bit width is computed, not a constant"
     return None
+
+
+def _zero_point(model: ModelWrapper, node) -> np.ndarray | None:
+    """A quantizer's zero point (BipolarQuant has none: 0)."""
+    if node.op_type == "BipolarQuant":
+        return np.zeros(1, dtype=np.float32)
+    return model.get_initializer(node.input[2])
 
 
 def examine(model: ModelWrapper) -> tuple[list[CutPoint], list[Rejection]]:
@@ -135,7 +145,7 @@ def examine(model: ModelWrapper) -> tuple[list[CutPoint], list[Rejection]]:
                 shape=shape,
                 datatype=dt.name,
                 scale=float(np.asarray(model.get_initializer(node.input[1])).flatten()[0]),
-                zero_point=float(np.asarray(model.get_initializer(node.input[2])).flatten()[0]),
+                zero_point=float(np.asarray(_zero_point(model, node)).flatten()[0]),
                 bytes_per_frame=packed_bytes(nhwc(shape), dt),
                 nodes_before=i + 1,
             )

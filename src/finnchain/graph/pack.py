@@ -69,6 +69,12 @@ class IntType:
 BIPOLAR = IntType("BIPOLAR")
 
 
+def same_bits(finn: str, wire: str) -> bool:
+    """A FINN overlay's input or output datatype against the wire's: equal, or BINARY where the
+    wire says BIPOLAR (FINN's XNOR layers take -1/+1 as the bits 0/1: the wire's packing)."""
+    return finn == wire or (finn, wire) == ("BINARY", "BIPOLAR")
+
+
 def _dt(dt) -> IntType:
     """A datatype from its name or from a qonnx DataType (by name)."""
     return IntType(dt if isinstance(dt, str) else dt.name)

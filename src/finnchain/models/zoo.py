@@ -17,7 +17,8 @@ class Recipe:
     description: str
     input_shape: tuple[int, ...]  # NCHW, batch 1
     topk: int
-    make: Callable[[int], object]  # seed -> Brevitas model (eval mode)
+    make: Callable[..., object]  # (seed[, weights]) -> Brevitas model (eval mode)
+    takes_weights: bool = False  # --weights: a state dict the user has
 
 
 def _mobilenet(seed: int):
@@ -35,6 +36,60 @@ def _digits(seed: int):
     return digits_cnv.build(seed, log=None)
 
 
+def _bnn_pynq(name: str):
+    """Brevitas' bnn_pynq example ``name`` (the networks of FINN's BNN-PYNQ and finn-examples)
+    as finn-examples prepares it: uint8 images in, the /255 inside the model (its input
+    quantizer then sees the range it was trained on), random weights from the seed unless
+    ``weights`` (a state dict the user has, e.g. Brevitas' released checkpoint) is given."""
+
+    def make(seed: int, weights: Path | None = None):
+        import torch
+        from brevitas_examples.bnn_pynq.models import model_with_cfg
+
+        class Unit(torch.nn.Module):
+            def forward(self, x):
+                return x / 255.0
+
+        torch.manual_seed(seed)
+        model, _ = model_with_cfg(name, pretrained=False)  # never downloads
+        if weights is not None:
+            model.load_state_dict(_state_dict(weights, name), strict=True)
+        else:  # TensorNorm starts as the identity: give its scalar tail values a trained one has
+            g = torch.Generator().manual_seed(seed)
+            for m in model.modules():
+                if type(m).__name__ == "TensorNorm":
+                    with torch.no_grad():
+                        m.weight.uniform_(0.5, 2.0, generator=g)
+                        m.bias.normal_(0.0, 1.0, generator=g)
+                        m.running_mean.normal_(0.0, 1.0, generator=g)
+                        m.running_var.uniform_(0.5, 2.0, generator=g)
+        return torch.nn.Sequential(Unit(), model).eval()
+
+    return make
+
+
+def _state_dict(path: Path, name: str) -> dict:
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"--weights {path}: not a PyTorch state dict ({exc})") from exc
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"--weights {path}: not a state dict of {name}")
+    return state
+
+
+# name -> (dataset input shape, classes); resnet18_4w4a exports but has no legal cut yet
+# (residual adds: the bring-your-own-model issue)
+_BNN_PYNQ = {
+    **{f"{a}_{w}": ((1, 1, 28, 28), 10) for a in ("tfc", "sfc", "lfc")
+       for w in ("1w1a", "1w2a", "2w2a") if not (a == "lfc" and w == "2w2a")},
+    **{f"cnv_{w}": ((1, 3, 32, 32), 10) for w in ("1w1a", "1w2a", "2w2a")},
+    "resnet18_4w4a": ((1, 3, 32, 32), 10),
+}
+
 MODELS: dict[str, Recipe] = {
     "mobilenet-v1": Recipe(
         "mobilenet-v1",
@@ -51,6 +106,12 @@ MODELS: dict[str, Recipe] = {
         _digits,
     ),
 }
+MODELS.update({
+    name: Recipe(name, f"Brevitas' bnn_pynq {name}, {shape[2]}x{shape[3]} uint8 input "
+                       "(/255 inside), random weights from the seed or --weights",
+                 shape, 1, _bnn_pynq(name), takes_weights=True)
+    for name, (shape, _classes) in _BNN_PYNQ.items()
+})
 
 
 def recipe(name: str) -> Recipe:
@@ -63,13 +124,16 @@ def default_path(name: str, root: Path = Path("artifacts")) -> Path:
     return root / name / "model.onnx"
 
 
-def export(name: str, out: Path, seed: int = 0) -> Path:
-    """Make the model ``name`` with ``seed`` and write its QONNX file to ``out``."""
+def export(name: str, out: Path, seed: int = 0, weights: Path | None = None) -> Path:
+    """Make the model ``name`` with ``seed`` (or the state dict ``weights``) and write its
+    QONNX file to ``out``."""
     from finnchain.graph.model import save
     from finnchain.models.export import to_qonnx
 
     r = recipe(name)
-    model = r.make(seed)
+    if weights is not None and not r.takes_weights:
+        raise ValueError(f"{name} is made and trained here; --weights is for Brevitas' examples")
+    model = r.make(seed, weights) if r.takes_weights else r.make(seed)
     return save(to_qonnx(model, r.input_shape, topk=r.topk), out)
 
 

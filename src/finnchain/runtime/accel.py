@@ -136,7 +136,10 @@ def _driver_bytes(folded: tuple, datatype: str) -> int:
 
 def check_io_shapes(io_shape_dict: dict, stage: dict) -> None:
     """The overlay's datatypes and folded shapes (FINN's driver.py) against the plan's wire:
-    FrameError naming the end and both figures when they differ."""
+    FrameError naming the end and both figures when they differ. (A stage that starts at a
+    BIPOLAR cut takes BINARY in FINN: the same bits, so the payload goes to the DMA as is.)"""
+    from finnchain.graph.pack import same_bits
+
     for end, dt_key, prefix in (("input", "idt", "ishape"), ("output", "odt", "oshape")):
         dt = io_shape_dict[dt_key][0]  # a DataType of the driver's own qonnx copy
         datatype = getattr(dt, "name", str(dt))
@@ -144,7 +147,7 @@ def check_io_shapes(io_shape_dict: dict, stage: dict) -> None:
         packed = tuple(io_shape_dict[f"{prefix}_packed"][0])
         plan = stage[end]
         driver_bytes = int(np.prod(packed[1:]))
-        if datatype != plan["datatype"]:
+        if not same_bits(datatype, plan["datatype"]):
             raise FrameError(f"the overlay's {end} is {datatype}, the plan's {plan['datatype']}: "
                              "overlay and plan differ (a build of another plan?)")
         if _driver_bytes(folded, datatype) != driver_bytes:

@@ -34,8 +34,13 @@ import finn.transformation.fpgadataflow.convert_to_hw_layers as to_hw
 import finn.transformation.streamline.absorb as absorb
 import finn.transformation.streamline.reorder as reorder
 import numpy as np
+import qonnx.core.data_layout as DataLayout
 from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
 from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
+from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+from finn.transformation.qonnx.quant_act_to_multithreshold import (
+    default_filter_function_generator,
+)
 from finn.transformation.streamline import Streamline
 from finn.transformation.streamline.collapse_repeated import CollapseRepeatedMul
 from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
@@ -46,6 +51,7 @@ from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.base import Transformation
+from qonnx.transformation.bipolar_to_xnor import ConvertBipolarMatMulToXnorPopcount
 from qonnx.transformation.double_to_single_float import DoubleToSingleFloat
 from qonnx.transformation.general import (
     GiveReadableTensorNames,
@@ -58,6 +64,7 @@ from qonnx.transformation.infer_datatypes import InferDataTypes
 from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
 from qonnx.transformation.remove import RemoveIdentityOps
+from qonnx.util.cleanup import cleanup_model
 
 HERE = Path(__file__).resolve().parent
 META = "finnchain.json"
@@ -130,7 +137,7 @@ class MoveScalarMulPastIntegerAdd(Transformation):
 
 class AbsorbInputFlatten(Transformation):
     """A stage that starts with a Flatten of its (N, C, H, W) input into a dense layer (a cut
-    just before a classifier) takes its input flattened in NHWC order instead: the dense
+    just before a classifier, or TFC's image) takes its input flattened in NHWC order instead: the dense
     layer's weight rows are reordered from CHW to HWC (as FINN's RemoveCNVtoFCFlatten does for a
     Transpose inside the graph) and the Flatten goes. The bytes on the wire do not change: they
     are NHWC already. FINN's RemoveCNVtoFCFlatten itself fails on a Flatten of the graph input."""
@@ -142,20 +149,61 @@ class AbsorbInputFlatten(Transformation):
         if flat is None or flat.op_type not in ("Flatten", "Reshape") or len(shape) != 4:
             return model, False
         dense = model.find_consumer(flat.output[0])
-        if dense is None or dense.op_type != "MatMul" or len(model.get_tensor_shape(
-                flat.output[0])) != 2:
-            return model, False
         n, c, h, w = shape
-        weights = model.get_initializer(dense.input[1])
-        if h * w > 1:
+        if dense is None or len(model.get_tensor_shape(flat.output[0])) != 2:
+            return model, False
+        if c > 1 and h * w > 1:  # NCHW and NHWC orders differ: the dense layer takes it
+            if dense.op_type != "MatMul":
+                return model, False
+            weights = model.get_initializer(dense.input[1])
             weights = weights.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
             model.set_initializer(dense.input[1], weights)
+        # (one channel, as TFC's 28x28 image, or 1x1 pixels: both orders are the same, and the
+        # input quantizer's thresholds between the Flatten and the dense layer stay as they are)
         dt = model.get_tensor_datatype(inp.name)
-        dense.input[0] = inp.name
+        for consumer in model.find_consumers(flat.output[0]):
+            consumer.input[list(consumer.input).index(flat.output[0])] = inp.name
         model.graph.node.remove(flat)
         model.set_tensor_shape(inp.name, [n, c * h * w])
         model.set_tensor_datatype(inp.name, dt)
+        model.set_tensor_layout(inp.name, DataLayout.NC)  # not the image's NCHW any more
         return model.transform(InferShapes()), False
+
+
+class BipolarInputToXnor(Transformation):
+    """A stage that starts at a BIPOLAR cut: the wire carries -1 as bit 0 and +1 as bit 1, which
+    is FINN's BINARY. qonnx's ConvertBipolarMatMulToXnorPopcount turns a bipolar MatMul into
+    XNOR-popcount only after a bipolar MultiThreshold (made binary) or on the graph input itself;
+    behind a convolution's Transpose and Im2Col it raises. So the input gets a bipolar
+    MultiThreshold of its own (binary in, threshold 1/2), the conversion runs, and that
+    threshold, binary to binary once converted, goes again: the input is BINARY."""
+
+    def apply(self, model):
+        inp = model.graph.input[0].name
+        if model.get_tensor_datatype(inp) != DataType["BIPOLAR"]:
+            return model, False
+        bits = model.make_new_valueinfo_name()
+        model.set_tensor_shape(bits, model.get_tensor_shape(inp))
+        thr = model.make_new_valueinfo_name()
+        model.set_initializer(thr, np.full((1, 1), 0.5, dtype=np.float32))
+        for consumer in model.find_consumers(inp):
+            consumer.input[list(consumer.input).index(inp)] = bits
+        mt = helper.make_node("MultiThreshold", [inp, thr], [bits], name="finnchain_bipolar_in",
+                              domain="qonnx.custom_op.general",
+                              out_dtype="BIPOLAR", out_scale=2.0, out_bias=-1.0,
+                              data_layout="NCHW" if len(model.get_tensor_shape(inp)) == 4 else "NC")
+        model.graph.node.insert(0, mt)
+        model.set_tensor_datatype(inp, DataType["BINARY"])
+        model.set_tensor_datatype(bits, DataType["BIPOLAR"])
+        model = model.transform(InferDataTypes())
+        model = model.transform(ConvertBipolarMatMulToXnorPopcount())  # a copy of the model
+        mt = model.get_node_from_name("finnchain_bipolar_in")
+        if getCustomOp(mt).get_nodeattr("out_dtype") != "BINARY":
+            raise ValueError("the stage's BIPOLAR input does not reach a bipolar MatMul")
+        for consumer in model.find_consumers(bits):
+            consumer.input[list(consumer.input).index(bits)] = inp
+        model.graph.node.remove(mt)
+        return model.transform(InferDataTypes()), False
 
 
 class SplitMVAU(Transformation):
@@ -244,6 +292,17 @@ def _tidy(model: ModelWrapper) -> ModelWrapper:
     return model.transform(InferDataTypes())
 
 
+def step_finnchain_qonnx_to_finn(model: ModelWrapper, cfg):
+    """FINN's ``step_qonnx_to_finn`` as it means to be: v0.10.1 counts "BinaryQuant" nodes, an op
+    type no model has, so a binarized network (BNN-PYNQ's 1w1a: only BipolarQuant) went on
+    unconverted and failed in streamlining. Counted here with BipolarQuant."""
+    if not any(n.op_type in ("Quant", "BipolarQuant", "Trunc") for n in model.graph.node):
+        return model
+    model = cleanup_model(model)
+    return model.transform(ConvertQONNXtoFINN(filter_function=default_filter_function_generator(
+        max_multithreshold_bit_width=cfg.max_multithreshold_bit_width)))
+
+
 def step_finnchain_streamline(model: ModelWrapper, cfg):
     """FINN's Streamline and finn-examples' MobileNetV1 additions, then the classifier tail."""
     model = model.transform(absorb.AbsorbSignBiasIntoMultiThreshold())
@@ -270,6 +329,10 @@ def step_finnchain_lower(model: ModelWrapper, cfg):
     model = model.transform(absorb.AbsorbTransposeIntoMultiThreshold())
     model = model.transform(reorder.MakeMaxPoolNHWC())
     model = model.transform(absorb.AbsorbConsecutiveTransposes())
+    # binarized layers (BIPOLAR activations into BIPOLAR weights) as XNOR-popcount, as FINN's
+    # default streamlining does; streamlining again moves the rescaling into the thresholds
+    model = model.transform(BipolarInputToXnor())
+    model = model.transform(ConvertBipolarMatMulToXnorPopcount())
     model = model.transform(Streamline())
     model = model.transform(RoundAndClipThresholds())
     model = model.transform(absorb.AbsorbScalarMulAddIntoTopK())
@@ -392,7 +455,7 @@ def step_finnchain_io(model: ModelWrapper, cfg):
 
 
 STEPS_BEFORE_ESTIMATES = [
-    "step_qonnx_to_finn",
+    step_finnchain_qonnx_to_finn,
     "step_tidy_up",
     step_finnchain_streamline,
     step_finnchain_lower,
