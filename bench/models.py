@@ -2,11 +2,15 @@
 """The networks FINN users bring, end to end: export, cuts, plan, emulate, FINN's front-end.
 
 For each of Brevitas' bnn_pynq examples (TFC, SFC, LFC, CNV at 1w1a, 1w2a, 2w2a, and
-resnet18_4w4a) as ``finnchain export`` gives them (uint8 images in, the /255 inside, a TopK
-out, random weights from a seed: nothing is downloaded), it records the time of each step and:
+resnet18_4w4a) and its imagenet_classification quant_mobilenet_v1_4b, as ``finnchain export``
+gives them (uint8 images in, the /255 and normalisation inside, a TopK out, random weights from
+a seed, calibrated where untrained outputs would be one class: nothing is downloaded), it
+records the time of each step and:
 the legal cut points (and how many quantizers are not cuts), the plan onto Zedboards (stages,
 predicted frames/s, what bounds it), the chain of emulated stages against qonnx's reference of
-the whole model frame by frame (with the distinct codes at every cut), and, with FINN's
+the whole model frame by frame (with the distinct codes at every cut), each stage against the
+reference fed the same codes (codes that differ: none with power-of-two scales, a few with
+learned ones, where the reference rounds in float32), and, with FINN's
 environment (.venv-finn), every stage through FINN's front-end up to the estimate reports:
 accepted as the plan costed it, and FINN's python-mode execution against the emulator.
 Prints a table, writes bench/results/models.json. A model that stops at a step says why.
@@ -32,6 +36,7 @@ from finnchain.fabric.compile import CompileError
 from finnchain.fabric.executor import Executor
 from finnchain.finn import env as finn_env
 from finnchain.finn.verify import check_stage
+from finnchain.graph.check import inexact_scales
 from finnchain.graph.cuts import examine
 from finnchain.graph.model import load
 from finnchain.graph.reference import run_reference
@@ -53,7 +58,7 @@ def _timed(record: dict, step: str, fn):
 
 
 def run_model(name: str, boards: str, work: Path, frames: int, finn, finn_frames: int,
-              console: Console) -> dict:
+              exec_max: int, console: Console) -> dict:
     rec: dict = {"model": name, "seconds": {}, "stopped_at": None, "why": None}
     folder = work / name
     with warnings.catch_warnings():
@@ -82,26 +87,35 @@ def run_model(name: str, boards: str, work: Path, frames: int, finn, finn_frames
     try:
         want = _timed(rec, "reference", lambda: np.asarray(
             run_reference(model, images.astype(np.float32))))
-        codes, distinct = images, []
+        codes, distinct, ref_in, differ, total = images, [], images, 0, 0
         t = time.perf_counter()
         for k, s in enumerate(plan.stages):
-            codes = np.asarray(Executor(plan_dir / s.files["model"]).run(codes))
+            run = Executor(plan_dir / s.files["model"]).run
+            codes = np.asarray(run(codes))
             if k < len(plan.stages) - 1:
                 distinct.append(int(np.unique(codes).size))
+            # the stage alone: emulator and reference fed the same (the reference's) codes
+            ref = np.round(np.asarray(run_reference(load(plan_dir / s.files["model"]),
+                                                    ref_in.astype(np.float32))))
+            differ += int((np.asarray(run(ref_in)) != ref).sum())
+            total += ref.size
+            ref_in = ref
         rec["seconds"]["emulate"] = round(time.perf_counter() - t, 2)
     except CompileError as exc:
         rec.update(stopped_at="emulate", why=str(exc)[:300])
         return rec
     same = (codes.reshape(len(codes), -1) == want.reshape(len(want), -1)).all(axis=1)
     rec.update(bit_exact_frames=int(same.sum()), frames=len(same), distinct_at_cuts=distinct,
-               distinct_outputs=int(np.unique(want).size))
+               distinct_outputs=int(np.unique(want).size), stage_codes_differ=differ,
+               stage_codes=total, pow2_scales=not inexact_scales([model]))
     if finn is not None:
-        rec["finn"] = run_finn(rec, plan_dir, images, finn, finn_frames)
+        rec["finn"] = run_finn(rec, plan_dir, images, finn, finn_frames, exec_max)
     console.print(f"{name}: done", highlight=False)
     return rec
 
 
-def run_finn(rec: dict, plan_dir: Path, images: np.ndarray, finn, frames: int) -> dict:
+def run_finn(rec: dict, plan_dir: Path, images: np.ndarray, finn, frames: int,
+             exec_max: int) -> dict:
     """Every stage through FINN's front-end; FINN's execution of each against the emulator."""
     plan = Plan.read(plan_dir / "plan.json")
     out = plan_dir.parent / "finn-estimate"
@@ -117,7 +131,7 @@ def run_finn(rec: dict, plan_dir: Path, images: np.ndarray, finn, frames: int) -
         entry = {"stage": s.index, "accepted": bool(c and c["accepted"]),
                  "problems": c["problems"] if c else [r.stderr.strip().splitlines()[-1][:300]
                                                       if r.stderr.strip() else "no report"]}
-        if c and c["accepted"]:
+        if c and c["accepted"] and s.input.shape[-1] <= exec_max:
             check, codes = check_stage(finn, out / "finn-build" / f"stage{s.index}", s.index,
                                        plan_dir / s.files["model"], codes)
             entry["bit_exact"] = f"{check.equal_frames}/{check.frames}"
@@ -131,11 +145,14 @@ def run_finn(rec: dict, plan_dir: Path, images: np.ndarray, finn, frames: int) -
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--boards", default="zedboard:3", help="the chain to plan onto "
-                    "(default zedboard:3; the planner uses as few as reach the best rate)")
+    ap.add_argument("--boards", default="zedboard:6", help="the chain to plan onto "
+                    "(default zedboard:6; the planner uses as few as reach the best rate)")
     ap.add_argument("--frames", type=int, default=32, help="frames for the emulated check")
     ap.add_argument("--finn-frames", type=int, default=4,
                     help="frames FINN executes per stage (python mode is slow)")
+    ap.add_argument("--exec-max", type=int, default=32,
+                    help="FINN executes stages whose input is at most this wide (default 32; "
+                    "a 224x224 stage takes minutes a frame in FINN's python mode)")
     ap.add_argument("--no-finn", action="store_true", help="skip FINN's front-end")
     ap.add_argument("--only", help="comma-separated model names (default: all)")
     ap.add_argument("--work", default="artifacts/bench-models", help="where the files go")
@@ -155,10 +172,11 @@ def main() -> int:
               file=sys.stderr)
         return 2
     results = [run_model(n, args.boards, Path(args.work), args.frames, finn, args.finn_frames,
-                         console) for n in names]
+                         args.exec_max, console) for n in names]
     table = Table(title=f"Brevitas' bnn_pynq examples on {args.boards} (random weights)")
     for col in ("model", "cuts", "stages", "planned fps", "bound by", "bit-exact frames",
-                "distinct at cuts", "FINN accepts", "FINN = emulator", "seconds", "stopped"):
+                "stage codes unlike the reference", "distinct at cuts", "FINN accepts",
+                "FINN = emulator", "seconds", "stopped"):
         table.add_column(col, justify="right")
     for r in results:
         f = r.get("finn")
@@ -167,6 +185,8 @@ def main() -> int:
             str(r.get("stages", "-")), f"{r['predicted_fps']:,.1f}" if "predicted_fps" in r
             else "-", str(r.get("bound_by", "-")),
             f"{r['bit_exact_frames']}/{r['frames']}" if "frames" in r else "-",
+            f"{r['stage_codes_differ']:,}/{r['stage_codes']:,}"
+            + ("" if r["pow2_scales"] else " (learned scales)") if "frames" in r else "-",
             ",".join(map(str, r.get("distinct_at_cuts", []))) or "-",
             f"{f['accepted']}/{r['stages']}" if f else "-",
             ", ".join(s.get("bit_exact", "-") for s in f["stages"]) if f else "-",
@@ -175,7 +195,7 @@ def main() -> int:
     console.print(table)
     path = save(args.name, {"boards": args.boards, "frames": args.frames,
                             "finn_frames": args.finn_frames if finn else None,
-                            "models": results})
+                            "exec_max": args.exec_max, "models": results})
     console.print(f"wrote {path}")
     return 0
 

@@ -32,8 +32,10 @@ from finnchain.cost.ops import (
     MVAU,
     SWG,
     VVAU,
+    AddStreams,
     ChannelwiseOp,
     FMPadding,
+    Fork,
     GlobalAccPool,
     LabelSelect,
     Op,
@@ -129,6 +131,22 @@ class _Lowering:
             layers.append(self.conv(node))
         elif op in ("Gemm", "MatMul"):
             layers.append(self.dense(node))
+        elif op == "Add" and not any(t in self.const for t in node.input):  # residual join
+            shape = m.get_tensor_shape(node.output[0])
+            layers.append(Layer(node.name, (AddStreams(
+                name=f"AddStreams_{node.name}", node=node.name, channels=int(shape[1]),
+                dims=_hw(shape) if len(shape) == 4 else (1, 1), abits=self.bits,
+                obits=self.bits + 1),)))
+            self.bits += 1
+        elif op == "Trunc":  # Brevitas' TruncAvgPool: FINN's QuantAvgPool2d shifts the sum
+            last = layers[-1].main if layers else None
+            bits = m.get_initializer(node.input[5] if len(node.input) == 6 else node.input[4])
+            if not isinstance(last, GlobalAccPool) or bits is None:
+                raise LoweringError(f"node {node.name} (Trunc): only after an average pool "
+                                    "(Brevitas' TruncAvgPool2d) with a constant bit width")
+            bits = int(np.asarray(bits).flatten()[0])
+            layers[-1] = Layer(layers[-1].node, (*layers[-1].ops[:-1], replace(last, obits=bits)))
+            self.bits, self.signed = bits, bool(_attrs(node).get("signed", 0))
         elif op in ("AveragePool", "GlobalAveragePool"):
             layers.append(self.avgpool(node))
         elif op == "MaxPool":
@@ -148,6 +166,17 @@ class _Lowering:
             self.bits, self.signed = label.obits, False
         elif op not in ABSORBED:
             raise LoweringError(f"node {node.name} ({op}) has no FINN hardware mapping")
+
+    def fork(self, node, layers: list[Layer], compute: list) -> None:
+        """A computed tensor read by two layers (a residual branch and its skip) leaves through
+        FINN's DuplicateStreams."""
+        readers = [n for n in compute if node.output[0] in n.input]
+        if len(readers) < 2:
+            return
+        shape = self.model.get_tensor_shape(node.output[0])
+        layers.append(Layer(node.name, (Fork(
+            name=f"DuplicateStreams_{node.name}", node=node.name, channels=int(shape[1]),
+            dims=_hw(shape) if len(shape) == 4 else (1, 1), abits=self.bits),)))
 
     def conv(self, node) -> Layer:
         m, a = self.model, _attrs(node)
@@ -265,13 +294,19 @@ def segments(model: ModelWrapper) -> list[Segment]:
     low = _Lowering(model)
     out: list[Segment] = []
     start = 0
+    cut_node_forks = False
     in_shape = (1, *model.get_tensor_shape(input_name(model))[1:])
     for k, cut in enumerate([*cuts, None]):
         end = cut.nodes_before if cut else len(compute)
         in_bits = low.bits
         layers: list[Layer] = []
+        if start and cut_node_forks:  # the tensor that crossed is forked on this side
+            low.fork(compute[start - 1], layers, compute)
         for node in compute[start:end]:
             low.node(node, layers)
+            if node is not compute[end - 1] or cut is None:
+                low.fork(node, layers, compute)
+        cut_node_forks = cut is not None
         if not layers:
             raise LoweringError(f"segment {k} (nodes {start}..{end}) has no hardware layer")
         if cut is not None:

@@ -458,6 +458,35 @@ class GlobalAccPool(_PerChannel, Op):
 
 
 @dataclass(frozen=True)
+class _Residual(_PerChannel, Op):
+    """A residual fork or join: cycles = H*W*C/P (FINN gives no resource estimate)."""
+
+    channels: int = 1
+    dims: tuple[int, int] = (1, 1)
+    abits: int = 4
+
+    def cycles(self, f: Fold) -> int:
+        return int(self.dims[0] * self.dims[1] * self.channels // f.pe)
+
+
+@dataclass(frozen=True)
+class AddStreams(_Residual):
+    """The join, two streams added value by value (FINN's AddStreams). The skip side's FIFO,
+    which FINN sizes by simulation, is not counted (module notes)."""
+
+    obits: int = 5
+
+    kind = "AddStreams"
+
+
+@dataclass(frozen=True)
+class Fork(_Residual):
+    """The fork, one stream sent to two consumers (FINN's DuplicateStreams)."""
+
+    kind = "DuplicateStreams"
+
+
+@dataclass(frozen=True)
 class StreamingMaxPool(_PerChannel, Op):
     """Max pooling: FINN's cycles IH*IW*(1+1/K^2); folded for IH*IW*C/P (module notes)."""
 

@@ -7,8 +7,8 @@ Why it is exact
 ---------------
 - Every tensor of the program is a float32 tensor of integers: the *codes* of a quantized
   activation (value = (code - zero_point) * scale) or the exact accumulator of a linear layer.
-- Weights and biases are power-of-two scaled integers (finnchain's models use fixed-point
-  quantizers; :func:`integer_codes` refuses anything else). A convolution or matrix product of
+- Weights and biases are power-of-two scaled integers in finnchain's own models (fixed-point
+  quantizers; for learned scales see below). A convolution or matrix product of
   integer codes by integer weights is computed exactly in float32 in any summation order while
   its magnitude stays below 2**24, which is checked per layer from the weights.
 - Between a linear layer and the next quantizer the reference runs a chain of float operations
@@ -25,8 +25,27 @@ Why it is exact
     thresholds themselves (FINN's MultiThreshold: the code is the number of thresholds the
     accumulator reaches), slower but exact.
 - Pooling: max-pool of codes is exact; an average pool is computed as an exact window sum of
-  codes, and the reference's AveragePool and the quantizer after it are measured as a function
-  of that sum like any other chain.
+  codes, and the reference's AveragePool and the quantizer after it (Brevitas' TruncAvgPool
+  included) are measured as a function of that sum like any other chain.
+- A residual join adds the codes of two tensors on one grid (exact); a BipolarQuant is measured
+  like any quantizer; a float tail before the output's TopK runs the reference's own nodes.
+
+Scales that are not powers of two
+---------------------------------
+Brevitas' learned scales (0.2659...), per-channel ones and weights quantized with float scales
+make the float reference round where the hardware does not: qonnx computes each product and
+partial sum of a convolution in float32, FINN's hardware an exact integer accumulator. The
+emulator computes the integer function FINN builds: integer codes times integer weight codes
+(the weight quantizer's own codes), exact; the chain after it measured on the accumulator's
+value (``acc * scale``, rounded once to float32) through the reference's own nodes, so each
+quantizer is a set of thresholds on the exact accumulator, as FINN's MultiThreshold is. A
+rescaling ahead of a linear layer (a cut's learned scale; an image's /255, per-channel mean and
+one std ahead of the first, unpadded convolution, which FINN moves past it too) goes into the
+layer's scale and bias. With power-of-two scales this is the reference bit for bit; with
+learned ones a value within float32 rounding of a quantizer's step can come out one code apart
+from the reference, and the difference travels on (``finnchain check`` counts the codes and
+says why). FINN's own python-mode execution of the stages equals the emulator
+(``tests/test_finn.py``, ``bench/models.py``).
 """
 
 from __future__ import annotations
@@ -146,6 +165,7 @@ class _Compiler:
             init.name: numpy_helper.to_array(init) for init in model.graph.initializer
         }
         self.opset = get_preferred_qonnx_opset()
+        self.grids: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # weight quantizer scale, zp
         self.stats = {"lut": 0, "affine": 0, "thresholds": 0, "linear": 0}
 
     # ---- helpers -------------------------------------------------------------------------
@@ -162,6 +182,39 @@ class _Compiler:
         execute_node(node, ctx, self.m.graph, self.opset)
         for t in node.output:
             self.consts[t] = np.asarray(ctx[t])
+        if node.op_type in ("Quant", "BipolarQuant"):  # a weight quantizer: its grid, for codes
+            zp = self.consts[node.input[2]] if node.op_type == "Quant" else np.zeros(1)
+            self.grids[node.output[0]] = (np.asarray(self.consts[node.input[1]], np.float64),
+                                          np.asarray(zp, np.float64))
+
+    def weight_codes(self, tensor: str, node: onnx.NodeProto, transpose: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """A linear layer's weights as (integer codes (out, ...), scale per output channel).
+
+        Power-of-two scaled weights split exactly (:func:`integer_codes`). Others are the codes
+        of their quantizer (Brevitas' learned, per-channel scales): value / scale, rounded, with
+        the scale of each output channel (per input channel cannot be taken out of the sum)."""
+        w = self.consts[tensor]
+        w = w.T if transpose else w
+        what = f"{self.where(node)} weights"
+        try:
+            return integer_codes(w, 0, what)
+        except CompileError:
+            if tensor not in self.grids:
+                raise
+        scale, zp = self.grids[tensor]
+        if np.any(zp != 0):
+            raise CompileError(f"{what}: a zero point other than 0") from None
+        full = np.broadcast_to(scale, self.consts[tensor].shape)
+        full = (full.T if transpose else full).reshape(w.shape[0], -1)
+        per_out = full[:, 0]
+        if not np.all(full == per_out[:, None]):
+            raise CompileError(f"{what}: the scale varies along the input channels") from None
+        codes = np.asarray(w, np.float64).reshape(w.shape[0], -1) / per_out[:, None]
+        rounded = np.round(codes)
+        if np.any(np.abs(codes - rounded) > 1e-3) or np.any(np.abs(rounded) >= 2**20):
+            raise CompileError(f"{what}: values are not their quantizer's codes") from None
+        return rounded.reshape(w.shape), per_out
 
     def where(self, node: onnx.NodeProto) -> str:
         return f"node {node.name or node.op_type} ({node.op_type})"
@@ -193,10 +246,31 @@ class _Compiler:
         else:
             if max(abs(lo.min()), abs(hi.max())) < EXACT_LIMIT:
                 return Q(name, q.scale, q.zp, lo, hi, q.shape)
+        rescaled = self._rescaled(p)
+        if rescaled is not None:
+            return rescaled
         raise CompileError(
             f"{self.where(node)}: float operations "
             f"({', '.join(n.op_type for n in p.nodes)}) on {p.src} are not followed by a quantizer"
         )
+
+    def _rescaled(self, p: Pending) -> Q | None:
+        """Multiplications and divisions by constants only (a cut's learned scale entering a
+        stage, ahead of a linear layer): the integer codes stay and the scale takes them. This
+        is the integer function the hardware computes; the float reference rounds the product
+        once more (see the module's note on scales that are not powers of two)."""
+        q, scale = p.base, np.asarray(p.base.scale, np.float64)
+        if p.window:
+            return None
+        for n in p.nodes:
+            c = self.consts.get(n.input[1]) if len(n.input) == 2 else None
+            if n.op_type not in ("Mul", "Div") or c is None or n.input[0] == n.input[1] or \
+                    c.size not in (1, q.lo.size):
+                return None
+            c = np.asarray(c, np.float64)
+            c = c.reshape(()) if c.size == 1 else c.reshape(_chan_shape(len(q.shape), c.size))
+            scale = scale * c if n.op_type == "Mul" else scale / c
+        return Q(q.name, scale, q.zp, q.lo, q.hi, q.shape)
 
     # ---- entry -----------------------------------------------------------------------------
     def run(self) -> Program:
@@ -260,6 +334,9 @@ class _Compiler:
     # ---- element-wise ---------------------------------------------------------------------
     def _elementwise(self, node: onnx.NodeProto) -> None:
         data = [t for t in node.input if t not in self.consts]
+        if len(data) == 2 and node.op_type == "Add":
+            self._residual_add(node)
+            return
         if len(data) != 1:
             raise CompileError(f"{self.where(node)}: needs one data input and constants")
         src = data[0]
@@ -267,16 +344,31 @@ class _Compiler:
         if node.op_type in ("Mul", "Div") and isinstance(r, Q):
             other = next(t for t in node.input if t in self.consts)
             c = self.consts[other]
-            if node.input[0] == src and is_pow2(c) and c.size in (1, r.lo.size):
+            if node.input[0] == src and c.size in (1, r.lo.size):
                 c = c.reshape(()) if c.size == 1 else c.reshape(_chan_shape(len(r.shape), c.size))
                 scale = r.scale * c if node.op_type == "Mul" else r.scale / c
-                self.env[node.output[0]] = Q(r.name, scale, r.zp, r.lo, r.hi, r.shape)
-                return
+                # exact: a power of two, or the codes themselves (a cut's value / its scale)
+                if is_pow2(c) or np.all(scale == 1.0):
+                    self.env[node.output[0]] = Q(r.name, scale, r.zp, r.lo, r.hi, r.shape)
+                    return
         if isinstance(r, Q):
             r = Pending(r, src, [])
         if not isinstance(r, Pending):
             raise CompileError(f"{self.where(node)}: input {src} is not a quantized tensor")
         self.env[node.output[0]] = Pending(r.base, r.src, r.nodes + [node], r.window)
+
+    def _residual_add(self, node: onnx.NodeProto) -> None:
+        """Two quantized tensors on one grid (a residual join of Brevitas' ResNets: both sides
+        quantized with one scale): the sum of their codes, exact, on that grid (FINN's
+        AddStreams). Tensors on different grids are refused by name."""
+        a, b = (self.q_of(t, node) for t in node.input)
+        if a.zp != 0 or b.zp != 0 or a.scale.shape != b.scale.shape or \
+                not np.all(a.scale == b.scale):
+            raise CompileError(f"{self.where(node)}: the two tensors it adds are not on one "
+                               "grid (the same scale, zero point 0)")
+        total = self.b.op("Add", [a.name, b.name], hint="sum")
+        self.env[node.output[0]] = Q(total, a.scale, 0.0, a.lo + b.lo, a.hi + b.hi,
+                                     self.shape(node.output[0]))
 
     # BatchNormalization: per-channel float operations like the others (FINN absorbs it into
     # thresholds; here the quantizer after it measures the chain)
@@ -284,8 +376,9 @@ class _Compiler:
 
     # ---- linear layers -------------------------------------------------------------------------
     def _linear(self, node: onnx.NodeProto, x: Q, w_codes: np.ndarray, w_scale: np.ndarray,
-                bias: np.ndarray | None, emit) -> None:
-        if x.zp != 0 or x.scale.size != 1:
+                bias: np.ndarray | None, emit, depthwise: bool = False) -> None:
+        # a per-channel input scale comes out of a depthwise sum (each output reads one channel)
+        if x.zp != 0 or (x.scale.size != 1 and not depthwise):
             raise CompileError(f"{self.where(node)}: input needs one scale and zero point 0")
         amax = float(max(abs(x.lo.min()), abs(x.hi.max())))
         cout = w_codes.shape[0]
@@ -299,7 +392,8 @@ class _Compiler:
         hi = wpos * xhi + wneg * xlo
         acc = emit(x.name)
         shape = self.shape(node.output[0])
-        acc_scale = (float(x.scale) * w_scale).reshape(_chan_shape(len(shape), cout))
+        acc_scale = (np.asarray(x.scale, np.float64).reshape(-1) * w_scale).reshape(
+            _chan_shape(len(shape), cout))
         q = Q(acc, acc_scale, 0.0, lo, hi, shape)
         self.stats["linear"] += 1
         if bias is None:
@@ -311,31 +405,91 @@ class _Compiler:
         add = helper.make_node("Add", ["__acc__", bias_name], [node.output[0]])
         self.env[node.output[0]] = Pending(q, "__acc__", [add])
 
+    def _affine(self, p: Pending) -> tuple[float, np.ndarray] | None:
+        """(a, b) with value = a * code + b[channel] when the pending operations are constant
+        multiplications, divisions, additions and subtractions with one common factor a (an
+        image's /255, per-channel mean and one std); None otherwise."""
+        q = p.base
+        C = q.lo.size
+        if p.window or q.zp != 0 or np.size(q.scale) != 1:
+            return None
+        a, b = np.full(C, float(q.scale)), np.zeros(C)
+        for n in p.nodes:
+            k = 1 if n.input[0] in (p.src, *(m.output[0] for m in p.nodes)) else 0
+            c = self.consts.get(n.input[k]) if len(n.input) == 2 else None
+            if c is None or n.op_type not in ("Mul", "Div", "Add", "Sub") or \
+                    (k == 0 and n.op_type == "Div") or np.size(c) not in (1, C):
+                return None
+            c = np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (C,))
+            if n.op_type == "Mul":
+                a, b = a * c, b * c
+            elif n.op_type == "Div":
+                a, b = a / c, b / c
+            elif n.op_type == "Add":
+                b = b + c
+            elif k == 1:  # x - c
+                b = b - c
+            else:  # c - x
+                a, b = -a, c - b
+        if not np.all(a == a[0]) or a[0] == 0:
+            return None
+        return float(a[0]), b
+
+    def linear_input(self, node: onnx.NodeProto, values: np.ndarray,
+                     padded: bool) -> tuple[Q, np.ndarray | None]:
+        """A linear layer's input as integer codes, and the constant (per output) the layer adds
+        when its input is an affine map of codes: finn-examples' MobileNet takes uint8 images
+        and runs /255, the per-channel mean and one std ahead of its first convolution, which
+        FINN moves past that (unpadded) convolution; so does this. ``values`` are the weights
+        as (out, in, ...) float values."""
+        r = self.env.get(node.input[0])
+        aff = self._affine(r) if isinstance(r, Pending) else None
+        if aff is None:
+            return self.q_of(node.input[0], node), None
+        a, b = aff
+        if padded and np.any(b != 0):
+            ops = ", ".join(n.op_type for n in r.nodes)
+            raise CompileError(f"{self.where(node)}: an offset ({ops}) ahead of a padded layer "
+                               "(FINN cannot move it past the padding either)")
+        C = r.base.lo.size
+        per_in = np.asarray(values, np.float64).reshape(values.shape[0], values.shape[1], -1)
+        if per_in.shape[1] == C:
+            offset = per_in.sum(axis=2) @ b
+        elif per_in.shape[1] == 1 and values.shape[0] == C:  # depthwise
+            offset = per_in[:, 0, :].sum(axis=1) * b
+        else:
+            return self.q_of(node.input[0], node), None
+        q = r.base
+        return Q(q.name, np.array(a), 0.0, q.lo, q.hi, q.shape), offset
+
     def op_Conv(self, node: onnx.NodeProto) -> None:
-        x = self.q_of(node.input[0], node)
         w = self.const_of(node.input[1])
         if w is None:
             raise CompileError(f"{self.where(node)}: weights must be constant")
-        codes, scale = integer_codes(w, 0, f"{self.where(node)} weights")
-        bias = self.const_of(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        x, offset = self.linear_input(node, w, any(attrs.get("pads", [0])))
+        codes, scale = self.weight_codes(node.input[1], node)
+        bias = self.const_of(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        bias = _plus(bias, offset)
 
         def emit(xname: str) -> str:
             return self.b.op("Conv", [xname, self.b.const(codes)], hint="acc", **attrs)
 
-        self._linear(node, x, codes, scale.reshape(-1), bias, emit)
+        depthwise = attrs.get("group", 1) == codes.shape[0] == x.lo.size and codes.shape[1] == 1
+        self._linear(node, x, codes, scale.reshape(-1), bias, emit, depthwise)
 
     def op_Gemm(self, node: onnx.NodeProto) -> None:
-        x = self.q_of(node.input[0], node)
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
             raise CompileError(f"{self.where(node)}: only alpha = beta = 1 without transA")
         w = self.const_of(node.input[1])
         if w is None:
             raise CompileError(f"{self.where(node)}: weights must be constant")
-        w = w if attrs.get("transB", 0) else w.T  # (out, in)
-        codes, scale = integer_codes(w, 0, f"{self.where(node)} weights")
+        x, offset = self.linear_input(node, w if attrs.get("transB", 0) else w.T, False)
+        codes, scale = self.weight_codes(node.input[1], node,  # (out, in)
+                                         transpose=not attrs.get("transB", 0))
         bias = self.const_of(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        bias = _plus(bias, offset)
 
         def emit(xname: str) -> str:
             return self.b.op("Gemm", [xname, self.b.const(codes)], hint="acc", transB=1)
@@ -343,16 +497,16 @@ class _Compiler:
         self._linear(node, x, codes, scale.reshape(-1), bias, emit)
 
     def op_MatMul(self, node: onnx.NodeProto) -> None:
-        x = self.q_of(node.input[0], node)
         w = self.const_of(node.input[1])
         if w is None or w.ndim != 2:
             raise CompileError(f"{self.where(node)}: weights must be a constant matrix")
-        codes, scale = integer_codes(w.T, 0, f"{self.where(node)} weights")
+        x, offset = self.linear_input(node, w.T, False)
+        codes, scale = self.weight_codes(node.input[1], node, transpose=True)
 
         def emit(xname: str) -> str:
             return self.b.op("MatMul", [xname, self.b.const(codes.T)], hint="acc")
 
-        self._linear(node, x, codes, scale.reshape(-1), None, emit)
+        self._linear(node, x, codes, scale.reshape(-1), offset, emit)
 
     # ---- pooling and shapes ---------------------------------------------------------------
     def op_MaxPool(self, node: onnx.NodeProto) -> None:
@@ -448,9 +602,9 @@ class _Compiler:
         scale), and the reference's own float32 operations run on it, node for node (renamed),
         so the logits and the order TopK sees are the reference's bit for bit."""
         q = p.base
-        if max(abs(q.lo.min()), abs(q.hi.max())) >= EXACT_LIMIT or not is_pow2(q.scale):
+        if max(abs(q.lo.min()), abs(q.hi.max())) >= EXACT_LIMIT:
             raise CompileError(f"the float operations on {p.src} before the TopK need an exact "
-                               "value to start from (a power-of-two scale, below 2**24)")
+                               "value to start from (codes below 2**24)")
         value = q.name
         if q.zp != 0:
             value = self.b.op("Sub", [value, self.b.const(q.zp)])
@@ -503,8 +657,8 @@ class _Compiler:
             qmin, qmax = -1, 1
         else:
             qmin, qmax = min_int(signed, narrow, int(bits)), max_int(signed, narrow, int(bits))
-        if not (np.size(zp) == 1 and is_pow2(scale)):
-            raise CompileError(f"{self.where(node)}: output scale must be a power of two")
+        if np.size(zp) != 1:
+            raise CompileError(f"{self.where(node)}: one zero point is needed")
         codes = self.requant(r, chain, float(scale.flatten()[0]) if scale.size == 1 else scale,
                              float(np.asarray(zp).flatten()[0]), qmin, qmax, node)
         out_shape = self.shape(node.output[0])
@@ -550,11 +704,11 @@ class _Compiler:
         pm = ModelWrapper(qonnx_make_model(graph, opset_imports=list(self.m.model.opset_import)))
         pm = pm.transform(InferShapes())
         y = execute_onnx(pm, {p.src: value})[out].astype(np.float64)
-        y = y / np.asarray(scale, dtype=np.float64) + zp
-        y = y.reshape(P, C)
-        if not np.all(y == np.round(y)):
+        y = (y / np.asarray(scale, dtype=np.float64) + zp).reshape(P, C)
+        codes = np.round(y)  # a scale that is not a power of two: code * scale / scale ~ code
+        if np.any(np.abs(y - codes) > 1e-3):
             raise CompileError(f"node {chain[-1].name}: probe output is not integer codes")
-        return y
+        return codes
 
     def requant(self, p: Pending, chain, scale, zp, qmin, qmax, node) -> str:
         base = p.base
@@ -760,6 +914,13 @@ def _verify(T, lo, hi, y_ends, B, M, qmin, qmax) -> bool:
     if np.any(np.abs(a) >= EXACT_LIMIT):
         return False
     return all(bool(np.all(_apply(a, B, M, qmin, qmax, fused) == e)) for fused in (False, True))
+
+
+def _plus(bias: np.ndarray | None, offset: np.ndarray | None) -> np.ndarray | None:
+    """A linear layer's bias plus the constant its input's offset adds (either may be absent)."""
+    if offset is None:
+        return bias
+    return offset if bias is None else np.asarray(bias, np.float64).reshape(-1) + offset
 
 
 def compile_model(model: ModelWrapper) -> Program:

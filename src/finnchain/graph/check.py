@@ -33,6 +33,7 @@ class CutReport:
     shape: tuple[int, ...]
     bytes_per_frame: int
     distinct: int
+    reference_differs: int = 0  # codes unlike the reference chain's (found on a mismatch)
 
 
 @dataclass
@@ -102,9 +103,53 @@ def check_split(
     detail = ""
     if not equal:
         diff = np.asarray(y) != np.asarray(whole)
-        detail = f"{int(diff.sum())} of {diff.size} output values differ"
+        frames = int(diff.reshape(len(diff), -1).any(axis=1).sum())
+        detail = (f"{frames} of {len(diff)} frames differ ({int(diff.sum())} of {diff.size} "
+                  "output values)")
+        if whole_engine == "reference" and engine == "emulate":
+            detail += _where_they_part(stages, points, x, reports)
     return CheckResult(equal, len(stages), reports, int(np.unique(whole).size),
                        t1 - t0, t2 - t1, detail)
+
+
+def _where_they_part(stages: list, points: list, x: np.ndarray, reports: list) -> str:
+    """Each stage on the emulator and on the reference, both fed the reference's codes: at
+    which cuts they differ, and the cause when the model's scales are not powers of two."""
+    ref_in = x
+    for k, stage in enumerate(stages[:-1]):
+        ours = np.asarray(runner("emulate")(stage)(ref_in))
+        # value / scale in float32 is the code give or take an ulp where the scale is not 2^k
+        ref = np.round(np.asarray(run_reference(stage, ref_in.astype(np.float32))))
+        reports[k].reference_differs = int((ours != ref).sum())
+        ref_in = ref
+    parts = [f"cut {k}: {r.reference_differs} codes" for k, r in enumerate(reports)
+             if r.reference_differs]
+    cause = inexact_scales(stages)
+    text = f"; against the reference chain, {', '.join(parts) or 'no cut differs'}"
+    if cause:
+        text += (f". Cause: scales that are not powers of two ({cause}). qonnx's reference "
+                 "rounds every product and sum in float32; the emulator computes the integer "
+                 "function FINN builds (exact accumulators, thresholds on them). A value within "
+                 "that rounding of a step comes out one code apart, and the difference travels "
+                 "on. For such a model the emulator's reference is FINN's own execution "
+                 "(finnchain build --target finn-estimate; bench/models.py)")
+    return text
+
+
+def inexact_scales(stages: list) -> str:
+    """The quantizers whose scale is not a power of two, named (the first three) and counted."""
+    from finnchain.graph.model import is_pow2
+
+    names = []
+    for stage in stages:
+        for n in stage.graph.node:
+            if n.op_type in ("Quant", "BipolarQuant", "Trunc"):
+                scale = stage.get_initializer(n.input[1])
+                if scale is not None and not is_pow2(scale) and n.name not in names:
+                    names.append(n.name)
+    if not names:
+        return ""
+    return f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}: {len(names)} quantizers"
 
 
 def resolve_model(spec: str, root: Path = Path("artifacts")) -> ModelWrapper:

@@ -1,11 +1,13 @@
 """Legal cut points of a QONNX model and what crosses the link at each.
 
 A cut may sit only on the output of an activation quantizer (a ``Quant`` or ``BipolarQuant``
-node whose input is
-computed from the model input, not a weight) with a power-of-two scale and a single zero point,
-and only where that tensor is the one thing that crosses: no other computed tensor of the part
-before is used by the part after. What crosses is the integer code ``value / scale + zero_point``
-with a FINN datatype (UINT4, INT8, ...), in FINN's packed NHWC layout (see ``pack``).
+node whose input is computed from the model input, not a weight) with one positive scale (any
+value: a learned one crosses as the integer code and a ``Mul`` in the next stage) and one zero
+point, and only where that tensor is the one thing that crosses: no other computed tensor of
+the part before is used by the part after (so a residual network cuts between its blocks).
+What crosses is the integer code ``value / scale + zero_point`` with a FINN datatype (UINT4,
+INT8, BIPOLAR, ...), in FINN's packed NHWC layout (see ``pack``). Per-channel scales are not
+cuts yet.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from onnx import helper
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 
-from finnchain.graph.model import constant_tensors, input_name, is_pow2
+from finnchain.graph.model import constant_tensors, input_name
 from finnchain.graph.pack import packed_bytes
 
 
@@ -101,9 +103,8 @@ def _why_not(model: ModelWrapper, compute: list, i: int, inp: str) -> str | None
     if np.size(scale) != 1 or np.size(zp) != 1:
         return (f"its scale is per-channel ({np.size(scale)} values); a cut needs one scale "
                 f"and one zero point")
-    if not is_pow2(scale):
-        return (f"its scale {float(np.asarray(scale).flatten()[0]):.6g} is not a power of two "
-                "(the exactness argument of the float reference needs one)")
+    if not np.all(np.asarray(scale) > 0):
+        return f"its scale {float(np.asarray(scale).flatten()[0]):.6g} is not positive"
     crossing = _crossing(model, compute, i)
     if crossing != {node.output[0]}:
         others = sorted(crossing - {node.output[0]})

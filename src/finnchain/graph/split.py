@@ -4,7 +4,9 @@ Each stage is a valid FINN input on its own: its input (but the first stage's im
 output (but the last stage's) are integer tensors with a FINN datatype. The scale leaves the
 upstream stage as its last operation (``codes = value / scale + zero_point``) and enters the
 downstream stage as its first (``value = (codes - zero_point) * scale``). With power-of-two
-scales both are exact, so the chain of stages computes exactly what the whole model computes.
+scales both are exact, so the chain of stages computes exactly what the whole model computes;
+with a learned scale the emulated fabric (and FINN) take the codes as they are, and only qonnx's
+float reference of a stage may see ``value / scale`` an ulp off an integer.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ scaled as chosen) and each activation quantizer's power-of-two scale from the va
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from brevitas.graph.calibrate import calibration_mode
@@ -38,6 +40,7 @@ def calibrate(
     images: np.ndarray,
     seed: int,
     last_bn_gain: float = 1.0,
+    scales: bool = True,
 ) -> None:
     """Set batch-norm statistics and activation scales of ``model`` on ``images`` (uint8 NCHW).
 
@@ -45,6 +48,7 @@ def calibrate(
     in (0.6, 1.4), so a following ReLU keeps most of it. ``last_bn_gain`` multiplies the last
     batch-norm's output after the scales are set: a truncating average pool after it keeps only
     the high bits of a sum of codes, which stay varied only when the codes are high.
+    ``scales=False`` sets the batch-norm statistics only.
     """
     gen = torch.Generator().manual_seed(seed)
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -56,7 +60,9 @@ def calibrate(
             bn.momentum = None  # cumulative average over the calibration batches
         x = torch.from_numpy(images.astype(np.float32))
         model.eval()
-        with calibration_mode(model):
+        # scales=False: batch-norm statistics only (a ResNet's two sides of an add must keep
+        # one scale, which calibrating each quantizer on its own would break)
+        with calibration_mode(model) if scales else contextlib.nullcontext():
             for bn in bns:
                 bn.train()
             for batch in torch.split(x, 4):

@@ -63,7 +63,63 @@ def _bnn_pynq(name: str):
                         m.bias.normal_(0.0, 1.0, generator=g)
                         m.running_mean.normal_(0.0, 1.0, generator=g)
                         m.running_var.uniform_(0.5, 2.0, generator=g)
-        return torch.nn.Sequential(Unit(), model).eval()
+        net = torch.nn.Sequential(Unit(), model).eval()
+        if weights is None and name.startswith("resnet"):  # its outputs are one class untrained
+            from finnchain.models.calibrate import calibrate, seeded_images
+
+            calibrate(net, seeded_images(8, 3, 32, 32, seed=seed + 1), seed=seed + 2,
+                      scales=False, last_bn_gain=3.0)
+            # its pooled features hardly vary between images, so one class would always win:
+            # the classifier's bias centres its logits on the calibration images
+            fc = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+            seen = []
+            hook = fc.register_forward_hook(lambda mod, inp, out: seen.append(out.detach()))
+            with torch.no_grad():
+                net(torch.from_numpy(seeded_images(16, 3, 32, 32, seed=seed + 3)).float())
+                hook.remove()
+                logits = torch.cat([getattr(o, "value", o) for o in seen])
+                fc.bias.sub_(logits.mean(dim=0))
+        return net.eval()
+
+    return make
+
+
+def _imagenet(name: str):
+    """Brevitas' imagenet_classification example ``name`` (quant_mobilenet_v1_4b: the network
+    finn-examples deploys) with its preprocessing inside, as finn-examples and FINN's
+    MobileNet test merge it: uint8 images, /255, the per-channel mean and the std of its
+    configuration. Random weights are calibrated on seeded images (batch-norm statistics and
+    activation scales, Brevitas' calibration mode) so that activations are not degenerate."""
+
+    def make(seed: int, weights: Path | None = None):
+        import torch
+        from brevitas_examples.imagenet_classification.models import model_with_cfg
+
+        torch.manual_seed(seed)
+        model, cfg = model_with_cfg(name, pretrained=None)  # never downloads
+        mean = [float(cfg.get("PREPROCESS", f"MEAN_{c}")) for c in range(3)]
+        std = [float(cfg.get("PREPROCESS", f"STD_{c}")) for c in range(3)]
+
+        class Preprocess(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+                # one std as one scalar: FINN moves a scalar Mul past the first convolution
+                # (MoveScalarMulPastConv), not three equal ones
+                self.register_buffer("std", torch.tensor(std[0]) if len(set(std)) == 1
+                                     else torch.tensor(std).view(1, 3, 1, 1))
+
+            def forward(self, x):
+                return (x / 255.0 - self.mean) / self.std
+
+        net = torch.nn.Sequential(Preprocess(), model)
+        if weights is not None:
+            model.load_state_dict(_state_dict(weights, name), strict=True)
+        else:
+            from finnchain.models.calibrate import calibrate, seeded_images
+
+            calibrate(net, seeded_images(8, 3, 224, 224, seed=seed + 1), seed=seed + 2)
+        return net.eval()
 
     return make
 
@@ -112,6 +168,11 @@ MODELS.update({
                  shape, 1, _bnn_pynq(name), takes_weights=True)
     for name, (shape, _classes) in _BNN_PYNQ.items()
 })
+MODELS["quant_mobilenet_v1_4b"] = Recipe(
+    "quant_mobilenet_v1_4b", "Brevitas' imagenet_classification MobileNetV1 W4A4 (learned "
+    "scales, TruncAvgPool), 224x224 uint8 input (/255, mean, std inside), calibrated seeded "
+    "weights or --weights", (1, 3, 224, 224), 5, _imagenet("quant_mobilenet_v1_4b"),
+    takes_weights=True)
 
 
 def recipe(name: str) -> Recipe:

@@ -40,7 +40,7 @@ FINN_TYPES = {
     "Thresholding": "Thresholding_hls", "GlobalAccPool": "GlobalAccPool_hls",
     "LabelSelect": "LabelSelect_hls", "StreamingMaxPool": "StreamingMaxPool_hls",
     "DuplicateStreams": "DuplicateStreams_hls", "StreamingConcat": "StreamingConcat_hls",
-    "ChannelwiseOp": "ChannelwiseOp_hls",
+    "ChannelwiseOp": "ChannelwiseOp_hls", "AddStreams": "AddStreams_hls",
 }
 INSERTED_BY_FINN = (FIFO, DWC, IODMA)  # FINN inserts these itself; they are costed only
 OUTPUTS = ["estimate_reports", "bitfile", "pynq_driver", "deployment_package"]
@@ -189,7 +189,7 @@ def folding_config(stage: StagePlan) -> dict:
             entry = {"PE": f["pe"]}
         elif op.kind == "ChannelwiseOp":
             entry = {"PE": f["pe"], "ram_style": "distributed"}
-        elif op.kind == "DuplicateStreams":
+        elif op.kind in ("DuplicateStreams", "AddStreams"):
             entry = {"PE": f["pe"]}
         if f["ram_style"] == "ultra" and op.kind in ("MVAU", "VVAU"):
             entry["runtime_writeable_weights"] = 1  # FINN v0.10.1 requires it for URAM

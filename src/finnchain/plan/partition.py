@@ -205,10 +205,14 @@ def explain(search: Search, fps: float) -> str:
             if not fitter.add(opts) or not fitter.fits():
                 o = min(opts, key=lambda o: o.res.lut)
                 p = min(opts, key=lambda o: o.res.bram18)
-                node = seg.layers[-1].node
-                return (f"layer {node} does not fit one {board.kind}: it needs at least "
-                        f"{p.res.bram18} RAMB18 (limit {board.limit('bram18'):.0f} minus shell) "
-                        f"or {o.res.lut:,.0f} LUT (limit {board.limit('lut'):,.0f} minus shell)")
+                names = f"{seg.layers[0].node} .. {seg.layers[-1].node}"
+                return (f"the layers between two cuts ({names}) do not fit one {board.kind} "
+                        f"however folded: with the fewest LUTs they take {o.res.lut:,.0f} LUT "
+                        f"and {o.res.bram18:.0f} RAMB18, with the fewest RAMB18 "
+                        f"{p.res.bram18:.0f} RAMB18, {p.res.lut:,.0f} LUT and "
+                        f"{p.res.lutram:,.0f} LUTs as memory (limits {board.limit('lut'):,.0f} "
+                        f"LUT, {board.limit('bram18'):.0f} RAMB18, {board.lutram:,.0f} LUTs "
+                        "as memory, before the shell)")
     kinds = ", ".join(sorted({b.kind for b in search.boards}))
     return (f"{len(search.boards)} boards ({kinds}) are too few for {fps:.1f} frames/s, "
             "even with every layer folded as far as it goes" if fps <= floor_fps(search)

@@ -292,13 +292,78 @@ def _tidy(model: ModelWrapper) -> ModelWrapper:
     return model.transform(InferDataTypes())
 
 
+class TruncAvgPoolToQuantAvgPool(Transformation):
+    """Brevitas' TruncAvgPool2d as FINN's QuantAvgPool2d. Brevitas 0.13 exports it as an
+    AveragePool and a Trunc of qonnx's second version (its own output scale, no Mul); FINN
+    v0.10.1 matches only the first (AveragePool, Mul by k*k, Trunc) and leaves this one be.
+    The same op results: the codes (the pool's input over its scale, which is the Trunc's
+    scale times k*k) summed over the window and shifted right by in_bits - out_bits, then
+    times the Trunc's output scale. A stage that starts at the pool takes the codes as they
+    come (the stage's own Mul by that scale is skipped rather than divided out again)."""
+
+    def apply(self, model):
+        for pool in model.graph.node:
+            trunc = model.find_consumer(pool.output[0]) if pool.op_type in (
+                "AveragePool", "GlobalAveragePool") else None
+            if trunc is None or trunc.op_type != "Trunc" or len(trunc.input) != 6:
+                continue
+            attrs = {a.name: helper.get_attribute_value(a) for a in pool.attribute}
+            if pool.op_type == "GlobalAveragePool":  # (qonnx's cleanup makes one of a whole map)
+                attrs["kernel_shape"] = list(model.get_tensor_shape(pool.input[0])[2:])
+            k = list(attrs["kernel_shape"])
+            stride = list(attrs.get("strides", k))
+            scale, zp, in_bits, out_scale, out_bits = (
+                model.get_initializer(t) for t in trunc.input[1:])
+            mode = {a.name: helper.get_attribute_value(a) for a in trunc.attribute}
+            if (k[0] != k[1] or stride[0] != stride[1] or any(attrs.get("pads", [0]))
+                    or np.any(zp != 0) or np.size(scale) != 1
+                    or mode.get("rounding_mode", b"FLOOR").upper() != b"FLOOR"):
+                raise ValueError(f"{trunc.name}: FINN's QuantAvgPool2d takes square unpadded "
+                                 "windows, one scale, zero point 0 and FLOOR rounding")
+            kk = k[0] * k[0]
+            in_bits, out_bits = int(np.asarray(in_bits).item()), int(np.asarray(out_bits).item())
+            ibits = int(np.floor(np.log2(2**in_bits / kk)))
+            if int((2**ibits - 1) * kk).bit_length() != in_bits:
+                raise ValueError(f"{trunc.name}: a {in_bits}-bit sum of {kk} codes is not the "
+                                 "shift FINN's QuantAvgPool2d makes")
+            s_in = np.float32(np.asarray(scale).item() * kk)
+            src = pool.input[0]
+            producer = model.find_producer(src)
+            nodes = []
+            c = model.get_initializer(producer.input[1]) if producer is not None and \
+                producer.op_type == "Mul" else None
+            if c is not None and np.size(c) == 1 and np.float32(np.asarray(c).item()) == s_in:
+                codes = producer.input[0]  # the stage's own input scaling: take the codes
+            else:
+                codes = model.make_new_valueinfo_name()
+                div = model.make_new_valueinfo_name()
+                model.set_initializer(div, np.asarray(s_in, dtype=np.float32))
+                nodes.append(helper.make_node("Div", [src, div], [codes]))
+            pooled = model.make_new_valueinfo_name()
+            outs = model.make_new_valueinfo_name()
+            model.set_initializer(outs, np.asarray(out_scale, dtype=np.float32).reshape(()))
+            nodes += [
+                helper.make_node("QuantAvgPool2d", [codes], [pooled],
+                                 domain="qonnx.custom_op.general", stride=stride[0],
+                                 kernel=k[0], ibits=ibits, obits=out_bits,
+                                 signed=int(mode.get("signed", 0)), data_layout="NCHW"),
+                helper.make_node("Mul", [pooled, outs], [trunc.output[0]])]
+            at = list(model.graph.node).index(pool)
+            for i, n in enumerate(nodes):
+                model.graph.node.insert(at + i, n)
+            model.graph.node.remove(pool)
+            model.graph.node.remove(trunc)
+            return model.transform(InferShapes()).transform(InferDataTypes()), True
+        return model, False
+
+
 def step_finnchain_qonnx_to_finn(model: ModelWrapper, cfg):
     """FINN's ``step_qonnx_to_finn`` as it means to be: v0.10.1 counts "BinaryQuant" nodes, an op
     type no model has, so a binarized network (BNN-PYNQ's 1w1a: only BipolarQuant) went on
     unconverted and failed in streamlining. Counted here with BipolarQuant."""
     if not any(n.op_type in ("Quant", "BipolarQuant", "Trunc") for n in model.graph.node):
         return model
-    model = cleanup_model(model)
+    model = cleanup_model(model.transform(TruncAvgPoolToQuantAvgPool()))
     return model.transform(ConvertQONNXtoFINN(filter_function=default_filter_function_generator(
         max_multithreshold_bit_width=cfg.max_multithreshold_bit_width)))
 
@@ -306,7 +371,11 @@ def step_finnchain_qonnx_to_finn(model: ModelWrapper, cfg):
 def step_finnchain_streamline(model: ModelWrapper, cfg):
     """FINN's Streamline and finn-examples' MobileNetV1 additions, then the classifier tail."""
     model = model.transform(absorb.AbsorbSignBiasIntoMultiThreshold())
-    model = model.transform(Streamline())
+    for _ in range(3):  # one pass leaves an image's /255 ahead of the first convolution
+        before = model.model.SerializeToString()
+        model = model.transform(Streamline())
+        if model.model.SerializeToString() == before:
+            break
     for t in (DoubleToSingleFloat(), reorder.MoveMulPastDWConv(),
               absorb.AbsorbMulIntoMultiThreshold(), InferDataLayouts(),
               reorder.MoveTransposePastScalarMul(), absorb.AbsorbTransposeIntoFlatten(),
