@@ -173,7 +173,7 @@ def main() -> int:
         return 2
     results = [run_model(n, args.boards, Path(args.work), args.frames, finn, args.finn_frames,
                          args.exec_max, console) for n in names]
-    table = Table(title=f"Brevitas' bnn_pynq examples on {args.boards} (random weights)")
+    table = Table(title=f"Brevitas' examples on {args.boards} (random weights)")
     for col in ("model", "cuts", "stages", "planned fps", "bound by", "bit-exact frames",
                 "stage codes unlike the reference", "distinct at cuts", "FINN accepts",
                 "FINN = emulator", "seconds", "stopped"):

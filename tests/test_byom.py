@@ -130,9 +130,8 @@ def _per_channel_model(path):
         nodes.append(helper.make_node("MatMul", [x, const(f"w{k}", rng.integers(
             -3, 4, (n_in, n_out)))], [f"mm{k}"]))
         x = quant(f"mm{k}", f"a{k}", rng.uniform(1, 4, (1, n_out)), 4, 0)
-    nodes.append(helper.make_node("TopK", [x, helper.make_tensor(
-        "k", TensorProto.INT64, [1], [1]).name], ["v", "i"]))
     inits.append(helper.make_tensor("k", TensorProto.INT64, [1], [1]))
+    nodes.append(helper.make_node("TopK", [x, "k"], ["v", "i"]))
     graph = helper.make_graph(
         nodes, "per-channel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
         [helper.make_tensor_value_info("i", TensorProto.INT64, [1, 1])], inits)

@@ -167,11 +167,10 @@ class _Lowering:
         elif op not in ABSORBED:
             raise LoweringError(f"node {node.name} ({op}) has no FINN hardware mapping")
 
-    def fork(self, node, layers: list[Layer], compute: list) -> None:
+    def fork(self, node, layers: list[Layer]) -> None:
         """A computed tensor read by two layers (a residual branch and its skip) leaves through
         FINN's DuplicateStreams."""
-        readers = [n for n in compute if node.output[0] in n.input]
-        if len(readers) < 2:
+        if len(self.model.find_consumers(node.output[0])) < 2:
             return
         shape = self.model.get_tensor_shape(node.output[0])
         layers.append(Layer(node.name, (Fork(
@@ -294,19 +293,17 @@ def segments(model: ModelWrapper) -> list[Segment]:
     low = _Lowering(model)
     out: list[Segment] = []
     start = 0
-    cut_node_forks = False
     in_shape = (1, *model.get_tensor_shape(input_name(model))[1:])
     for k, cut in enumerate([*cuts, None]):
         end = cut.nodes_before if cut else len(compute)
         in_bits = low.bits
         layers: list[Layer] = []
-        if start and cut_node_forks:  # the tensor that crossed is forked on this side
-            low.fork(compute[start - 1], layers, compute)
+        if start:  # the tensor that crossed the cut before is forked on this side
+            low.fork(compute[start - 1], layers)
         for node in compute[start:end]:
             low.node(node, layers)
             if node is not compute[end - 1] or cut is None:
-                low.fork(node, layers, compute)
-        cut_node_forks = cut is not None
+                low.fork(node, layers)
         if not layers:
             raise LoweringError(f"segment {k} (nodes {start}..{end}) has no hardware layer")
         if cut is not None:

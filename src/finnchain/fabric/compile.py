@@ -246,30 +246,22 @@ class _Compiler:
         else:
             if max(abs(lo.min()), abs(hi.max())) < EXACT_LIMIT:
                 return Q(name, q.scale, q.zp, lo, hi, q.shape)
-        rescaled = self._rescaled(p)
-        if rescaled is not None:
-            return rescaled
+        aff = self._affine(p)
+        if aff is not None and not np.any(aff[1]):  # a rescaling only (a cut's learned scale)
+            return self._rescaled(p.base, aff[0])
         raise CompileError(
             f"{self.where(node)}: float operations "
             f"({', '.join(n.op_type for n in p.nodes)}) on {p.src} are not followed by a quantizer"
         )
 
-    def _rescaled(self, p: Pending) -> Q | None:
-        """Multiplications and divisions by constants only (a cut's learned scale entering a
-        stage, ahead of a linear layer): the integer codes stay and the scale takes them. This
-        is the integer function the hardware computes; the float reference rounds the product
-        once more (see the module's note on scales that are not powers of two)."""
-        q, scale = p.base, np.asarray(p.base.scale, np.float64)
-        if p.window:
-            return None
-        for n in p.nodes:
-            c = self.consts.get(n.input[1]) if len(n.input) == 2 else None
-            if n.op_type not in ("Mul", "Div") or c is None or n.input[0] == n.input[1] or \
-                    c.size not in (1, q.lo.size):
-                return None
-            c = np.asarray(c, np.float64)
-            c = c.reshape(()) if c.size == 1 else c.reshape(_chan_shape(len(q.shape), c.size))
-            scale = scale * c if n.op_type == "Mul" else scale / c
+    def _rescaled(self, q: Q, a: np.ndarray) -> Q:
+        """The codes of ``q`` with the scale ``a`` (per channel) that constant multiplications
+        and divisions gave them: the integer function the hardware computes; the float
+        reference rounds the product once more (see the module's note on such scales)."""
+        if np.all(a == a[0]):
+            scale = np.array(a[0])
+        else:
+            scale = a.reshape(_chan_shape(len(q.shape), a.size))
         return Q(q.name, scale, q.zp, q.lo, q.hi, q.shape)
 
     # ---- entry -----------------------------------------------------------------------------
@@ -405,17 +397,19 @@ class _Compiler:
         add = helper.make_node("Add", ["__acc__", bias_name], [node.output[0]])
         self.env[node.output[0]] = Pending(q, "__acc__", [add])
 
-    def _affine(self, p: Pending) -> tuple[float, np.ndarray] | None:
-        """(a, b) with value = a * code + b[channel] when the pending operations are constant
-        multiplications, divisions, additions and subtractions with one common factor a (an
-        image's /255, per-channel mean and one std); None otherwise."""
+    def _affine(self, p: Pending) -> tuple[np.ndarray, np.ndarray] | None:
+        """(a, b) per channel with value = a * (code - zp) + b when the pending operations are
+        multiplications, divisions, additions and subtractions by constants (a cut's learned
+        scale entering a stage; an image's /255, per-channel mean and std); None otherwise."""
         q = p.base
         C = q.lo.size
-        if p.window or q.zp != 0 or np.size(q.scale) != 1:
+        if p.window or np.size(q.scale) not in (1, C):
             return None
-        a, b = np.full(C, float(q.scale)), np.zeros(C)
+        a = np.broadcast_to(np.asarray(q.scale, np.float64).reshape(-1), (C,)).copy()
+        b = np.zeros(C)
+        data = {p.src, *(n.output[0] for n in p.nodes)}
         for n in p.nodes:
-            k = 1 if n.input[0] in (p.src, *(m.output[0] for m in p.nodes)) else 0
+            k = 1 if n.input[0] in data else 0  # the constant's position
             c = self.consts.get(n.input[k]) if len(n.input) == 2 else None
             if c is None or n.op_type not in ("Mul", "Div", "Add", "Sub") or \
                     (k == 0 and n.op_type == "Div") or np.size(c) not in (1, C):
@@ -431,9 +425,7 @@ class _Compiler:
                 b = b - c
             else:  # c - x
                 a, b = -a, c - b
-        if not np.all(a == a[0]) or a[0] == 0:
-            return None
-        return float(a[0]), b
+        return a, b
 
     def linear_input(self, node: onnx.NodeProto, values: np.ndarray,
                      padded: bool) -> tuple[Q, np.ndarray | None]:
@@ -444,10 +436,12 @@ class _Compiler:
         as (out, in, ...) float values."""
         r = self.env.get(node.input[0])
         aff = self._affine(r) if isinstance(r, Pending) else None
-        if aff is None:
+        if aff is not None and not np.any(aff[1]):  # a rescaling only
+            return self._rescaled(r.base, aff[0]), None
+        if aff is None or r.base.zp != 0 or not np.all(aff[0] == aff[0][0]) or aff[0][0] == 0:
             return self.q_of(node.input[0], node), None
-        a, b = aff
-        if padded and np.any(b != 0):
+        a, b = float(aff[0][0]), aff[1]
+        if padded:
             ops = ", ".join(n.op_type for n in r.nodes)
             raise CompileError(f"{self.where(node)}: an offset ({ops}) ahead of a padded layer "
                                "(FINN cannot move it past the padding either)")
@@ -575,7 +569,8 @@ class _Compiler:
         k = self.const_of(node.input[1])
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         pending = self.env.get(node.input[0])
-        if isinstance(pending, Pending) and not pending.window:
+        tail = isinstance(pending, Pending) and not pending.window
+        if tail:
             x = pending.base
             vals = self._float_tail(pending)
         else:
@@ -590,7 +585,7 @@ class _Compiler:
             helper.make_node("TopK", [vals, self.b.const(k, dtype=np.int64)], [out_v, out_i], **attrs)
         )
         self.env[node.output[1]] = out_i
-        if isinstance(pending, Pending) and not pending.window:
+        if tail:
             return  # the values are the tail's floats, not codes: only the indices go on
         self.env[node.output[0]] = Q(out_v, x.scale if x.scale.size == 1 else np.array(1.0),
                                      0.0, x.lo, x.hi, self.shape(node.output[0]))
@@ -598,9 +593,10 @@ class _Compiler:
     def _float_tail(self, p: Pending) -> str:
         """A float tail before the output's TopK (TensorNorm, a per-channel batch norm, scalar
         Mul/Add): FINN leaves it outside the dataflow partition, to the host, and so does the
-        emulator: the integer tensor becomes its value, exactly (integer codes times a power-of-two
-        scale), and the reference's own float32 operations run on it, node for node (renamed),
-        so the logits and the order TopK sees are the reference's bit for bit."""
+        emulator: the integer tensor becomes its value (exactly with a power-of-two scale, once
+        rounded to float32 with a learned one), and the reference's own float32 operations run
+        on it, node for node (renamed), so with power-of-two scales the logits and the order
+        TopK sees are the reference's bit for bit."""
         q = p.base
         if max(abs(q.lo.min()), abs(q.hi.max())) >= EXACT_LIMIT:
             raise CompileError(f"the float operations on {p.src} before the TopK need an exact "

@@ -90,10 +90,11 @@ def check_split(
     whole = runner(whole_engine)(model)(x)
     t1 = time.perf_counter()
     make = runner(engine)
+    runs = [make(stage) for stage in stages]  # compiled once, for the chain and any search
     y = x
     reports = []
-    for k, stage in enumerate(stages):
-        y = make(stage)(y)
+    for k, run in enumerate(runs):
+        y = run(y)
         if k < len(points):
             c = points[k]
             reports.append(CutReport(c.tensor, c.datatype, c.shape, c.bytes_per_frame,
@@ -107,17 +108,17 @@ def check_split(
         detail = (f"{frames} of {len(diff)} frames differ ({int(diff.sum())} of {diff.size} "
                   "output values)")
         if whole_engine == "reference" and engine == "emulate":
-            detail += _where_they_part(stages, points, x, reports)
+            detail += _where_they_part(stages, runs, x, reports)
     return CheckResult(equal, len(stages), reports, int(np.unique(whole).size),
                        t1 - t0, t2 - t1, detail)
 
 
-def _where_they_part(stages: list, points: list, x: np.ndarray, reports: list) -> str:
-    """Each stage on the emulator and on the reference, both fed the reference's codes: at
-    which cuts they differ, and the cause when the model's scales are not powers of two."""
+def _where_they_part(stages: list, runs: list, x: np.ndarray, reports: list) -> str:
+    """Each stage on the emulator (``runs``) and on the reference, both fed the reference's
+    codes: at which cuts they differ, and the cause when the scales are not powers of two."""
     ref_in = x
     for k, stage in enumerate(stages[:-1]):
-        ours = np.asarray(runner("emulate")(stage)(ref_in))
+        ours = np.asarray(runs[k](ref_in))
         # value / scale in float32 is the code give or take an ulp where the scale is not 2^k
         ref = np.round(np.asarray(run_reference(stage, ref_in.astype(np.float32))))
         reports[k].reference_differs = int((ours != ref).sum())

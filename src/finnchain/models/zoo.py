@@ -63,7 +63,7 @@ def _bnn_pynq(name: str):
                         m.bias.normal_(0.0, 1.0, generator=g)
                         m.running_mean.normal_(0.0, 1.0, generator=g)
                         m.running_var.uniform_(0.5, 2.0, generator=g)
-        net = torch.nn.Sequential(Unit(), model).eval()
+        net = torch.nn.Sequential(Unit(), model)
         if weights is None and name.startswith("resnet"):  # its outputs are one class untrained
             from finnchain.models.calibrate import calibrate, seeded_images
 
@@ -137,13 +137,12 @@ def _state_dict(path: Path, name: str) -> dict:
     return state
 
 
-# name -> (dataset input shape, classes); resnet18_4w4a exports but has no legal cut yet
-# (residual adds: the bring-your-own-model issue)
+# name -> input shape (MNIST for the fully connected nets, CIFAR-10 for CNV and ResNet18)
 _BNN_PYNQ = {
-    **{f"{a}_{w}": ((1, 1, 28, 28), 10) for a in ("tfc", "sfc", "lfc")
+    **{f"{a}_{w}": (1, 1, 28, 28) for a in ("tfc", "sfc", "lfc")
        for w in ("1w1a", "1w2a", "2w2a") if not (a == "lfc" and w == "2w2a")},
-    **{f"cnv_{w}": ((1, 3, 32, 32), 10) for w in ("1w1a", "1w2a", "2w2a")},
-    "resnet18_4w4a": ((1, 3, 32, 32), 10),
+    **{f"cnv_{w}": (1, 3, 32, 32) for w in ("1w1a", "1w2a", "2w2a")},
+    "resnet18_4w4a": (1, 3, 32, 32),
 }
 
 MODELS: dict[str, Recipe] = {
@@ -166,7 +165,7 @@ MODELS.update({
     name: Recipe(name, f"Brevitas' bnn_pynq {name}, {shape[2]}x{shape[3]} uint8 input "
                        "(/255 inside), random weights from the seed or --weights",
                  shape, 1, _bnn_pynq(name), takes_weights=True)
-    for name, (shape, _classes) in _BNN_PYNQ.items()
+    for name, shape in _BNN_PYNQ.items()
 })
 MODELS["quant_mobilenet_v1_4b"] = Recipe(
     "quant_mobilenet_v1_4b", "Brevitas' imagenet_classification MobileNetV1 W4A4 (learned "

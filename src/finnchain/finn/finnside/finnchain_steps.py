@@ -135,11 +135,17 @@ class MoveScalarMulPastIntegerAdd(Transformation):
         return model, False
 
 
+def _reroute(model: ModelWrapper, old: str, new: str) -> None:
+    """Every node that reads tensor ``old`` reads ``new`` instead."""
+    for consumer in model.find_consumers(old):
+        consumer.input[list(consumer.input).index(old)] = new
+
+
 class AbsorbInputFlatten(Transformation):
     """A stage that starts with a Flatten of its (N, C, H, W) input into a dense layer (a cut
-    just before a classifier, or TFC's image) takes its input flattened in NHWC order instead: the dense
-    layer's weight rows are reordered from CHW to HWC (as FINN's RemoveCNVtoFCFlatten does for a
-    Transpose inside the graph) and the Flatten goes. The bytes on the wire do not change: they
+    just before a classifier, or TFC's image) takes its input flattened in NHWC order instead:
+    the dense layer's weight rows are reordered from CHW to HWC (as FINN's RemoveCNVtoFCFlatten
+    does for a Transpose inside the graph) and the Flatten goes. The bytes on the wire do not change: they
     are NHWC already. FINN's RemoveCNVtoFCFlatten itself fails on a Flatten of the graph input."""
 
     def apply(self, model):
@@ -161,8 +167,7 @@ class AbsorbInputFlatten(Transformation):
         # (one channel, as TFC's 28x28 image, or 1x1 pixels: both orders are the same, and the
         # input quantizer's thresholds between the Flatten and the dense layer stay as they are)
         dt = model.get_tensor_datatype(inp.name)
-        for consumer in model.find_consumers(flat.output[0]):
-            consumer.input[list(consumer.input).index(flat.output[0])] = inp.name
+        _reroute(model, flat.output[0], inp.name)
         model.graph.node.remove(flat)
         model.set_tensor_shape(inp.name, [n, c * h * w])
         model.set_tensor_datatype(inp.name, dt)
@@ -186,8 +191,7 @@ class BipolarInputToXnor(Transformation):
         model.set_tensor_shape(bits, model.get_tensor_shape(inp))
         thr = model.make_new_valueinfo_name()
         model.set_initializer(thr, np.full((1, 1), 0.5, dtype=np.float32))
-        for consumer in model.find_consumers(inp):
-            consumer.input[list(consumer.input).index(inp)] = bits
+        _reroute(model, inp, bits)
         mt = helper.make_node("MultiThreshold", [inp, thr], [bits], name="finnchain_bipolar_in",
                               domain="qonnx.custom_op.general",
                               out_dtype="BIPOLAR", out_scale=2.0, out_bias=-1.0,
@@ -200,8 +204,7 @@ class BipolarInputToXnor(Transformation):
         mt = model.get_node_from_name("finnchain_bipolar_in")
         if getCustomOp(mt).get_nodeattr("out_dtype") != "BINARY":
             raise ValueError("the stage's BIPOLAR input does not reach a bipolar MatMul")
-        for consumer in model.find_consumers(bits):
-            consumer.input[list(consumer.input).index(bits)] = inp
+        _reroute(model, bits, inp)
         model.graph.node.remove(mt)
         return model.transform(InferDataTypes()), False
 
