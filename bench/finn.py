@@ -46,6 +46,8 @@ PLANS = [  # name, model, boards, target fps, catalogue
     ("mobilenet-v1 on zedboard:5 at 118.3", "mobilenet-v1", "zedboard:5", 118.3, None),
     ("mobilenet-v1 on zedboard:6 at 118.3", "mobilenet-v1", "zedboard:6", 118.3, None),
     ("mobilenet-v1 on zcu104:1", "mobilenet-v1", "zcu104:1", None, None),
+    ("mobilenet-v1 on pynq-z1:2,ultra96-v2:1,zedboard:3", "mobilenet-v1",
+     "pynq-z1:2,ultra96-v2:1,zedboard:3", None, None),
 ]
 
 

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import warnings
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -128,9 +129,15 @@ def run_finn(rec: dict, plan_dir: Path, images: np.ndarray, finn, frames: int,
     for s in plan.stages:
         path = out / f"stage{s.index}" / "comparison.json"
         c = json.loads(path.read_text()) if path.is_file() else None
-        entry = {"stage": s.index, "accepted": bool(c and c["accepted"]),
-                 "problems": c["problems"] if c else [r.stderr.strip().splitlines()[-1][:300]
-                                                      if r.stderr.strip() else "no report"]}
+        status = out / "finn-build" / f"stage{s.index}" / "finnchain-status.json"
+        if c:
+            problems = c["problems"]
+        elif status.is_file():  # FINN stopped: the stage's own step and error
+            st = json.loads(status.read_text())
+            problems = [f"FINN failed at {st.get('failed_step')}: {st.get('error')}"[:300]]
+        else:
+            problems = ["no report from FINN (see the stage's build.log)"]
+        entry = {"stage": s.index, "accepted": bool(c and c["accepted"]), "problems": problems}
         if c and c["accepted"] and s.input.shape[-1] <= exec_max:
             check, codes = check_stage(finn, out / "finn-build" / f"stage{s.index}", s.index,
                                        plan_dir / s.files["model"], codes)
@@ -154,7 +161,8 @@ def main() -> int:
                     help="FINN executes stages whose input is at most this wide (default 32; "
                     "a 224x224 stage takes minutes a frame in FINN's python mode)")
     ap.add_argument("--no-finn", action="store_true", help="skip FINN's front-end")
-    ap.add_argument("--only", help="comma-separated model names (default: all)")
+    ap.add_argument("--only", help="comma-separated model names (default: all); their rows "
+                    "replace those of an earlier run with the same settings, the rest kept")
     ap.add_argument("--work", default="artifacts/bench-models", help="where the files go")
     ap.add_argument("--name", default="models", help="results name (bench/results/NAME.json)")
     args = ap.parse_args()
@@ -193,9 +201,20 @@ def main() -> int:
             f"{sum(r['seconds'].values()):.1f}",
             f"{r['stopped_at']}: {r['why'][:70]}" if r["stopped_at"] else "")
     console.print(table)
-    path = save(args.name, {"boards": args.boards, "frames": args.frames,
-                            "finn_frames": args.finn_frames if finn else None,
-                            "exec_max": args.exec_max, "models": results})
+    settings = {"boards": args.boards, "frames": args.frames,
+                "finn_frames": args.finn_frames if finn else None, "exec_max": args.exec_max}
+    for r in results:
+        r["date"] = date.today().isoformat()
+    previous = Path("bench") / "results" / f"{args.name}.json"
+    if args.only and previous.is_file():  # a partial run replaces its models, keeps the rest
+        old = json.loads(previous.read_text())
+        if all(old.get(k) == v for k, v in settings.items()):
+            mine = {r["model"]: r for r in results}
+            kept = [mine.pop(m["model"], m) for m in old.get("models", [])]
+            results = kept + list(mine.values())
+        else:
+            console.print(f"{previous} was run with other settings: it is replaced")
+    path = save(args.name, {**settings, "models": results})
     console.print(f"wrote {path}")
     return 0
 

@@ -37,6 +37,17 @@ def mobilenet_path(models_dir):
 
 
 @pytest.fixture(scope="session")
+def brevitas_mobilenet_path(models_dir):
+    """Brevitas' own quant_mobilenet_v1_4b as `finnchain export` makes it (calibrated, seed 1)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return zoo.export("quant_mobilenet_v1_4b", models_dir / "quant_mobilenet_v1_4b.onnx",
+                          seed=1)
+
+
+@pytest.fixture(scope="session")
 def digits(digits_path):
     return load(digits_path)
 

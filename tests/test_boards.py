@@ -18,7 +18,7 @@ def test_xc7z020_boards_and_finn_limits():
         assert b.clock_mhz == 100 and b.ethernet_mbps == 1000
     assert cat.board("zedboard").finn_board is None  # not among FINN's boards
     assert cat.board("zedboard").limit("bram18") == pytest.approx(224)
-    for kind in ("ultra96-v2", "kv260", "zcu104"):
+    for kind in ("ultra96-v2", "kv260", "zcu104", "zcu102"):
         assert cat.board(kind).resources["lut"] > 53200
 
 

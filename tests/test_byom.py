@@ -156,7 +156,8 @@ def test_no_legal_cut_says_why_for_each_quantizer(tmp_path):
 def test_a_residual_network_cuts_between_blocks_and_costs_its_adds(bnn_pynq):
     """resnet18_4w4a: cuts only where one tensor crosses (between residual blocks, each
     quantizer inside one named with the branch that crosses beside it); the planner costs
-    each residual join as FINN's AddStreams and each fork as DuplicateStreams; on
+    each residual join as FINN's AddStreams and each fork as DuplicateStreams, and puts each
+    quantizer's thresholds in the layer it reads whatever the branch order; on
     Zedboards it is refused by name, as one 256-channel block needs more block RAM than one
     has."""
     from finnchain.cost.lower import segments
@@ -170,9 +171,15 @@ def test_a_residual_network_cuts_between_blocks_and_costs_its_adds(bnn_pynq):
     assert sum("other tensors cross here too" in r.reason for r in rejected) >= 10
     joins = [n for n in model.graph.node if n.op_type == "Add"
              and all(model.get_initializer(t) is None for t in n.input)]
-    kinds = [op.kind for seg in segments(model) for layer in seg.layers for op in layer.ops]
+    ops = [op for seg in segments(model) for layer in seg.layers for op in layer.ops]
+    kinds = [op.kind for op in ops]
     assert kinds.count("AddStreams") == len(joins) >= 8
     assert kinds.count("DuplicateStreams") == len(joins)
+    # each quantizer's thresholds go into the layer it reads, found by tensor: the skip
+    # branch's 1x1 convolution lies between the main branch's and its quantizer. Only the
+    # classifier has none; stand-alone thresholds follow each join and the truncating pool
+    assert [op.obits for op in ops if op.kind == "MVAU"].count(0) == 1
+    assert kinds.count("Thresholding") == len(joins) + 1
     r = _finnchain("plan", path, "--boards", "zedboard:3", "--out", path.parent / "rn-plan")
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "do not fit one zedboard however folded" in r.stderr and "RAMB18" in r.stderr
@@ -266,7 +273,8 @@ def test_export_names_a_missing_or_foreign_weights_file(tmp_path):
     assert r.returncode == 2 and "--weights is for Brevitas' examples" in r.stderr
 
 
-def test_brevitas_mobilenet_with_learned_scales_runs_as_the_integer_function(bnn_pynq):
+def test_brevitas_mobilenet_with_learned_scales_runs_as_the_integer_function(
+        brevitas_mobilenet_path):
     """Brevitas' own quant_mobilenet_v1_4b, the network finn-examples deploys (learned float
     scales, per-channel ones ahead of the depthwise layers, 8-bit first-layer weights,
     TruncAvgPool, the /255, mean and std inside): it cuts, plans onto six Zedboards above the
@@ -286,7 +294,7 @@ def test_brevitas_mobilenet_with_learned_scales_runs_as_the_integer_function(bnn
     from finnchain.models.zoo import sample_inputs
     from finnchain.plan.make import make_plan
 
-    model = load(bnn_pynq("quant_mobilenet_v1_4b"))
+    model = load(brevitas_mobilenet_path)
     cuts = cut_points(model)
     assert len(cuts) >= 13 and not any(is_pow2(np.array(c.scale)) for c in cuts)
     plan, _, _ = make_plan(model, Catalogue().chain("zedboard:6"), "mobilenet", "m.onnx")

@@ -239,3 +239,23 @@ def test_mobilenet_on_six_zedboards(mobilenet_path, tmp_path):
     # the last layers do not fit one board's block RAM whole: they are split
     split = [op for s in plan.stages for op in s.ops if op.kind == "StreamingConcat"]
     assert split, "expected at least one layer split between block RAM and LUTs"
+
+
+def test_layer_by_layer_pruning_keeps_the_cheapest_builds(mobilenet, monkeypatch):
+    """A segment of many layers with many options each (a residual block: millions of
+    combinations) is pruned after each layer instead of costing every combination: the
+    cheapest build in LUTs and the one with fewest RAMB18 are the same either way."""
+    from finnchain.cost.lower import segments
+    from finnchain.plan import folding
+    from finnchain.plan.folding import Candidates
+
+    seg = max(segments(mobilenet), key=lambda s: len(s.layers))
+    assert len(seg.layers) >= 3
+    target = 401_408
+    full = Candidates(seg).at(target)
+    monkeypatch.setattr(folding, "MAX_COMBOS", 0)
+    pruned = Candidates(seg).at(target)
+    assert full and pruned
+    for cost in (lambda o: (o.res.lut, o.res.bram18), lambda o: (o.res.bram18, o.res.lut)):
+        assert cost(min(full, key=cost)) == cost(min(pruned, key=cost))
+    assert all(o.bound <= target for o in pruned)

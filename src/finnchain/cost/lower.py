@@ -12,6 +12,8 @@ passes do:
   (batch norm, bias and ReLU before it are absorbed into those thresholds by streamlining);
   any other activation quantizer: a Thresholding layer;
 - average pooling over the whole map: GlobalAccPool (its scale goes into the next thresholds);
+  a truncating one (Brevitas' TruncAvgPool2d): GlobalAccPool and a Thresholding layer on the
+  sum (see ``finnside/finnchain_steps.py``);
 - max pooling: StreamingMaxPool; TopK: LabelSelect;
 - a classifier's per-class bias (a dense layer without activation, with a bias, before the
   TopK): a ChannelwiseOp adding the bias in accumulator units (FINN's steps move the scale
@@ -117,9 +119,12 @@ class _Lowering:
         if op in ("Quant", "BipolarQuant"):
             self.bias = None  # absorbed into the thresholds
             bits, signed = _bits_of(m, node)
-            last = layers[-1].main if layers else None
-            if isinstance(last, (MVAU, VVAU)) and not last.obits:
-                layers[-1] = Layer(layers[-1].node, (*layers[-1].ops[:-1], replace(last, obits=bits)))
+            linear = self._linear_before(node)
+            at = next((i for i in range(len(layers) - 1, -1, -1)
+                       if linear is not None and layers[i].node == linear.name), None)
+            main = layers[at].main if at is not None else None
+            if isinstance(main, (MVAU, VVAU)) and not main.obits:
+                layers[at] = Layer(layers[at].node, (*layers[at].ops[:-1], replace(main, obits=bits)))
             else:
                 shape = m.get_tensor_shape(node.output[0])
                 dims = _hw(shape) if len(shape) == 4 else (1, 1)
@@ -138,14 +143,16 @@ class _Lowering:
                 dims=_hw(shape) if len(shape) == 4 else (1, 1), abits=self.bits,
                 obits=self.bits + 1),)))
             self.bits += 1
-        elif op == "Trunc":  # Brevitas' TruncAvgPool: FINN's QuantAvgPool2d shifts the sum
+        elif op == "Trunc":  # Brevitas' TruncAvgPool: thresholds on the pool's sum
             last = layers[-1].main if layers else None
             bits = m.get_initializer(node.input[5] if len(node.input) == 6 else node.input[4])
             if not isinstance(last, GlobalAccPool) or bits is None:
                 raise LoweringError(f"node {node.name} (Trunc): only after an average pool "
                                     "(Brevitas' TruncAvgPool2d) with a constant bit width")
             bits = int(np.asarray(bits).flatten()[0])
-            layers[-1] = Layer(layers[-1].node, (*layers[-1].ops[:-1], replace(last, obits=bits)))
+            layers.append(Layer(node.name, (Thresholding(
+                name=f"Thresholding_{node.name}", node=node.name, channels=last.channels,
+                dims=(1, 1), abits=self.bits, obits=bits),)))
             self.bits, self.signed = bits, bool(_attrs(node).get("signed", 0))
         elif op in ("AveragePool", "GlobalAveragePool"):
             layers.append(self.avgpool(node))
@@ -166,6 +173,21 @@ class _Lowering:
             self.bits, self.signed = label.obits, False
         elif op not in ABSORBED:
             raise LoweringError(f"node {node.name} ({op}) has no FINN hardware mapping")
+
+    def _linear_before(self, node):
+        """The convolution or dense layer whose accumulator ``node`` (a quantizer) reads,
+        through the operations streamlining absorbs into its thresholds; None if another layer
+        (a pool, a residual join) is in between. Found by tensor, not by order: in a residual
+        block the skip branch's layer can come between a layer and its quantizer."""
+        producer = self.model.find_producer(node.input[0])
+        while producer is not None and producer.op_type in ABSORBED:
+            if producer.op_type == "Add" and not any(t in self.const for t in producer.input):
+                return None  # a residual join
+            data = next((t for t in producer.input if t and t not in self.const), None)
+            producer = self.model.find_producer(data) if data else None
+        if producer is not None and producer.op_type in ("Conv", "Gemm", "MatMul"):
+            return producer
+        return None
 
     def fork(self, node, layers: list[Layer]) -> None:
         """A computed tensor read by two layers (a residual branch and its skip) leaves through

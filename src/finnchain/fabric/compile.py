@@ -28,7 +28,8 @@ Why it is exact
   codes, and the reference's AveragePool and the quantizer after it (Brevitas' TruncAvgPool
   included) are measured as a function of that sum like any other chain.
 - A residual join adds the codes of two tensors on one grid (exact); a BipolarQuant is measured
-  like any quantizer; a float tail before the output's TopK runs the reference's own nodes.
+  like any quantizer; a float tail before the output's TopK runs the reference's own nodes,
+  except a bias of whole accumulator steps, which is added as integers (FINN's ChannelwiseOp).
 
 Scales that are not powers of two
 ---------------------------------
@@ -572,7 +573,7 @@ class _Compiler:
         tail = isinstance(pending, Pending) and not pending.window
         if tail:
             x = pending.base
-            vals = self._float_tail(pending)
+            vals = self._whole_bias(pending) or self._float_tail(pending)
         else:
             x = self.q_of(node.input[0], node)
             vals = x.name
@@ -589,6 +590,28 @@ class _Compiler:
             return  # the values are the tail's floats, not codes: only the indices go on
         self.env[node.output[0]] = Q(out_v, x.scale if x.scale.size == 1 else np.array(1.0),
                                      0.0, x.lo, x.hi, self.shape(node.output[0]))
+
+    def _whole_bias(self, p: Pending) -> str | None:
+        """A classifier's bias that is a whole number n of accumulator steps (Brevitas' Int32Bias:
+        n times the accumulator's one scale, stored in float32) before the TopK: the scores are
+        the integers acc + n, as FINN builds them (a ChannelwiseOp adding n, the scale absorbed
+        into its TopK, a LabelSelect); the float reference rounds acc * s + b, which can only
+        part from it where two classes tie. None for any other tail."""
+        q = p.base
+        scale = np.asarray(q.scale, np.float64).reshape(-1)
+        if len(p.nodes) != 1 or p.nodes[0].op_type != "Add" or q.zp != 0 or \
+                scale[0] <= 0 or np.any(scale != scale[0]):
+            return None
+        add = p.nodes[0]
+        const = [t for t in add.input if t != p.src]
+        if len(const) != 1 or const[0] not in self.consts:
+            return None
+        n = _whole_steps(self.consts[const[0]], scale[0])
+        if n is None or float(np.abs(n).max() + max(abs(q.lo.min()), abs(q.hi.max()))) \
+                >= EXACT_LIMIT:
+            return None
+        self.stats["tail"] = self.stats.get("tail", 0) + 1
+        return self.b.op("Add", [q.name, self.b.const(n.astype(np.float32))])
 
     def _float_tail(self, p: Pending) -> str:
         """A float tail before the output's TopK (TensorNorm, a per-channel batch norm, scalar
@@ -910,6 +933,18 @@ def _verify(T, lo, hi, y_ends, B, M, qmin, qmax) -> bool:
     if np.any(np.abs(a) >= EXACT_LIMIT):
         return False
     return all(bool(np.all(_apply(a, B, M, qmin, qmax, fused) == e)) for fused in (False, True))
+
+
+def _whole_steps(b: np.ndarray, s: float) -> np.ndarray | None:
+    """b as whole steps s, or None: within 2**-20 of an integer n relative, |n| < 2**22 (float32
+    rounding of a bias stored as n * s). The same rule as the FINN build's own step
+    (finn/finnside/finnchain_steps.py ``whole_steps``), which runs in FINN's environment."""
+    steps = np.asarray(b, dtype=np.float64) / float(s)
+    n = np.round(steps)
+    if n.size == 0 or np.abs(n).max() >= 2**22 or \
+            np.any(np.abs(steps - n) > 2.0**-20 * np.maximum(1, np.abs(n))):
+        return None
+    return n
 
 
 def _plus(bias: np.ndarray | None, offset: np.ndarray | None) -> np.ndarray | None:

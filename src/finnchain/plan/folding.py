@@ -31,7 +31,10 @@ the ARM cores.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from finnchain.cost.lower import Layer, Segment
 from finnchain.cost.ops import (
@@ -54,6 +57,7 @@ WEIGHT_STYLES = ("block", "distributed", "ultra")
 # (weights, thresholds) memory styles of an MVAU; a VVAU's thresholds are always LUTs
 MEMORY = tuple(itertools.product(WEIGHT_STYLES, STYLES))
 VVAU_MEMORY = tuple((w, "distributed") for w in WEIGHT_STYLES)
+MAX_COMBOS = 20_000  # a segment's layer combinations costed at once; beyond, pruned layer by layer
 MAX_OPTIONS = 24  # options kept per segment (the cheapest in LUT for each RAMB18 count)
 
 
@@ -98,34 +102,46 @@ def _option(placed: list[Placed]) -> Option:
                   max(p.op.bound_cycles(p.fold) for p in placed))
 
 
-def _front(options: list[Option], key) -> list[Option]:
-    """The options not beaten in both RAMB18 and ``key`` (one pass after sorting)."""
-    best: list[Option] = []
-    for o in sorted(options, key=lambda o: (o.res.bram18, key(o))):
-        if not best or key(o) < key(best[-1]):
-            best.append(o)
-    return best
-
-
-def _spread(front: list[Option], keep: int) -> list[Option]:
-    if len(front) <= keep:
-        return front
-    step = (len(front) - 1) / (keep - 1)
-    return [front[round(i * step)] for i in range(keep)]
-
-
 def pareto(options: list[Option], keep: int = MAX_OPTIONS) -> list[Option]:
     """The cheapest options: those not beaten in RAMB18 and LUT, and those not beaten in
     RAMB18 and LUT RAM; at most ``keep`` of them (an even spread over RAMB18, both ends).
     Options using URAM are pruned among those with the same URAM count, so that a little
     more URAM for a lot less block RAM is never lost."""
-    out: list[Option] = []
-    for uram in sorted({o.res.uram for o in options}):
-        group = [o for o in options if o.res.uram == uram]
-        by_lut = _spread(_front(group, lambda o: o.res.lut), keep)
-        by_ram = _front(group, lambda o: (o.res.lutram, o.res.lut))[:keep]
-        seen = {id(o) for o in by_lut}
-        out += by_lut + [o for o in by_ram if id(o) not in seen]
+    return [options[i] for i in _pareto_index(_costs(options), keep)]
+
+
+def _costs(options: list[Option]) -> np.ndarray:
+    """Each option's (RAMB18, LUT, LUT RAM, URAM), a row each."""
+    return np.array([(o.res.bram18, o.res.lut, o.res.lutram, o.res.uram) for o in options],
+                    dtype=np.float64).reshape(-1, 4)
+
+
+def _front_index(bram: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Positions of the rows not beaten in both RAMB18 and ``key`` (sorted by RAMB18 then key,
+    ties in their given order; a row is kept when its key is below every earlier one's)."""
+    order = np.lexsort((key, bram))
+    k = key[order]
+    earlier = np.minimum.accumulate(k)
+    keep = np.ones(len(k), dtype=bool)
+    keep[1:] = k[1:] < earlier[:-1]
+    return order[keep]
+
+
+def _pareto_index(costs: np.ndarray, keep: int) -> list[int]:
+    """``pareto`` on rows of ``_costs``: the positions kept, in pareto's order."""
+    out: list[int] = []
+    for uram in np.unique(costs[:, 3]):
+        group = np.flatnonzero(costs[:, 3] == uram)
+        c = costs[group]
+        by_lut = [int(i) for i in group[_front_index(c[:, 0], c[:, 1])]]
+        if len(by_lut) > keep:
+            step = (len(by_lut) - 1) / (keep - 1)
+            by_lut = [by_lut[round(i * step)] for i in range(keep)]
+        # LUT RAM first, then LUT: the rank of the pair orders both at once
+        rank = np.unique(c[:, [2, 1]], axis=0, return_inverse=True)[1].reshape(-1)
+        by_ram = [int(i) for i in group[_front_index(c[:, 0], rank.astype(np.float64))]][:keep]
+        seen = set(by_lut)
+        out += by_lut + [i for i in by_ram if i not in seen]
     return out
 
 
@@ -342,13 +358,23 @@ class Candidates:
             if not self._pruned[key]:
                 return []
             per_layer.append(self._pruned[key])
-        combos = []
-        for parts in itertools.product(*per_layer):
-            total = parts[0]
-            for part in parts[1:]:
-                total = total + part
-            combos.append(total)
-        return pareto(combos)
+        if math.prod(len(p) for p in per_layer) <= MAX_COMBOS:
+            combos = []
+            for parts in itertools.product(*per_layer):
+                total = parts[0]
+                for part in parts[1:]:
+                    total = total + part
+                combos.append(total)
+            return pareto(combos)
+        # many layers with many options each (a residual block): prune after each layer. The
+        # cheapest builds of a sum are sums of the parts' cheapest builds, so this loses only
+        # what ``pareto``'s spread leaves out along the way
+        front = per_layer[0]
+        for part in per_layer[1:]:
+            m = len(part)
+            sums = (_costs(front)[:, None, :] + _costs(part)[None, :, :]).reshape(-1, 4)
+            front = [front[i // m] + part[i % m] for i in _pareto_index(sums, MAX_OPTIONS)]
+        return front
 
     def failing_layer(self, target: int) -> str | None:
         """The first layer that cannot meet ``target`` however folded."""

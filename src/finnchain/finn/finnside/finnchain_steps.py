@@ -103,9 +103,23 @@ def register_board(board: dict) -> None:
 
 
 # -- transformations of our own -------------------------------------------------------------------
+def whole_steps(b, s) -> np.ndarray | None:
+    """A classifier's bias b as whole accumulator steps s (a scalar), or None. A bias Brevitas
+    quantizes with the accumulator's scale (Int32Bias) is n * s stored in float32, so b / s is
+    n to float32's rounding, not exactly: within 2**-20 of n relative (float32 carries 24
+    bits), and |n| < 2**22 so that the margin stays under a half. finnchain's emulated fabric
+    applies the same rule (fabric/compile.py ``_whole_steps``); keep the two alike."""
+    steps = np.asarray(b, dtype=np.float64).reshape(-1) / float(np.asarray(s).reshape(-1)[0])
+    n = np.round(steps)
+    if np.abs(n).max() >= 2**22 or np.any(np.abs(steps - n) > 2.0**-20 * np.maximum(1, np.abs(n))):
+        return None
+    return n.reshape(np.shape(b))
+
+
 class MoveScalarMulPastIntegerAdd(Transformation):
-    """Mul(s) -> Add(b) becomes Add(b/s) -> Mul(s) where s is a positive scalar and b/s is a
-    whole number for every channel (exact: both orders compute x*s + b). Used before a TopK,
+    """Mul(s) -> Add(b) becomes Add(n) -> Mul(s) where s is a positive scalar and b is a whole
+    number n of steps s for every channel (``whole_steps``: both orders compute x*s + b, up
+    to float32's rounding of the product b a quantized bias was stored as). Used before a TopK,
     where FINN then absorbs the scalar Mul into the TopK (the order of the scores is kept) and
     turns the integer Add into a ChannelwiseOp."""
 
@@ -123,8 +137,8 @@ class MoveScalarMulPastIntegerAdd(Transformation):
             after = model.find_consumer(add.output[0])
             if after is None or after.op_type != "TopK":
                 continue
-            steps = np.asarray(b, dtype=np.float64) / float(s.flatten()[0])
-            if not np.all(steps == np.round(steps)) or np.abs(steps).max() >= 2**31:
+            steps = whole_steps(b, s)
+            if steps is None:
                 continue
             x, mid, out = n.input[0], n.output[0], add.output[0]
             model.set_initializer(add.input[1], steps.astype(np.float32))
@@ -295,14 +309,20 @@ def _tidy(model: ModelWrapper) -> ModelWrapper:
     return model.transform(InferDataTypes())
 
 
-class TruncAvgPoolToQuantAvgPool(Transformation):
-    """Brevitas' TruncAvgPool2d as FINN's QuantAvgPool2d. Brevitas 0.13 exports it as an
-    AveragePool and a Trunc of qonnx's second version (its own output scale, no Mul); FINN
-    v0.10.1 matches only the first (AveragePool, Mul by k*k, Trunc) and leaves this one be.
-    The same op results: the codes (the pool's input over its scale, which is the Trunc's
-    scale times k*k) summed over the window and shifted right by in_bits - out_bits, then
-    times the Trunc's output scale. A stage that starts at the pool takes the codes as they
-    come (the stage's own Mul by that scale is skipped rather than divided out again)."""
+class TruncAvgPoolToThresholds(Transformation):
+    """Brevitas' TruncAvgPool2d over the whole map as a GlobalAveragePool and thresholds, which
+    FINN builds as a GlobalAccPool and a Thresholding layer (the plan's ops). Brevitas 0.13
+    exports the pool as an AveragePool and a Trunc of qonnx's second version (its own output
+    scale, no Mul). The Trunc's input over its scale is the window's sum of codes s (the pool's
+    input over the Trunc's scale times k*k), and its output code is s shifted right by t bits
+    and clamped to the output range [lo, hi]: lo plus the count of j in lo+1..hi with
+    s >= j * 2**t, thresholds on the sum. They are written half a step below (ceil(j * 2**t) - 1/2,
+    over k*k for the average the GlobalAveragePool gives) so that FINN's rounding of them
+    after it multiplies the pool's 1/(k*k) back in gives exactly ceil(j * 2**t). FINN v0.10.1 would
+    build the same function from the older export as a QuantAvgPool2d, a sliding window
+    generator and a Pool: thousands of LUTs for a 7x7 window that the GlobalAccPool needs not.
+    A stage that starts at the pool takes the codes as they come (the stage's own Mul by the
+    input scale is skipped rather than divided out again)."""
 
     def apply(self, model):
         for pool in model.graph.node:
@@ -311,24 +331,24 @@ class TruncAvgPoolToQuantAvgPool(Transformation):
             if trunc is None or trunc.op_type != "Trunc" or len(trunc.input) != 6:
                 continue
             attrs = {a.name: helper.get_attribute_value(a) for a in pool.attribute}
-            if pool.op_type == "GlobalAveragePool":  # (qonnx's cleanup makes one of a whole map)
-                attrs["kernel_shape"] = list(model.get_tensor_shape(pool.input[0])[2:])
-            k = list(attrs["kernel_shape"])
-            stride = list(attrs.get("strides", k))
-            scale, zp, in_bits, out_scale, out_bits = (
-                model.get_initializer(t) for t in trunc.input[1:])
+            dims = list(model.get_tensor_shape(pool.input[0])[2:])
+            if pool.op_type == "AveragePool" and (list(attrs.get("kernel_shape", [])) != dims
+                                                   or any(attrs.get("pads", [0]))):
+                raise ValueError(f"{trunc.name}: only a truncating average pool over the whole "
+                                 "map is supported")
+            scale, zp, _, out_scale, out_bits = (model.get_initializer(t) for t in trunc.input[1:])
             mode = {a.name: helper.get_attribute_value(a) for a in trunc.attribute}
-            if (k[0] != k[1] or stride[0] != stride[1] or any(attrs.get("pads", [0]))
-                    or np.any(zp != 0) or np.size(scale) != 1
+            if (np.any(zp != 0) or np.size(scale) != 1 or np.size(out_scale) != 1
                     or mode.get("rounding_mode", b"FLOOR").upper() != b"FLOOR"):
-                raise ValueError(f"{trunc.name}: FINN's QuantAvgPool2d takes square unpadded "
-                                 "windows, one scale, zero point 0 and FLOOR rounding")
-            kk = k[0] * k[0]
-            in_bits, out_bits = int(np.asarray(in_bits).item()), int(np.asarray(out_bits).item())
-            ibits = int(np.floor(np.log2(2**in_bits / kk)))
-            if int((2**ibits - 1) * kk).bit_length() != in_bits:
-                raise ValueError(f"{trunc.name}: a {in_bits}-bit sum of {kk} codes is not the "
-                                 "shift FINN's QuantAvgPool2d makes")
+                raise ValueError(f"{trunc.name}: a truncating pool needs one scale, zero point 0 "
+                                 "and FLOOR rounding")
+            kk = int(np.prod(dims))
+            shift = float(np.round(np.log2(float(np.asarray(out_scale).item())
+                                           / float(np.asarray(scale).item()))))
+            signed, narrow = int(mode.get("signed", 0)), int(mode.get("narrow", 0))
+            bits = int(np.asarray(out_bits).item())
+            lo = -(2 ** (bits - 1)) + narrow if signed else 0
+            hi = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
             s_in = np.float32(np.asarray(scale).item() * kk)
             src = pool.input[0]
             producer = model.find_producer(src)
@@ -339,24 +359,31 @@ class TruncAvgPoolToQuantAvgPool(Transformation):
                 codes = producer.input[0]  # the stage's own input scaling: take the codes
             else:
                 codes = model.make_new_valueinfo_name()
-                div = model.make_new_valueinfo_name()
-                model.set_initializer(div, np.asarray(s_in, dtype=np.float32))
-                nodes.append(helper.make_node("Div", [src, div], [codes]))
-            pooled = model.make_new_valueinfo_name()
+                inv = model.make_new_valueinfo_name()
+                model.set_initializer(inv, np.asarray(1.0 / s_in, dtype=np.float32))
+                nodes.append(helper.make_node("Mul", [src, inv], [codes]))
+            channels = int(model.get_tensor_shape(src)[1])
+            steps = (np.ceil(np.arange(lo + 1, hi + 1, dtype=np.float64) * 2.0**shift) - 0.5) / kk
+            thresholds = model.make_new_valueinfo_name()
+            model.set_initializer(thresholds, np.tile(steps, (channels, 1)).astype(np.float32))
+            avg, out_codes = model.make_new_valueinfo_name(), model.make_new_valueinfo_name()
             outs = model.make_new_valueinfo_name()
             model.set_initializer(outs, np.asarray(out_scale, dtype=np.float32).reshape(()))
+            out_type = f"{'INT' if signed else 'UINT'}{bits}"
             nodes += [
-                helper.make_node("QuantAvgPool2d", [codes], [pooled],
-                                 domain="qonnx.custom_op.general", stride=stride[0],
-                                 kernel=k[0], ibits=ibits, obits=out_bits,
-                                 signed=int(mode.get("signed", 0)), data_layout="NCHW"),
-                helper.make_node("Mul", [pooled, outs], [trunc.output[0]])]
+                helper.make_node("GlobalAveragePool", [codes], [avg]),
+                helper.make_node("MultiThreshold", [avg, thresholds], [out_codes],
+                                 domain="qonnx.custom_op.general", out_dtype=out_type,
+                                 out_bias=float(lo), out_scale=1.0),
+                helper.make_node("Mul", [out_codes, outs], [trunc.output[0]])]
             at = list(model.graph.node).index(pool)
             for i, n in enumerate(nodes):
                 model.graph.node.insert(at + i, n)
             model.graph.node.remove(pool)
             model.graph.node.remove(trunc)
-            return model.transform(InferShapes()).transform(InferDataTypes()), True
+            model = model.transform(InferShapes()).transform(InferDataTypes())
+            model.set_tensor_datatype(out_codes, DataType[out_type])
+            return model, True
         return model, False
 
 
@@ -366,7 +393,7 @@ def step_finnchain_qonnx_to_finn(model: ModelWrapper, cfg):
     unconverted and failed in streamlining. Counted here with BipolarQuant."""
     if not any(n.op_type in ("Quant", "BipolarQuant", "Trunc") for n in model.graph.node):
         return model
-    model = cleanup_model(model.transform(TruncAvgPoolToQuantAvgPool()))
+    model = cleanup_model(model.transform(TruncAvgPoolToThresholds()))
     return model.transform(ConvertQONNXtoFINN(filter_function=default_filter_function_generator(
         max_multithreshold_bit_width=cfg.max_multithreshold_bit_width)))
 
@@ -374,8 +401,13 @@ def step_finnchain_qonnx_to_finn(model: ModelWrapper, cfg):
 def step_finnchain_streamline(model: ModelWrapper, cfg):
     """FINN's Streamline and finn-examples' MobileNetV1 additions, then the classifier tail."""
     model = model.transform(absorb.AbsorbSignBiasIntoMultiThreshold())
-    for _ in range(3):  # one pass leaves an image's /255 ahead of the first convolution
+    for _ in range(4):  # one pass leaves an image's /255 ahead of the first convolution
         before = model.model.SerializeToString()
+        # a fork's scale copied into each branch and a residual join's moved past the join
+        # (finn-examples' ResNet-50 steps), so that both branches meet as integers; the fork
+        # first: Streamline moves a forked Mul into one branch and loses the other's input
+        model = model.transform(reorder.MoveLinearPastFork())
+        model = model.transform(reorder.MoveLinearPastEltwiseAdd())
         model = model.transform(Streamline())
         if model.model.SerializeToString() == before:
             break
@@ -398,9 +430,16 @@ def step_finnchain_lower(model: ModelWrapper, cfg):
     model = model.transform(to_hw.InferGlobalAccPoolLayer())
     model = model.transform(Streamline())
     model = model.transform(reorder.MakeMaxPoolNHWC())
-    model = model.transform(absorb.AbsorbTransposeIntoMultiThreshold())
-    model = model.transform(reorder.MakeMaxPoolNHWC())
-    model = model.transform(absorb.AbsorbConsecutiveTransposes())
+    # layout changes absorbed; at a residual fork and join they are first moved past it (the
+    # change copied into each branch meets its inverse there), to a fixed point
+    for _ in range(8):
+        before = model.model.SerializeToString()
+        for t in (absorb.AbsorbTransposeIntoMultiThreshold(), reorder.MakeMaxPoolNHWC(),
+                  reorder.MoveTransposePastFork(), reorder.MoveTransposePastJoinAdd(),
+                  absorb.AbsorbConsecutiveTransposes()):
+            model = model.transform(t)
+        if model.model.SerializeToString() == before:
+            break
     # binarized layers (BIPOLAR activations into BIPOLAR weights) as XNOR-popcount, as FINN's
     # default streamlining does; streamlining again moves the rescaling into the thresholds
     model = model.transform(BipolarInputToXnor())
@@ -421,6 +460,7 @@ def step_finnchain_convert_to_hw(model: ModelWrapper, cfg):
               to_hw.InferBinaryMatrixVectorActivation(),
               to_hw.InferQuantizedMatrixVectorActivation(), to_hw.InferThresholdingLayer(),
               to_hw.InferChannelwiseLinearLayer(), to_hw.InferLabelSelectLayer(),
+              to_hw.InferAddStreamsLayer(), to_hw.InferDuplicateStreamsLayer(),
               RemoveCNVtoFCFlatten(), absorb.AbsorbConsecutiveTransposes()):
         model = model.transform(t)
     splits = meta().get("split_mvaus", [])
