@@ -31,11 +31,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from finnchain.benchresult import save
+from finnchain.benchresult import RESULTS, save
 from finnchain.boards.catalogue import Catalogue
 from finnchain.fabric.compile import CompileError
 from finnchain.fabric.executor import Executor
 from finnchain.finn import env as finn_env
+from finnchain.finn.estimate import read_status
 from finnchain.finn.verify import check_stage
 from finnchain.graph.check import inexact_scales
 from finnchain.graph.cuts import examine
@@ -129,14 +130,9 @@ def run_finn(rec: dict, plan_dir: Path, images: np.ndarray, finn, frames: int,
     for s in plan.stages:
         path = out / f"stage{s.index}" / "comparison.json"
         c = json.loads(path.read_text()) if path.is_file() else None
-        status = out / "finn-build" / f"stage{s.index}" / "finnchain-status.json"
-        if c:
-            problems = c["problems"]
-        elif status.is_file():  # FINN stopped: the stage's own step and error
-            st = json.loads(status.read_text())
-            problems = [f"FINN failed at {st.get('failed_step')}: {st.get('error')}"[:300]]
-        else:
-            problems = ["no report from FINN (see the stage's build.log)"]
+        folder = out / "finn-build" / f"stage{s.index}"
+        problems = c["problems"] if c else [  # FINN stopped: the stage's own step and error
+            read_status(folder, folder / "build.log", 0.0, r.returncode).describe()[:300]]
         entry = {"stage": s.index, "accepted": bool(c and c["accepted"]), "problems": problems}
         if c and c["accepted"] and s.input.shape[-1] <= exec_max:
             check, codes = check_stage(finn, out / "finn-build" / f"stage{s.index}", s.index,
@@ -205,7 +201,7 @@ def main() -> int:
                 "finn_frames": args.finn_frames if finn else None, "exec_max": args.exec_max}
     for r in results:
         r["date"] = date.today().isoformat()
-    previous = Path("bench") / "results" / f"{args.name}.json"
+    previous = RESULTS / f"{args.name}.json"
     if args.only and previous.is_file():  # a partial run replaces its models, keeps the rest
         old = json.loads(previous.read_text())
         if all(old.get(k) == v for k, v in settings.items()):
