@@ -30,6 +30,7 @@ from finnchain.benchresult import save
 from finnchain.boards.catalogue import Catalogue
 from finnchain.fabric.executor import Executor
 from finnchain.finn import env as finn_env
+from finnchain.finn.estimate import read_status
 from finnchain.finn.verify import check_stage
 from finnchain.graph.check import resolve_model
 from finnchain.models import zoo
@@ -85,8 +86,10 @@ def run_plan(label, name, spec, fps, catalogue, work: Path, env, frames: int, ex
         path = out / f"stage{s.index}" / "comparison.json"
         c = json.loads(path.read_text()) if path.is_file() else None
         model_path = plan_dir / s.files["model"]
+        folder = out / "finn-build" / f"stage{s.index}"
         entry = {"stage": s.index, "board": s.board["kind"], "accepted": bool(c and c["accepted"]),
-                 "problems": c["problems"] if c else ["FINN did not finish: see build.log"]}
+                 "problems": c["problems"] if c else [read_status(
+                     folder, folder / "build.log", 0.0, r.returncode).describe()[:300]]}
         if c:
             entry.update(plan_fps=c["plan_fps"], finn_fps=c["finn_fps"], fits=c["fits"],
                          plan=c["plan_total"], finn=c["finn_total"],
