@@ -156,8 +156,9 @@ def test_no_legal_cut_says_why_for_each_quantizer(tmp_path):
 def test_a_residual_network_cuts_between_blocks_and_costs_its_adds(bnn_pynq):
     """resnet18_4w4a: cuts only where one tensor crosses (between residual blocks, each
     quantizer inside one named with the branch that crosses beside it); the planner costs
-    each residual join as FINN's AddStreams and each fork as DuplicateStreams, and puts each
-    quantizer's thresholds in the layer it reads whatever the branch order; on
+    each residual join as FINN's AddStreams and each fork as DuplicateStreams, a strided 1x1
+    skip as a DownSampler, and gives each layer the bits of the tensor it reads and each
+    quantizer's thresholds to the layer it reads, whatever the branch order; on
     Zedboards it is refused by name, as one 256-channel block needs more block RAM than one
     has."""
     from finnchain.cost.lower import segments
@@ -180,6 +181,10 @@ def test_a_residual_network_cuts_between_blocks_and_costs_its_adds(bnn_pynq):
     # classifier has none; stand-alone thresholds follow each join and the truncating pool
     assert [op.obits for op in ops if op.kind == "MVAU"].count(0) == 1
     assert kinds.count("Thresholding") == len(joins) + 1
+    # a downsampling skip (1x1, stride 2) is FINN's DownSampler and an MVAU that reads the
+    # block's input codes, not the accumulator of the main branch's layer lowered before it
+    assert kinds.count("DownSampler") == 3
+    assert all(op.abits <= 8 and not op.asigned for op in ops if op.kind == "MVAU")
     r = _finnchain("plan", path, "--boards", "zedboard:3", "--out", path.parent / "rn-plan")
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "do not fit one zedboard however folded" in r.stderr and "RAMB18" in r.stderr

@@ -212,17 +212,17 @@ def test_a_failed_finn_step_is_named_and_the_other_stages_kept(digits_plan, finn
     shutil.copytree(digits_plan, plan_dir)
     fold = json.loads((plan_dir / "stage1" / "folding_config.json").read_text())
     name = next(k for k in fold if k.startswith("MVAU"))
-    fold[name]["mem_mode"] = "nosuchmode"  # FINN refuses it in step_apply_folding_config
+    fold[name]["mem_mode"] = "nosuchmode"  # FINN refuses it when the folding config is applied
     (plan_dir / "stage1" / "folding_config.json").write_text(json.dumps(fold))
     out = tmp_path / "out"
     r = _build(plan_dir, "--target", "finn-estimate", "--out", out, "--jobs", "2", timeout=900)
     assert r.returncode == 1
-    assert "stage 1 failed: FINN step step_apply_folding_config failed" in r.stderr, r.stderr
+    assert "stage 1 failed: FINN step step_finnchain_apply_folding failed" in r.stderr, r.stderr
     assert "nosuchmode" in r.stderr and "Traceback" not in r.stderr and "(Pdb)" not in r.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["index"] for s in manifest["stages"]] == [0, 2]
     status = json.loads((out / "finn-build" / "stage1" / "finnchain-status.json").read_text())
-    assert status["ok"] is False and status["failed_step"] == "step_apply_folding_config"
+    assert status["ok"] is False and status["failed_step"] == "step_finnchain_apply_folding"
 
 
 @pytest.fixture(scope="session")
@@ -409,3 +409,48 @@ def test_brevitas_mobilenet_is_what_finn_builds(finn, brevitas_mobilenet_path, t
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     _check_accepted(_comparisons(out, len(plan.stages)))
     assert _finn_equals_emulator(finn, plan_dir, plan.stages, out) >= 3
+
+
+def test_residual_stages_are_what_finn_builds(finn, tmp_path):
+    """The tail of Brevitas' resnet18_4w4a from its last downsampling block, planned onto two
+    ZCU102s and through FINN's front-end. Each stage starts at a fork (the skip reads the
+    stage's own input: in the first, through a 1x1 stride-2 convolution): the fork becomes
+    FINN's DuplicateStreams, the strided skip a DownSampler and an MVAU, and every layer has
+    the plan's name, folding and cycles whatever order FINN puts the two branches in; FINN's
+    execution equals the emulator on codes of every value."""
+    import warnings
+
+    from finnchain.cost.lower import segments
+    from finnchain.graph.cuts import cut_points
+    from finnchain.graph.model import load
+    from finnchain.graph.split import split
+    from finnchain.models import zoo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load(zoo.export("resnet18_4w4a", tmp_path / "resnet18.onnx", seed=1))
+    k = max(s.index for s in segments(model) if any(
+        op.kind == "DownSampler" for layer in s.layers for op in layer.ops))
+    tail = split(model, [cut_points(model)[k - 1]])[1]
+    tail_path = tmp_path / "tail.onnx"
+    tail.save(str(tail_path))
+    plan_dir = _plan(load(tail_path), "zcu102:2", tmp_path / "plan")
+    plan = Plan.read(plan_dir / "plan.json")
+    out = tmp_path / "out"
+    r = _build(plan_dir, "--target", "finn-estimate", "--out", out, "--jobs", "2")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    comparisons = _comparisons(out, len(plan.stages))
+    _check_accepted(comparisons)
+    kinds = [[layer["kind"] for layer in c["layers"]] for c in comparisons]
+    assert all(k[0] == "DuplicateStreams" and not c["outside"]
+               for k, c in zip(kinds, comparisons)), kinds
+    assert kinds[0].count("DownSampler") == 1 and kinds[-1][-1] == "LabelSelect", kinds
+    assert sum(k.count("AddStreams") for k in kinds) == 2, kinds
+    rng = np.random.default_rng(7)
+    shape = plan.stages[0].input.shape
+    codes = np.stack([rng.integers(0, hi, size=shape[1:]) for hi in (4, 16)])
+    codes = codes.astype(np.int64)
+    for s in plan.stages:  # the second stage's input is the first's output: 8+ codes at the cut
+        check, codes = check_stage(finn, out / "finn-build" / f"stage{s.index}", s.index,
+                                   plan_dir / s.files["model"], codes)
+        assert check.bit_exact and check.distinct_in >= 8, check

@@ -5,7 +5,8 @@ the planner moves between boards. Each QONNX layer maps to FINN HW ops as FINN's
 passes do:
 
 - convolution: FMPadding (when padded) + ConvolutionInputGenerator + MVAU, except a 1x1
-  convolution with stride 1 and no padding, which is an MVAU alone;
+  convolution, which is an MVAU alone with stride 1 and no padding, and a DownSampler + MVAU
+  with a stride (a residual network's downsampling skip);
 - depthwise convolution: FMPadding + ConvolutionInputGenerator (depthwise) + VVAU;
 - dense layer (Gemm / MatMul): MVAU;
 - the activation quantizer after a convolution or dense layer: thresholds inside its MVAU/VVAU
@@ -36,6 +37,7 @@ from finnchain.cost.ops import (
     VVAU,
     AddStreams,
     ChannelwiseOp,
+    DownSampler,
     FMPadding,
     Fork,
     GlobalAccPool,
@@ -112,9 +114,24 @@ class _Lowering:
         self.const = constant_tensors(model)
         dt = model.get_tensor_datatype(input_name(model))
         self.bits, self.signed = dt.bitwidth(), dt.signed()
+        # each computed tensor's bits and sign: a layer reads its own input's, not those of
+        # the layer lowered before it (in a residual block, the other branch's accumulator)
+        self.types: dict[str, tuple[int, bool]] = {input_name(model): (self.bits, self.signed)}
         self.bias: str | None = None  # a dense layer's bias not yet absorbed into thresholds
 
     def node(self, node, layers: list[Layer]) -> None:
+        known = [self.types[t] for t in node.input if t in self.types]
+        if known:  # a residual join takes the wider of its two inputs
+            self.bits, self.signed = max(b for b, _ in known), any(s for _, s in known)
+        self._lower(node, layers)
+        self.types[node.output[0]] = (self.bits, self.signed)
+
+    def crossed(self, tensor: str, bits: int, signed: bool) -> None:
+        """The tensor a cut carries, as the next segment receives it (the quantizer's codes)."""
+        self.bits, self.signed = bits, signed
+        self.types[tensor] = (bits, signed)
+
+    def _lower(self, node, layers: list[Layer]) -> None:
         m, op = self.model, node.op_type
         if op in ("Quant", "BipolarQuant"):
             self.bias = None  # absorbed into the thresholds
@@ -225,7 +242,16 @@ class _Lowering:
             ops.append(VVAU(name=f"VVAU_{node.name}", node=node.name, channels=cin,
                             kernel=kernel, out_dims=out_dims, obits=0, **common))
         elif group == 1:
-            if kernel != (1, 1) or stride != (1, 1) or any(pads):
+            if kernel == (1, 1) and stride != (1, 1):
+                if 1 not in padded and (stride[0] != stride[1] or padded[0] != padded[1]):
+                    raise LoweringError(
+                        f"{node.name}: a 1x1 convolution with stride {stride} on a "
+                        f"{padded[0]}x{padded[1]} map: FINN's DownSampler takes a square map "
+                        "with equal strides, or a one-dimensional one")
+                ops.append(DownSampler(name=f"DownSampler_{node.name}", node=node.name,
+                                       channels=cin, in_dims=padded, stride=max(stride),
+                                       abits=self.bits))
+            elif kernel != (1, 1) or any(pads):
                 ops.append(SWG(name=f"ConvolutionInputGenerator_{node.name}", node=node.name,
                                channels=cin, in_dims=padded, out_dims=out_dims, kernel=kernel,
                                stride=stride, abits=self.bits))
@@ -330,7 +356,7 @@ def segments(model: ModelWrapper) -> list[Segment]:
             raise LoweringError(f"segment {k} (nodes {start}..{end}) has no hardware layer")
         if cut is not None:
             dt = codes_datatype(model, model.find_producer(cut.tensor))
-            low.bits, low.signed = dt.bitwidth(), dt.signed()
+            low.crossed(cut.tensor, dt.bitwidth(), dt.signed())
         out.append(Segment(index=k, nodes=tuple(n.name for n in compute[start:end]),
                            layers=tuple(layers), cut=cut, in_bytes=in_bytes,
                            in_shape=tuple(int(d) for d in in_shape), in_bits=in_bits))

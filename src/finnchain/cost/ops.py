@@ -28,7 +28,8 @@ place: it keeps FINN's figure (so that our prediction and FINN's report agree) o
   number of thresholds; the model counts ``2^B-1`` comparators per PE, as FINN's MVAU does.
 - Threshold memory inside MVAU/VVAU: FINN counts nothing when it is in block RAM
   (``ram_style_thresholds=block``); the model counts ladder(TMEM, P*(2^B-1)*acc) RAMB18.
-- Ops FINN gives no resource estimate (FMPadding, GlobalAccPool, LabelSelect, StreamingMaxPool):
+- Ops FINN gives no resource estimate (FMPadding, DownSampler, GlobalAccPool, LabelSelect,
+  StreamingMaxPool):
   FINN counts 0; the model counts ``UNESTIMATED_LUT`` LUTs each (FINN's own base cost of a
   streaming op), so that many small ops cannot add up unseen.
 - Accumulator width: FINN narrows it from the actual weights (``minimize_accumulator_width``);
@@ -405,6 +406,31 @@ class FMPadding(Op):
 
     def cycles(self, f: Fold) -> int:
         return int(self.channels // f.simd * self.out_dims[0] * self.out_dims[1])
+
+    def in_width(self, f: Fold) -> int:
+        return f.simd * self.abits
+
+    out_width = in_width
+
+
+@dataclass(frozen=True)
+class DownSampler(Op):
+    """A 1x1 convolution's strided pick of pixels (FINN builds one in place of a window
+    generator when the kernel is 1x1 and the stride is not): cycles = (C/Q) * IH * IW, every
+    input pixel read once. FINN gives it no resource estimate (``UNESTIMATED_LUT`` here)."""
+
+    channels: int = 1
+    in_dims: tuple[int, int] = (1, 1)
+    stride: int = 2
+    abits: int = 4
+
+    kind = "DownSampler"
+
+    def legal(self, f: Fold) -> bool:
+        return self.channels % f.simd == 0
+
+    def cycles(self, f: Fold) -> int:
+        return int(self.channels // f.simd * self.in_dims[0] * self.in_dims[1])
 
     def in_width(self, f: Fold) -> int:
         return f.simd * self.abits

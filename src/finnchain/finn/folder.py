@@ -78,8 +78,32 @@ def split_mvaus(stage: StagePlan) -> list[dict]:
     return out
 
 
+def layer_keys(stage: StagePlan) -> list[list]:
+    """The stage's planned HW layers in the plan's order, each as its name in FINN's graph, its
+    kind and the dimensions that tell it from others of its kind (finnside ``layer_key`` reads
+    the same from FINN's nodes, to give each the plan's name and so the plan's folding)."""
+    keys = []
+    for op in stage.ops:
+        if not op.finn_name:
+            continue
+        sh = op.shape
+        if op.kind == "MVAU":
+            dims = [sh["mw"], sh["mh"]]
+        elif op.kind == "VVAU":
+            dims = [sh["channels"], *sh["kernel"]]
+        elif op.kind == "ConvolutionInputGenerator":
+            dims = [sh["channels"], *sh["kernel"], *sh["stride"]]
+        elif op.kind == "LabelSelect":
+            dims = [sh["labels"]]
+        else:
+            dims = [sh["channels"]]
+        keys.append([op.finn_name, op.kind, *(int(d) for d in dims)])
+    return keys
+
+
 def folder_meta(plan: Plan, stage: StagePlan) -> dict:
     board = stage.board
+    splits = split_mvaus(stage)
     return {
         "schema": "finnchain.finn-folder/1",
         "model": plan.model["name"], "plan_hash": plan.plan_hash, "stage": stage.index,
@@ -87,7 +111,9 @@ def folder_meta(plan: Plan, stage: StagePlan) -> dict:
         "board": {"kind": board["kind"], "title": board["title"], "finn_name": board["finn_name"],
                   "part": board["part"], "vivado_board_part": board["vivado_board_part"],
                   "clock_mhz": board["clock_mhz"], "port_bits": HP_PORT_BITS},
-        "split_mvaus": split_mvaus(stage),
+        "split_mvaus": splits,
+        # a split layer's glue has no channels of its own; its stage keeps FINN's order
+        "layers": [] if splits else layer_keys(stage),
     }
 
 

@@ -43,6 +43,7 @@ from finnchain.cost.ops import (
     MVAU,
     SWG,
     VVAU,
+    DownSampler,
     FMPadding,
     Fold,
     Placed,
@@ -149,7 +150,7 @@ def _fronts(layer: Layer, simd: int, parallel: bool) -> list[list[Placed]]:
     """Padding and window generator in front of the main op, one list per buffer style."""
     front = []
     for op in layer.ops[:-1]:
-        if isinstance(op, FMPadding):
+        if isinstance(op, (FMPadding, DownSampler)):
             front.append([Placed(op, Fold(simd=simd))])
         elif isinstance(op, SWG):
             front.append([Placed(op, Fold(simd=simd, ram_style=s, parallel_window=parallel))
@@ -160,16 +161,16 @@ def _fronts(layer: Layer, simd: int, parallel: bool) -> list[list[Placed]]:
 def _mvau_folds(layer: Layer) -> list[tuple[Fold, list[list[Placed]]]]:
     """Legal (PE, SIMD) of an MVAU layer with the window ops each implies."""
     main: MVAU = layer.main
-    swg = next((op for op in layer.ops if isinstance(op, SWG)), None)
+    window = next((op for op in layer.ops if isinstance(op, (SWG, DownSampler))), None)
     out = []
     for pe in divisors(main.mh):
         for simd in divisors(main.mw):
-            if swg is None:
+            if window is None:
                 out.append((Fold(pe, simd), [[]]))
-            elif swg.channels % simd == 0:
+            elif window.channels % simd == 0:
                 out.append((Fold(pe, simd), _fronts(layer, simd, False)))
-            elif simd == main.mw:
-                out.append((Fold(pe, simd), _fronts(layer, swg.channels, True)))
+            elif simd == main.mw and isinstance(window, SWG):
+                out.append((Fold(pe, simd), _fronts(layer, window.channels, True)))
     return out
 
 

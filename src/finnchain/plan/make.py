@@ -37,6 +37,7 @@ from finnchain.plan.stage import Stage
 FINN_TYPES = {
     "MVAU": "MVAU_hls", "VVAU": "VVAU_hls",
     "ConvolutionInputGenerator": "ConvolutionInputGenerator_rtl", "FMPadding": "FMPadding_rtl",
+    "DownSampler": "DownSampler_hls",
     "Thresholding": "Thresholding_hls", "GlobalAccPool": "GlobalAccPool_hls",
     "LabelSelect": "LabelSelect_hls", "StreamingMaxPool": "StreamingMaxPool_hls",
     "DuplicateStreams": "DuplicateStreams_hls", "StreamingConcat": "StreamingConcat_hls",
@@ -181,7 +182,7 @@ def folding_config(stage: StagePlan) -> dict:
         elif op.kind == "ConvolutionInputGenerator":
             entry = {"SIMD": f["simd"], "ram_style": f["ram_style"],
                      "parallel_window": int(f["parallel_window"])}
-        elif op.kind == "FMPadding":
+        elif op.kind in ("FMPadding", "DownSampler"):
             entry = {"SIMD": f["simd"]}
         elif op.kind == "Thresholding":
             entry = {"PE": f["pe"], "ram_style": f["ram_style"]}

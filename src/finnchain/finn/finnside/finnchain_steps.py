@@ -18,6 +18,11 @@ v0.10.1's own compiler):
   split here, after conversion to HW layers, as DuplicateStreams -> two MVAUs ->
   StreamingConcat: each MVAU keeps its share of the weights and thresholds, so the split
   computes exactly what the layer did (``SplitMVAU``).
+- residual networks: a stage whose input forks gets a node before the fork
+  (``GiveForkedInputAProducer``, ``MergeTwinTransposes``), without which streamlining stops
+  on the join and no DuplicateStreams is made; and FINN's names for the two branches' layers
+  follow qonnx's topological sort, not the plan, so the folding config is applied after the
+  nodes get the plan's names by kind and dimensions (``step_finnchain_apply_folding``).
 The steps also record what a stage's FINN driver will exchange (``step_finnchain_io``:
 the folded and packed shapes FINN's ``MakePYNQDriver`` derives from the first and last HW
 node) and which HW nodes FINN made, so that finnchain can check them against the plan.
@@ -54,6 +59,7 @@ from qonnx.transformation.base import Transformation
 from qonnx.transformation.bipolar_to_xnor import ConvertBipolarMatMulToXnorPopcount
 from qonnx.transformation.double_to_single_float import DoubleToSingleFloat
 from qonnx.transformation.general import (
+    ApplyConfig,
     GiveReadableTensorNames,
     GiveUniqueNodeNames,
     RemoveUnusedTensors,
@@ -302,6 +308,122 @@ def _split_one(model: ModelWrapper, node, s: dict) -> None:
         model.graph.node.insert(idx + k, n)
 
 
+class GiveForkedInputAProducer(Transformation):
+    """A stage whose input forks (its first block's skip and main branch both read it, directly
+    or through the input's own rescaling, which streamlining copies into each branch) gets a
+    layout change and its inverse at the input: NCHW to NHWC and back. FINN's steps need a node
+    before a fork: streamlining takes an Add that joins the graph input for an Add of a
+    constant (``AbsorbAddIntoMultiThreshold`` asserts "Initializer for add weights is not
+    set"), and DuplicateStreams is inferred only on a node's output. The inverse moves into the
+    branches and cancels against each convolution's own layout change; the first stays ahead
+    of the dataflow partition, as the input's layout change of every stage does, and the fork
+    becomes a DuplicateStreams on its output (the plan's layer)."""
+
+    def apply(self, model):
+        name = model.graph.input[0].name
+        shape = model.get_tensor_shape(name)
+        if len(shape) != 4 or not self._forks(model, name):
+            return model, False
+        dt = model.get_tensor_datatype(name)
+        nhwc = model.make_new_valueinfo_name()
+        back = model.make_new_valueinfo_name()
+        model.set_tensor_shape(nhwc, [shape[0], shape[2], shape[3], shape[1]])
+        model.set_tensor_shape(back, list(shape))
+        _reroute(model, name, back)
+        for t in (nhwc, back):
+            model.set_tensor_datatype(t, dt)
+        model.graph.node.insert(0, helper.make_node("Transpose", [nhwc], [back],
+                                                    perm=[0, 3, 1, 2]))
+        model.graph.node.insert(0, helper.make_node("Transpose", [name], [nhwc],
+                                                    perm=[0, 2, 3, 1]))
+        return model, False
+
+    @staticmethod
+    def _forks(model: ModelWrapper, tensor: str) -> bool:
+        """Whether ``tensor`` forks, or reaches a fork through rescalings by constants."""
+        while True:
+            consumers = model.find_consumers(tensor)
+            if len(consumers) > 1:
+                return True
+            if len(consumers) != 1 or consumers[0].op_type not in ("Mul", "Add") or (
+                    model.get_initializer(consumers[0].input[1]) is None):
+                return False
+            tensor = consumers[0].output[0]
+
+
+class MergeTwinTransposes(Transformation):
+    """Transposes of one tensor by the same permutation become one, whose output forks. FINN's
+    ``MoveTransposePastFork`` copies a layout change into every branch of a fork; where the fork
+    is the graph input's (``GiveForkedInputAProducer``) the copies are left reading the input,
+    with no node before the fork for DuplicateStreams. Merged, the one layout change stays ahead
+    of the dataflow partition and the fork is on its output."""
+
+    def apply(self, model):
+        for node in model.graph.node:
+            if node.op_type != "Transpose":
+                continue
+            perm = list(helper.get_attribute_value(node.attribute[0]))
+            for twin in model.find_consumers(node.input[0]):
+                if twin.output[0] == node.output[0] or twin.op_type != "Transpose" or list(
+                        helper.get_attribute_value(twin.attribute[0])) != perm:
+                    continue
+                _reroute(model, twin.output[0], node.output[0])
+                model.graph.node.remove(twin)
+                return model, True
+        return model, False
+
+
+# what tells one layer from another of its kind, from FINN's node attributes (the plan writes
+# the same from its ops' shapes: finnchain.finn.folder ``layer_keys``)
+KEY_ATTRS = {"MVAU": ("MW", "MH"), "VVAU": ("Channels", "Kernel"),
+             "ConvolutionInputGenerator": ("IFMChannels", "ConvKernelDim", "Stride"),
+             "LabelSelect": ("Labels",)}
+
+
+def layer_key(node) -> list:
+    """A HW node's kind (its op type without _hls/_rtl) and dimensions, as finnchain.json's
+    ``layers`` list them after the plan's name."""
+    kind = node.op_type.removesuffix("_hls").removesuffix("_rtl")
+    inst = getCustomOp(node)
+    key = []
+    for attr in KEY_ATTRS.get(kind, ("NumChannels",)):
+        if attr not in inst.get_nodeattr_types():
+            return [kind]  # a kind the plan does not make: it matches no planned layer
+        v = inst.get_nodeattr(attr)
+        key += [int(x) for x in v] if isinstance(v, (list, tuple)) else [int(v)]
+    return [kind, *key]
+
+
+class NameAsPlanned(Transformation):
+    """The HW nodes get the plan's names, so that each takes the folding the plan chose for it.
+    FINN names a node by its op type and a count in graph order, and its graph order is qonnx's
+    topological sort by depth: the two branches of a residual block interleave (a downsampling
+    skip's layers among the main branch's), where the plan lowers one branch after the other.
+    Each HW node, in graph order, takes the name of the first planned layer of its kind and
+    dimensions not yet taken. Nothing is renamed when a node matches no planned layer (FINN
+    made another layer: the check against the plan names it)."""
+
+    def __init__(self, planned: list[list]):
+        super().__init__()
+        self.planned = planned
+
+    def apply(self, model):
+        free = list(range(len(self.planned)))
+        names = []
+        for node in model.graph.node:
+            if not is_fpgadataflow_node(node):
+                continue
+            key = layer_key(node)
+            at = next((j for j in free if self.planned[j][1:] == key), None)
+            if at is None:
+                return model, False
+            free.remove(at)
+            names.append((node, self.planned[at][0]))
+        for node, name in names:
+            node.name = name
+        return model, False
+
+
 # -- the steps -------------------------------------------------------------------------------------
 def _tidy(model: ModelWrapper) -> ModelWrapper:
     model = model.transform(GiveUniqueNodeNames())
@@ -394,8 +516,9 @@ def step_finnchain_qonnx_to_finn(model: ModelWrapper, cfg):
     if not any(n.op_type in ("Quant", "BipolarQuant", "Trunc") for n in model.graph.node):
         return model
     model = cleanup_model(model.transform(TruncAvgPoolToThresholds()))
-    return model.transform(ConvertQONNXtoFINN(filter_function=default_filter_function_generator(
+    model = model.transform(ConvertQONNXtoFINN(filter_function=default_filter_function_generator(
         max_multithreshold_bit_width=cfg.max_multithreshold_bit_width)))
+    return model.transform(GiveForkedInputAProducer())
 
 
 def step_finnchain_streamline(model: ModelWrapper, cfg):
@@ -440,6 +563,7 @@ def step_finnchain_lower(model: ModelWrapper, cfg):
             model = model.transform(t)
         if model.model.SerializeToString() == before:
             break
+    model = model.transform(MergeTwinTransposes())
     # binarized layers (BIPOLAR activations into BIPOLAR weights) as XNOR-popcount, as FINN's
     # default streamlining does; streamlining again moves the rescaling into the thresholds
     model = model.transform(BipolarInputToXnor())
@@ -468,6 +592,16 @@ def step_finnchain_convert_to_hw(model: ModelWrapper, cfg):
         model = model.transform(SplitMVAU(splits))
     model = model.transform(GiveUniqueNodeNames())
     return model.transform(InferDataLayouts())
+
+
+def step_finnchain_apply_folding(model: ModelWrapper, cfg):
+    """FINN's ``step_apply_folding_config`` (unique names, then the folding config by name),
+    with the HW nodes named as the plan names them (``NameAsPlanned``) in between. (FINN's
+    step would also run a C++ simulation when the build config asks for it; finnchain's do not.)"""
+    model = model.transform(GiveUniqueNodeNames())
+    if meta().get("layers"):
+        model = model.transform(NameAsPlanned(meta()["layers"]))
+    return model.transform(ApplyConfig(cfg.folding_config_file))
 
 
 def _join_types(types: list) -> DataType:
@@ -574,7 +708,7 @@ STEPS_BEFORE_ESTIMATES = [
     step_finnchain_convert_to_hw,
     "step_create_dataflow_partition",
     "step_specialize_layers",
-    "step_apply_folding_config",
+    step_finnchain_apply_folding,
     step_finnchain_minimize_bit_width,
     step_finnchain_io,
     "step_generate_estimate_reports",
