@@ -16,7 +16,6 @@ and FF counts, FIFO depths sized by simulation, and the bitstream itself.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from finnchain.benchresult import save
 from finnchain.boards.catalogue import Catalogue
 from finnchain.fabric.executor import Executor
 from finnchain.finn import env as finn_env
-from finnchain.finn.estimate import read_status
+from finnchain.finn.estimate import read_stage
 from finnchain.finn.verify import check_stage
 from finnchain.graph.check import resolve_model
 from finnchain.models import zoo
@@ -83,13 +82,10 @@ def run_plan(label, name, spec, fps, catalogue, work: Path, env, frames: int, ex
     stages = []
     codes = inputs(name, plan, frames)
     for s in plan.stages:
-        path = out / f"stage{s.index}" / "comparison.json"
-        c = json.loads(path.read_text()) if path.is_file() else None
+        c, problems = read_stage(out, s.index, r.returncode)
         model_path = plan_dir / s.files["model"]
-        folder = out / "finn-build" / f"stage{s.index}"
         entry = {"stage": s.index, "board": s.board["kind"], "accepted": bool(c and c["accepted"]),
-                 "problems": c["problems"] if c else [read_status(
-                     folder, folder / "build.log", 0.0, r.returncode).describe()[:300]]}
+                 "problems": problems}
         if c:
             entry.update(plan_fps=c["plan_fps"], finn_fps=c["finn_fps"], fits=c["fits"],
                          plan=c["plan_total"], finn=c["finn_total"],

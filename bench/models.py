@@ -36,7 +36,7 @@ from finnchain.boards.catalogue import Catalogue
 from finnchain.fabric.compile import CompileError
 from finnchain.fabric.executor import Executor
 from finnchain.finn import env as finn_env
-from finnchain.finn.estimate import read_status
+from finnchain.finn.estimate import read_stage
 from finnchain.finn.verify import check_stage
 from finnchain.graph.check import inexact_scales
 from finnchain.graph.cuts import examine
@@ -128,11 +128,7 @@ def run_finn(rec: dict, plan_dir: Path, images: np.ndarray, finn, frames: int,
     stages, codes = [], images[:frames].astype(np.int64)
     t = time.perf_counter()
     for s in plan.stages:
-        path = out / f"stage{s.index}" / "comparison.json"
-        c = json.loads(path.read_text()) if path.is_file() else None
-        folder = out / "finn-build" / f"stage{s.index}"
-        problems = c["problems"] if c else [  # FINN stopped: the stage's own step and error
-            read_status(folder, folder / "build.log", 0.0, r.returncode).describe()[:300]]
+        c, problems = read_stage(out, s.index, r.returncode)
         entry = {"stage": s.index, "accepted": bool(c and c["accepted"]), "problems": problems}
         if c and c["accepted"] and s.input.shape[-1] <= exec_max:
             check, codes = check_stage(finn, out / "finn-build" / f"stage{s.index}", s.index,

@@ -28,7 +28,7 @@ from finnchain.finn.collect import (
 )
 from finnchain.finn.compare import StageComparison, compare_stage
 from finnchain.finn.docker import FinnSetupError, finn_script, run_build
-from finnchain.finn.estimate import collect_reports, read_status, run_estimate
+from finnchain.finn.estimate import COMPARISON, collect_reports, read_status, run_estimate
 from finnchain.finn.folder import BuildInputError, stage_model_path, write_folder
 from finnchain.finn.manifest import (
     SCHEMA,
@@ -230,7 +230,7 @@ def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
             collect_reports(folder, dest)
             comparison = compare_stage(stage, dest / "report")
             comparisons[stage.index] = comparison
-            (dest / "comparison.json").write_text(
+            (dest / COMPARISON).write_text(
                 json.dumps(comparison.to_dict(), indent=1) + "\n")
             acc = {"kind": "finn-estimate", "reports": "report"}
         else:

@@ -20,6 +20,7 @@ from finnchain.finn.collect import REPORTS
 from finnchain.finn.env import FinnEnv
 
 STATUS = "finnchain-status.json"
+COMPARISON = "comparison.json"  # a stage's check against the plan, in OUT/stage<k>/
 LOG_TAIL_LINES = 20
 
 
@@ -59,6 +60,18 @@ def read_status(folder: Path, log: Path, seconds: float, returncode: int) -> Ste
     s = json.loads(path.read_text())
     return StepOutcome(bool(s.get("ok")), seconds, log, s.get("failed_step"), s.get("error"),
                        returncode)
+
+
+def read_stage(out: Path, index: int, returncode: int) -> tuple[dict | None, list[str]]:
+    """What ``finnchain build --target finn-estimate --out OUT`` found for stage ``index``: its
+    comparison with the plan (None when FINN stopped) and its problems (the comparison's, or
+    the step FINN stopped at and its error)."""
+    path = out / f"stage{index}" / COMPARISON
+    if path.is_file():
+        comparison = json.loads(path.read_text())
+        return comparison, comparison["problems"]
+    folder = out / "finn-build" / f"stage{index}"
+    return None, [read_status(folder, folder / "build.log", 0.0, returncode).describe()[:300]]
 
 
 def run_estimate(env: FinnEnv, folder: Path, log: Path) -> StepOutcome:

@@ -167,7 +167,7 @@ def _mvau_folds(layer: Layer) -> list[tuple[Fold, list[list[Placed]]]]:
         for simd in divisors(main.mw):
             if window is None:
                 out.append((Fold(pe, simd), [[]]))
-            elif window.channels % simd == 0:
+            elif window.legal(Fold(simd=simd)):
                 out.append((Fold(pe, simd), _fronts(layer, simd, False)))
             elif simd == main.mw and isinstance(window, SWG):
                 out.append((Fold(pe, simd), _fronts(layer, window.channels, True)))

@@ -599,8 +599,9 @@ def step_finnchain_apply_folding(model: ModelWrapper, cfg):
     with the HW nodes named as the plan names them (``NameAsPlanned``) in between. (FINN's
     step would also run a C++ simulation when the build config asks for it; finnchain's do not.)"""
     model = model.transform(GiveUniqueNodeNames())
-    if meta().get("layers"):
-        model = model.transform(NameAsPlanned(meta()["layers"]))
+    planned = meta().get("layers")
+    if planned:
+        model = model.transform(NameAsPlanned(planned))
     return model.transform(ApplyConfig(cfg.folding_config_file))
 
 
