@@ -74,6 +74,76 @@ def distinct(a: np.ndarray) -> int:
     return int(np.unique(a).size)
 
 
+# A float32 tie, as Brevitas' resnet18_4w4a (seed 1) has one in the identity block's first
+# convolution (channel 60): input and output scale 1/15, that channel's weight scale, batch
+# norm. An accumulator of 692 is worth 3.4999990 output steps exactly, so its code is 3 in
+# exact arithmetic; FINN's thresholds, derived in float32, put its threshold for 4 at 692.
+TIE = dict(scale=0.06666667014360428, weight_scale=0.016574645414948463,
+           bn_mul=1.86298406124115, bn_add=-1.191185712814331, acc=692)
+# frame 0's input and the weights of three channels: 670 (code 3), the tie's 692, and 32 (code
+# 0 under a negative batch-norm scale)
+TIE_FRAME = np.array([14, 14, 14, 14, 14, 14, 14, 2])
+TIE_WEIGHTS = np.array([[7, 7, 7, 7, 7, 7, 6, -1], [7, 7, 7, 7, 7, 7, 7, 3],
+                        [-2, 5, 1, -7, 3, 6, -4, 2]])
+TIE_LABEL = 1  # frame 0's top-1 where the tie gives 4 (0 where it gives 3)
+
+
+@pytest.fixture(scope="session")
+def tie_model(tmp_path_factory):
+    """A one-layer network (8 UINT4 codes in, a learned scale, a matrix product with weight
+    scales per output, batch norm, ReLU, a 4-bit quantizer, the top-1 of its codes) with
+    TIE's scales in channels 0 and 1 (channel 2 has a negative batch-norm scale). Frame 0 reaches
+    the tie in channel 1 and code 3 in channel 0: its label is TIE_LABEL where the tie gives 4
+    and 0 where it gives 3. The others are random codes. Returns the model's path and frames."""
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.general import GiveUniqueNodeNames
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.util.basic import qonnx_make_model
+
+    f32 = np.float32
+    inits = []
+
+    def const(name, value, kind=TensorProto.FLOAT):
+        inits.append(helper.make_tensor(name, kind, np.shape(value), np.asarray(
+            value, f32 if kind == TensorProto.FLOAT else np.int64).flatten()))
+        return name
+
+    quant = dict(domain="qonnx.custom_op.general", rounding_mode="ROUND")
+    ws = np.array([TIE["weight_scale"]] * 2 + [0.021], f32).reshape(1, 3)
+    w = (TIE_WEIGHTS.T * ws).astype(f32)  # (in, out)
+    channel = dict(shape=(1, 3), dtype=f32)
+    nodes = [
+        helper.make_node("Mul", ["x", const("s_in", TIE["scale"])], ["xs"]),
+        helper.make_node("Quant", [const("w", w), const("ws", ws), const("wz", 0.0),
+                                   const("wb", 4.0)], ["wq"], signed=1, narrow=1, **quant),
+        helper.make_node("MatMul", ["xs", "wq"], ["acc"]),
+        helper.make_node("Mul", ["acc", const("bn_mul", np.array(
+            [TIE["bn_mul"]] * 2 + [-1.3], f32).reshape(channel["shape"]))], ["bn"]),
+        helper.make_node("Add", ["bn", const("bn_add", np.array(
+            [TIE["bn_add"]] * 2 + [-0.4], f32).reshape(channel["shape"]))], ["bnb"]),
+        helper.make_node("Relu", ["bnb"], ["r"]),
+        helper.make_node("Quant", ["r", const("qs", TIE["scale"]), const("qz", 0.0),
+                                   const("qb", 4.0)], ["y"], signed=0, narrow=0, **quant),
+        helper.make_node("TopK", ["y", const("k", [1], TensorProto.INT64)],
+                         ["values", "label"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tie", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, [1, 1])], inits)
+    model = ModelWrapper(qonnx_make_model(graph, producer_name="finnchain-tests"))
+    model.set_tensor_datatype("x", DataType["UINT4"])
+    model = model.transform(InferShapes()).transform(GiveUniqueNodeNames())
+    path = tmp_path_factory.mktemp("tie") / "tie.onnx"
+    model.save(str(path))
+    frames = np.random.default_rng(3).integers(0, 16, size=(12, 8))
+    frames[0] = TIE_FRAME
+    # thresholds of channels 0 and 1 at 660 and 692 (FINN's): codes 3 and the tie
+    assert list(TIE_WEIGHTS @ TIE_FRAME) == [670, TIE["acc"], 32]
+    return path, frames
+
+
 TINY_BOARD = """
 boards:
   tiny:

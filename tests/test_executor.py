@@ -116,3 +116,21 @@ def test_weights_with_a_learned_scale_run_as_their_quantizers_codes(digits_path,
     model.set_initializer(quant.input[2], np.array(1.0, np.float32))
     with pytest.raises(CompileError, match="zero point"):
         Executor(model)
+
+
+def test_a_float32_tie_takes_finns_side(tie_model, monkeypatch):
+    """An accumulator within float32 rounding of a step (conftest.TIE, resnet18_4w4a's): the
+    emulator's thresholds are FINN's, derived in its float32 order, so the tie's code is FINN's
+    4 where exact arithmetic gives 3, and frame 0's label follows (a measurement of the
+    reference's chain on the accumulator's value, the emulator's way before, gave 3 too)."""
+    from conftest import TIE, TIE_LABEL
+
+    path, frames = tie_model
+    model = load(path)
+    ours = np.asarray(Executor(model).run(frames)).reshape(-1)
+    exact = TIE["acc"] * TIE["scale"] * TIE["weight_scale"] * TIE["bn_mul"] + TIE["bn_add"]
+    assert round(exact / TIE["scale"]) == 3 and ours[0] == TIE_LABEL
+    assert distinct(ours) >= 2
+    monkeypatch.setattr(emc._Compiler, "_finn_thresholds", lambda *args: None)
+    measured = np.asarray(Executor(model).run(frames)).reshape(-1)
+    assert measured[0] == 0 and np.array_equal(measured[1:], ours[1:])

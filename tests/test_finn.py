@@ -454,3 +454,25 @@ def test_residual_stages_are_what_finn_builds(finn, tmp_path):
         check, codes = check_stage(finn, out / "finn-build" / f"stage{s.index}", s.index,
                                    plan_dir / s.files["model"], codes)
         assert check.bit_exact and check.distinct_in >= 8, check
+
+
+def test_finns_thresholds_decide_a_float32_tie(finn, tie_model, tmp_path):
+    """A value within float32 rounding of a quantizer's step (resnet18_4w4a's, conftest.TIE):
+    exact arithmetic gives code 3, FINN's thresholds (derived in float32 by its streamlining)
+    give 4, and so does the emulator: FINN's execution equals it on every frame, the frame
+    whose label the tie decides included."""
+    from conftest import TIE, TIE_LABEL
+    from finnchain.graph.model import load
+
+    path, frames = tie_model
+    plan_dir = _plan(load(path), "zedboard:1", tmp_path / "plan")
+    plan = Plan.read(plan_dir / "plan.json")
+    out = tmp_path / "out"
+    r = _build(plan_dir, "--target", "finn-estimate", "--out", out)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _check_accepted(_comparisons(out, 1))
+    check, labels = check_stage(finn, out / "finn-build" / "stage0", 0,
+                                plan_dir / plan.stages[0].files["model"], frames.astype(np.int64))
+    assert check.bit_exact and check.distinct_in == 16, check  # every input code
+    exact = TIE["acc"] * TIE["scale"] * TIE["weight_scale"] * TIE["bn_mul"] + TIE["bn_add"]
+    assert round(exact / TIE["scale"]) == 3 and labels.reshape(-1)[0] == TIE_LABEL

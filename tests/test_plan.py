@@ -259,3 +259,19 @@ def test_layer_by_layer_pruning_keeps_the_cheapest_builds(mobilenet, monkeypatch
     for cost in (lambda o: (o.res.lut, o.res.bram18), lambda o: (o.res.bram18, o.res.lut)):
         assert cost(min(full, key=cost)) == cost(min(pruned, key=cost))
     assert all(o.bound <= target for o in pruned)
+
+
+def test_a_network_too_small_for_its_fabric_to_matter_is_planned_at_the_arm_rate(tie_model):
+    """One small layer: even fully folded it runs far faster than the ARM side moves frames,
+    so the chain's rate is the ARM side's per-frame cost (the search looks below the fabric's
+    slowest rate, where it used to stop with 'boards are too few')."""
+    from finnchain.plan.make import make_plan
+    from finnchain.plan.partition import Search, floor_fps
+
+    model = load(tie_model[0])
+    boards = Catalogue().chain("zedboard:2")
+    plan, stages, _ = make_plan(model, boards, "tie", "tie.onnx")
+    (stage,) = plan.stages  # one board is enough
+    assert plan.bottleneck["limit"] == "arm"
+    assert plan.predicted_fps == pytest.approx(stage.arm_fps, rel=1e-4)
+    assert plan.predicted_fps < floor_fps(Search(segments(model), boards))

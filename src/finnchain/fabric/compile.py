@@ -27,9 +27,10 @@ Why it is exact
 - Pooling: max-pool of codes is exact; an average pool is computed as an exact window sum of
   codes, and the reference's AveragePool and the quantizer after it (Brevitas' TruncAvgPool
   included) are measured as a function of that sum like any other chain.
-- A residual join adds the codes of two tensors on one grid (exact); a BipolarQuant is measured
-  like any quantizer; a float tail before the output's TopK runs the reference's own nodes,
-  except a bias of whole accumulator steps, which is added as integers (FINN's ChannelwiseOp).
+- A residual join adds the codes of two tensors on one grid (exact); a BipolarQuant is handled
+  like any quantizer (two levels, one threshold); a float tail before the output's TopK runs
+  the reference's own nodes, except a bias of whole accumulator steps, which is added as
+  integers (FINN's ChannelwiseOp).
 
 Scales that are not powers of two
 ---------------------------------
@@ -37,18 +38,25 @@ Brevitas' learned scales (0.2659...), per-channel ones and weights quantized wit
 make the float reference round where the hardware does not: qonnx computes each product and
 partial sum of a convolution in float32, FINN's hardware an exact integer accumulator. The
 emulator computes the integer function FINN builds: integer codes times integer weight codes
-(the weight quantizer's own codes), exact; the chain after it measured on the accumulator's
-value (``acc * scale``, rounded once to float32) through the reference's own nodes, so each
-quantizer is a set of thresholds on the exact accumulator, as FINN's MultiThreshold is. A
-rescaling ahead of a linear layer (a cut's learned scale; an image's /255, per-channel mean and
-one std ahead of the first, unpadded convolution, which FINN moves past it too) goes into the
-layer's scale and bias. With power-of-two scales this is the reference bit for bit; with
-learned ones a value within float32 rounding of a quantizer's step can come out one code apart
-from the reference, and the difference travels on (``finnchain check`` counts the codes and
-says why). FINN's own python-mode execution of the stages equals the emulator
-(``tests/test_finn.py``, ``bench/models.py``) except at such a tie, where FINN's thresholds
-(derived by its streamlining in float32) can fall on the other side (measured once in
-resnet18_4w4a: one code, docs/benchmarks.md).
+(the weight quantizer's own codes), exact, and each quantizer as thresholds on the exact
+accumulator, as FINN's MultiThreshold is. Where the chain after the linear layer is what FINN
+streamlines into thresholds (multiplications and additions by constants, a ReLU, a Quant with
+zero point 0 or a BipolarQuant of scale 1), the thresholds are FINN's own, derived in FINN's
+float32 order (its handlers' thresholds ``T0``, the multiplications collapsed into one product
+``M`` and the additions into one ``A``, ``ceil((T0 - A) / |M|)``;
+:meth:`_Compiler._finn_thresholds`): they equal the thresholds of FINN's streamlined stages on
+every quantizer of Brevitas' bnn_pynq networks and resnet18_4w4a, and on all but the first
+layer of quant_mobilenet_v1_4b (its mean and std, moved past the convolution by FINN's own
+float32 convolution: 2 of 480 differ). Other chains (truncating pools, a batch norm node, an
+offset ahead of the layer) are measured through the reference's own nodes on the
+accumulator's value (``acc * scale``, rounded once to float32).
+A rescaling ahead of a linear layer (a cut's learned scale; an image's /255 (FINN's
+reciprocal in float32), per-channel mean and one std ahead of the first, unpadded convolution,
+which FINN moves past it too) goes into the layer's scale and bias. With power-of-two scales
+this is the reference bit for bit; with learned ones a value within float32 rounding of a
+quantizer's step can come out one code apart from the reference (FINN's thresholds decide it,
+``tests/test_finn.py``), and the difference travels on (``finnchain check`` counts the codes
+and says why).
 """
 
 from __future__ import annotations
@@ -169,7 +177,7 @@ class _Compiler:
         }
         self.opset = get_preferred_qonnx_opset()
         self.grids: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # weight quantizer scale, zp
-        self.stats = {"lut": 0, "affine": 0, "thresholds": 0, "linear": 0}
+        self.stats = {"lut": 0, "affine": 0, "thresholds": 0, "linear": 0, "finn_order": 0}
 
     # ---- helpers -------------------------------------------------------------------------
     def shape(self, tensor: str) -> tuple[int, ...]:
@@ -417,12 +425,16 @@ class _Compiler:
             if c is None or n.op_type not in ("Mul", "Div", "Add", "Sub") or \
                     (k == 0 and n.op_type == "Div") or np.size(c) not in (1, C):
                 return None
+            if n.op_type == "Div":  # FINN multiplies by the reciprocal in the divisor's dtype
+                c = np.asarray(c)
+                dt = c.dtype if np.issubdtype(c.dtype, np.floating) else np.float64
+                c, op = (1.0 / c).astype(dt), "Mul"
+            else:
+                op = n.op_type
             c = np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (C,))
-            if n.op_type == "Mul":
+            if op == "Mul":
                 a, b = a * c, b * c
-            elif n.op_type == "Div":
-                a, b = a / c, b / c
-            elif n.op_type == "Add":
+            elif op == "Add":
                 b = b + c
             elif k == 1:  # x - c
                 b = b - c
@@ -737,21 +749,31 @@ class _Compiler:
         lo, hi = base.lo.astype(np.int64), base.hi.astype(np.int64)
         width = int((hi - lo).max()) + 1
 
-        def f(acc: np.ndarray) -> np.ndarray:
-            return self._probe(p, chain, acc, scale, zp)
+        finn = self._finn_thresholds(p, chain, qmin, qmax)
+        if finn is not None:  # FINN's own thresholds on the accumulator
+            sign, Tf = finn
+            self.stats["finn_order"] += 1
 
-        points = min(COARSE_POINTS, width)
-        grid = np.linspace(lo, hi, points).round().astype(np.int64)  # (G, C)
-        y = f(grid)
-        d = np.diff(y, axis=0)
-        inc = np.all(d >= 0, axis=0)
-        dec = np.all(d <= 0, axis=0)
-        if not np.all(inc | dec):
-            if width <= LUT_LIMIT:
-                return self._emit_lut(p, f, lo, width)
-            bad = int(np.flatnonzero(~(inc | dec))[0])
-            raise CompileError(f"{self.where(node)}: channel {bad} is not monotone in its input")
-        sign = np.where(inc, 1, -1)
+            def f(acc: np.ndarray) -> np.ndarray:
+                a = acc * sign[None, :]
+                return qmin + (a[:, :, None] >= Tf[None]).sum(axis=2).astype(np.float64)
+        else:
+            def f(acc: np.ndarray) -> np.ndarray:
+                return self._probe(p, chain, acc, scale, zp)
+
+            points = min(COARSE_POINTS, width)
+            grid = np.linspace(lo, hi, points).round().astype(np.int64)  # (G, C)
+            y = f(grid)
+            d = np.diff(y, axis=0)
+            inc = np.all(d >= 0, axis=0)
+            dec = np.all(d <= 0, axis=0)
+            if not np.all(inc | dec):
+                if width <= LUT_LIMIT:
+                    return self._emit_lut(p, f, lo, width)
+                bad = int(np.flatnonzero(~(inc | dec))[0])
+                raise CompileError(f"{self.where(node)}: channel {bad} is not monotone in its "
+                                   "input")
+            sign = np.where(inc, 1, -1)
         acc_name = base.name
         if np.any(sign < 0):
             signs = self.b.const(sign.reshape(_chan_shape(len(base.shape), C)))
@@ -782,6 +804,81 @@ class _Compiler:
         cnt = self.b.op("ReduceSum", [self.b.op("Cast", [ge], to=TensorProto.FLOAT),
                                       self.b.const(np.array([-1]), dtype=np.int64)], keepdims=0)
         return self.b.op("Add", [cnt, self.b.const(float(qmin))], hint="codes")
+
+    def _finn_thresholds(self, p: Pending, chain: list[onnx.NodeProto], qmin: int, qmax: int
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The thresholds FINN's streamlining puts on this accumulator, in its float32 order.
+
+        For a chain of multiplications and additions by constants, then a Quant (unsigned after
+        a Relu, signed without one; zero point 0) or a BipolarQuant of scale 1 (one threshold
+        at 0, which its two levels share): FINN's QONNX conversion makes the Quant a
+        MultiThreshold with thresholds ``T0`` in the quantizer's input domain (float32, computed
+        as its handlers do); streamlining collapses the multiplications into one product ``M``
+        (an addition moved past a multiplication is multiplied by it) and the additions into one
+        ``A``, absorbs them as ``(T0 - A) / |M|`` in float32 (a negative ``M``'s sign goes into
+        the weights), and rounds up. Returns (sign per channel, thresholds (C, L) on
+        ``sign * acc``), or None for any other chain (it is measured instead): where a value
+        lies within float32 rounding of a step, FINN's thresholds and a measurement of the
+        reference can fall on either side, and the hardware computes FINN's."""
+        base = p.base
+        q = chain[-1]
+        if p.window or q.op_type not in ("Quant", "BipolarQuant") or base.zp != 0:
+            return None
+        C = base.lo.size
+        f32 = np.float32
+        relu = len(chain) > 1 and chain[-2].op_type == "Relu"
+        if q.op_type == "BipolarQuant":  # FINN: one threshold at 0, the two levels share it
+            qscale, signed, narrow = self.consts.get(q.input[1]), True, False
+            if relu or qscale is None or np.any(np.asarray(qscale) != 1):
+                return None  # FINN takes only a bipolar identity of scale 1
+        else:
+            attrs = {a.name: helper.get_attribute_value(a) for a in q.attribute}
+            signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
+            qscale, qzp, bits = (self.consts.get(t) for t in q.input[1:4])
+            if qscale is None or qzp is None or bits is None or np.any(qzp != 0):
+                return None
+            if relu and (signed or narrow) or not relu and not signed:
+                return None  # FINN's handlers refuse these too
+        if np.size(qscale) not in (1, C) or np.size(base.scale) not in (1, C):
+            return None
+        # the multiplications and additions before it (a Relu only directly before the Quant)
+        M = np.broadcast_to(np.asarray(base.scale, np.float64).reshape(-1), (C,)).astype(f32)
+        A = np.zeros(C, f32)
+        data = {p.src, *(n.output[0] for n in chain)}
+        for n in chain[:-2] if relu else chain[:-1]:
+            if n.op_type not in ("Mul", "Div", "Add", "Sub") or len(n.input) != 2 or \
+                    n.input[0] not in data:
+                return None
+            c = self.consts.get(n.input[1])
+            if c is None or np.size(c) not in (1, C):
+                return None
+            c = np.broadcast_to(np.asarray(c).reshape(-1), (C,)).astype(f32)
+            if n.op_type == "Div":
+                c = (f32(1.0) / c).astype(f32)
+            if n.op_type in ("Mul", "Div"):
+                M, A = M * c, A * c
+            else:
+                A = A + (c if n.op_type == "Add" else -c)
+        if np.any(M == 0) or not np.all(np.isfinite(M)):
+            return None
+        # the quantizer's thresholds, as FINN's handlers compute them (float64 scalars into a
+        # float32 table)
+        step = np.abs(np.asarray(qscale).reshape(-1)).astype(f32)
+        count = qmax - qmin
+        t = np.arange(count, dtype=np.float64)
+        if q.op_type == "BipolarQuant":
+            step, first = np.zeros(1, f32), np.zeros(1, f32)
+        elif relu:
+            first = step / f32(2)
+        else:
+            first = -(step / f32(2.0)) - step * f32(count // 2 - 1)
+            if not narrow:
+                first = first - step
+        T0 = (first.astype(np.float64)[:, None] + step.astype(np.float64)[:, None] * t).astype(f32)
+        T0 = np.broadcast_to(T0, (C, count))
+        sign = np.where(M > 0, 1, -1)
+        T = (T0 - A[:, None]) / np.abs(M)[:, None]
+        return sign, np.ceil(T.astype(np.float64))
 
     def _emit_scale_round_clip(self, v: str, M: np.ndarray, C: int, rank: int,
                                qmin: int, qmax: int) -> str:

@@ -25,6 +25,7 @@ from finnchain.plan.fit import StageFitter
 from finnchain.plan.folding import Candidates, Option
 from finnchain.plan.stage import Stage, assemble
 
+MIN_FPS = 1.0  # the slowest rate a plan is searched at
 SEARCH_STEPS = 40  # bisection steps over the rate (relative precision far below 1e-6)
 
 
@@ -169,6 +170,10 @@ def best_chain(search: Search, max_boards: int | None = None, fewest_at: float |
     if fewest_at is not None:
         return fewest_at, _chain_or_raise(search, fewest_at, max_boards, fewest=True)
     lo, hi = floor_fps(search) * 0.999, ceiling_fps(search) * 1.001
+    if chain(search, lo, max_boards) is None and chain(search, MIN_FPS, max_boards):
+        # a small network: the links or the ARM side's per-frame cost allow less than even its
+        # most folded layers run at; the rate is searched below that
+        lo, hi = MIN_FPS, lo
     found = (lo, _chain_or_raise(search, lo, max_boards))
     for _ in range(SEARCH_STEPS):
         if hi / lo < 1 + 1e-7:
