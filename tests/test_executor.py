@@ -134,3 +134,23 @@ def test_a_float32_tie_takes_finns_side(tie_model, monkeypatch):
     monkeypatch.setattr(emc._Compiler, "_finn_thresholds", lambda *args: None)
     measured = np.asarray(Executor(model).run(frames)).reshape(-1)
     assert measured[0] == 0 and np.array_equal(measured[1:], ours[1:])
+
+
+def test_thresholds_that_part_from_the_chain_are_not_taken(tie_model, monkeypatch):
+    """FINN's thresholds are taken only where they agree with the chain measured through the
+    reference at all but a tie or two of its probes: thresholds off by a step (a chain FINN's
+    derivation does not describe) are left for the measurement, whose outputs are the result."""
+    _, frames = tie_model
+    model = load(tie_model[0])
+    assert compile_model(model).stats["finn_order"] == 1
+    derive = emc._Compiler._finn_thresholds
+
+    def off_by_a_step(self, *args):
+        found = derive(self, *args)
+        return None if found is None else (found[0], found[1] + 33)
+
+    monkeypatch.setattr(emc._Compiler, "_finn_thresholds", off_by_a_step)
+    assert compile_model(model).stats["finn_order"] == 0
+    shifted = np.asarray(Executor(model).run(frames))
+    monkeypatch.setattr(emc._Compiler, "_finn_thresholds", lambda *args: None)
+    assert np.array_equal(shifted, np.asarray(Executor(model).run(frames)))
