@@ -113,16 +113,15 @@ def tie_model(tmp_path_factory):
     quant = dict(domain="qonnx.custom_op.general", rounding_mode="ROUND")
     ws = np.array([TIE["weight_scale"]] * 2 + [0.021], f32).reshape(1, 3)
     w = (TIE_WEIGHTS.T * ws).astype(f32)  # (in, out)
-    channel = dict(shape=(1, 3), dtype=f32)
     nodes = [
         helper.make_node("Mul", ["x", const("s_in", TIE["scale"])], ["xs"]),
         helper.make_node("Quant", [const("w", w), const("ws", ws), const("wz", 0.0),
                                    const("wb", 4.0)], ["wq"], signed=1, narrow=1, **quant),
         helper.make_node("MatMul", ["xs", "wq"], ["acc"]),
         helper.make_node("Mul", ["acc", const("bn_mul", np.array(
-            [TIE["bn_mul"]] * 2 + [-1.3], f32).reshape(channel["shape"]))], ["bn"]),
+            [TIE["bn_mul"]] * 2 + [-1.3], f32).reshape(1, 3))], ["bn"]),
         helper.make_node("Add", ["bn", const("bn_add", np.array(
-            [TIE["bn_add"]] * 2 + [-0.4], f32).reshape(channel["shape"]))], ["bnb"]),
+            [TIE["bn_add"]] * 2 + [-0.4], f32).reshape(1, 3))], ["bnb"]),
         helper.make_node("Relu", ["bnb"], ["r"]),
         helper.make_node("Quant", ["r", const("qs", TIE["scale"]), const("qz", 0.0),
                                    const("qb", 4.0)], ["y"], signed=0, narrow=0, **quant),

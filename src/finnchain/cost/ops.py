@@ -304,8 +304,22 @@ class VVAU(_MacUnit, Op):
         return f.pe * self.obits
 
 
+class _PerSimd:
+    """Ops folded by SIMD over channels: SIMD divides the channels, SIMD values in a cycle (and
+    out, unless the op says otherwise)."""
+
+    def legal(self, f: Fold) -> bool:
+        return self.channels % f.simd == 0
+
+    def in_width(self, f: Fold) -> int:
+        return f.simd * self.abits
+
+    def out_width(self, f: Fold) -> int:
+        return self.in_width(f)
+
+
 @dataclass(frozen=True)
-class SWG(Op):
+class SWG(_PerSimd, Op):
     """ConvolutionInputGenerator, FINN's RTL implementation (the default in v0.10.1).
 
     Default style, cf = C/Q: buffer = ((Kh-1)*IW + (Kw-1) + 1)*cf
@@ -328,9 +342,6 @@ class SWG(Op):
     depthwise: bool = False
 
     kind = "ConvolutionInputGenerator"
-
-    def legal(self, f: Fold) -> bool:
-        return self.channels % f.simd == 0
 
     def buffer_depth(self, f: Fold) -> int:
         (kh, kw), (_, iw), (sh, sw) = self.kernel, self.in_dims, self.stride
@@ -373,9 +384,6 @@ class SWG(Op):
             bram -= cascade - math.ceil(width / ram_width_for_depth(depth % 16384))
         return Res(lut=300, bram18=bram * count)
 
-    def in_width(self, f: Fold) -> int:
-        return f.simd * self.abits
-
     def out_width(self, f: Fold) -> int:
         k2 = self.kernel[0] * self.kernel[1]
         return f.simd * self.abits * (k2 if f.parallel_window else 1)
@@ -395,7 +403,7 @@ class _PerChannel:
 
 
 @dataclass(frozen=True)
-class FMPadding(Op):
+class FMPadding(_PerSimd, Op):
     """Zero padding in front of a window generator: cycles = (C/Q) * OHpad * OWpad."""
 
     channels: int = 1
@@ -407,14 +415,9 @@ class FMPadding(Op):
     def cycles(self, f: Fold) -> int:
         return int(self.channels // f.simd * self.out_dims[0] * self.out_dims[1])
 
-    def in_width(self, f: Fold) -> int:
-        return f.simd * self.abits
-
-    out_width = in_width
-
 
 @dataclass(frozen=True)
-class DownSampler(Op):
+class DownSampler(_PerSimd, Op):
     """A 1x1 convolution's strided pick of pixels (FINN builds one in place of a window
     generator when the kernel is 1x1 and the stride is not): cycles = (C/Q) * IH * IW, every
     input pixel read once. FINN gives it no resource estimate (``UNESTIMATED_LUT`` here)."""
@@ -426,16 +429,8 @@ class DownSampler(Op):
 
     kind = "DownSampler"
 
-    def legal(self, f: Fold) -> bool:
-        return self.channels % f.simd == 0
-
     def cycles(self, f: Fold) -> int:
         return int(self.channels // f.simd * self.in_dims[0] * self.in_dims[1])
-
-    def in_width(self, f: Fold) -> int:
-        return f.simd * self.abits
-
-    out_width = in_width
 
 
 @dataclass(frozen=True)

@@ -411,16 +411,19 @@ class _Compiler:
         add = helper.make_node("Add", ["__acc__", bias_name], [node.output[0]])
         self.env[node.output[0]] = Pending(q, "__acc__", [add])
 
-    def _affine(self, p: Pending) -> tuple[np.ndarray, np.ndarray] | None:
+    def _affine(self, p: Pending, dtype=np.float64) -> tuple[np.ndarray, np.ndarray] | None:
         """(a, b) per channel with value = a * (code - zp) + b when the pending operations are
         multiplications, divisions, additions and subtractions by constants (a cut's learned
-        scale entering a stage; an image's /255, per-channel mean and std); None otherwise."""
+        scale entering a stage; an image's /255, per-channel mean and std); None otherwise.
+        Computed in ``dtype``: float32 is FINN's streamlining, which collapses the
+        multiplications into one product and the additions, each multiplied by what follows
+        it, into one sum."""
         q = p.base
         C = q.lo.size
         if p.window or np.size(q.scale) not in (1, C):
             return None
-        a = np.broadcast_to(np.asarray(q.scale, np.float64).reshape(-1), (C,)).copy()
-        b = np.zeros(C)
+        a = np.broadcast_to(np.asarray(q.scale, np.float64).reshape(-1), (C,)).astype(dtype)
+        b = np.zeros(C, dtype)
         data = {p.src, *(n.output[0] for n in p.nodes)}
         for n in p.nodes:
             k = 1 if n.input[0] in data else 0  # the constant's position
@@ -434,7 +437,7 @@ class _Compiler:
                 c, op = (1.0 / c).astype(dt), "Mul"
             else:
                 op = n.op_type
-            c = np.broadcast_to(np.asarray(c, np.float64).reshape(-1), (C,))
+            c = np.broadcast_to(np.asarray(c).reshape(-1), (C,)).astype(dtype)
             if op == "Mul":
                 a, b = a * c, b * c
             elif op == "Add":
@@ -849,26 +852,13 @@ class _Compiler:
                 return None
             if relu and (signed or narrow) or not relu and not signed:
                 return None  # FINN's handlers refuse these too
-        if np.size(qscale) not in (1, C) or np.size(base.scale) not in (1, C):
+        if np.size(qscale) not in (1, C):
             return None
         # the multiplications and additions before it (a Relu only directly before the Quant)
-        M = np.broadcast_to(np.asarray(base.scale, np.float64).reshape(-1), (C,)).astype(f32)
-        A = np.zeros(C, f32)
-        data = {p.src, *(n.output[0] for n in chain)}
-        for n in chain[:-2] if relu else chain[:-1]:
-            if n.op_type not in ("Mul", "Div", "Add", "Sub") or len(n.input) != 2 or \
-                    n.input[0] not in data:
-                return None
-            c = self.consts.get(n.input[1])
-            if c is None or np.size(c) not in (1, C):
-                return None
-            c = np.broadcast_to(np.asarray(c).reshape(-1), (C,)).astype(f32)
-            if n.op_type == "Div":
-                c = (f32(1.0) / c).astype(f32)
-            if n.op_type in ("Mul", "Div"):
-                M, A = M * c, A * c
-            else:
-                A = A + (c if n.op_type == "Add" else -c)
+        found = self._affine(Pending(base, p.src, chain[:-2] if relu else chain[:-1]), f32)
+        if found is None:
+            return None
+        M, A = found
         if np.any(M == 0) or not np.all(np.isfinite(M)):
             return None
         # the quantizer's thresholds, as FINN's handlers compute them (float64 scalars into a

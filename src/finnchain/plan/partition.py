@@ -153,9 +153,12 @@ def floor_fps(search: Search) -> float:
 
 
 def _chain_or_raise(search: Search, fps: float, max_boards: int | None,
-                    fewest: bool = False) -> list[Stage]:
-    """The assembled chain for ``fps``; PlanError saying why when there is none."""
-    bounds = chain(search, fps, max_boards, fewest=fewest)
+                    fewest: bool = False, bounds: list[tuple[int, int]] | None = None
+                    ) -> list[Stage]:
+    """The assembled chain for ``fps`` (its ``bounds`` when already found); PlanError saying
+    why when there is none."""
+    if bounds is None:
+        bounds = chain(search, fps, max_boards, fewest=fewest)
     if bounds is None:
         raise PlanError(explain(search, fps))
     stages = assemble_chain(search, fps, bounds)
@@ -170,11 +173,14 @@ def best_chain(search: Search, max_boards: int | None = None, fewest_at: float |
     if fewest_at is not None:
         return fewest_at, _chain_or_raise(search, fewest_at, max_boards, fewest=True)
     lo, hi = floor_fps(search) * 0.999, ceiling_fps(search) * 1.001
-    if chain(search, lo, max_boards) is None and chain(search, MIN_FPS, max_boards):
-        # a small network: the links or the ARM side's per-frame cost allow less than even its
-        # most folded layers run at; the rate is searched below that
-        lo, hi = MIN_FPS, lo
-    found = (lo, _chain_or_raise(search, lo, max_boards))
+    bounds = chain(search, lo, max_boards)
+    if bounds is None:
+        # a small network: the links or the ARM side's per-frame cost may allow less than even
+        # its most folded layers run at; the rate is then searched below that
+        slow = chain(search, MIN_FPS, max_boards)
+        if slow is not None:
+            lo, hi, bounds = MIN_FPS, lo, slow
+    found = (lo, _chain_or_raise(search, lo, max_boards, bounds=bounds))
     for _ in range(SEARCH_STEPS):
         if hi / lo < 1 + 1e-7:
             break
