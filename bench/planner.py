@@ -7,7 +7,9 @@ Measures, side by side with the reference system (six Zedboards, 118.3 frames/s)
 - the fastest chain with up to 32 boards (the ceiling) and what sets it;
 - how the planning time grows with the number of boards.
 Prints tables, writes bench/results/planner.json and bench/results/planner.png (the six-board
-plan's chart).
+plan's chart). With --uram instead: planning onto UltraRAM boards (ZCU104) beside boards
+without (ZCU102), MobileNetV1 and Brevitas' resnet18_4w4a (seed 0): rate, cuts, seconds and
+the most folding options a segment keeps at the plan's rate, into bench/results/planner-uram.json.
 """
 
 from __future__ import annotations
@@ -37,12 +39,52 @@ def timed_plan(model, catalogue, count: int, target: float | None = None):
     return plan, time.perf_counter() - t
 
 
+URAM_RUNS = (("mobilenet-v1", "zcu104:1"), ("resnet18_4w4a", "zcu102:4"),
+             ("resnet18_4w4a", "zcu104:4"))
+
+
+def uram(console: Console) -> int:
+    """Plan each of URAM_RUNS; the widest option list is Search's, at the plan's own rate."""
+    from finnchain.cost.lower import segments
+    from finnchain.plan.fit import stage_uram
+    from finnchain.plan.folding import Candidates
+
+    catalogue, rows = Catalogue(), []
+    for name, boards in URAM_RUNS:
+        model = resolve_model(name)
+        chain = catalogue.chain(boards)
+        t = time.perf_counter()
+        plan, stages, _ = make_plan(model, chain, name, name)
+        sec = time.perf_counter() - t
+        target = int(chain[0].clock_mhz * 1e6 // plan.predicted_fps)
+        widest = max(len(Candidates(s).at(target, stage_uram(chain[0])))
+                     for s in segments(model))
+        rows.append({"model": name, "boards": boards, "fps": plan.predicted_fps,
+                     "plan_seconds": round(sec, 3), "stages": [s.segments for s in plan.stages],
+                     "uram_per_stage": [int(s.res.uram) for s in stages],
+                     "most_options_per_segment": widest, "bottleneck": plan.bottleneck})
+    table = Table(title="planning onto boards with and without UltraRAM")
+    for col in ("model", "boards", "frames/s", "seconds", "URAM per stage", "most options"):
+        table.add_column(col, justify="left" if col in ("model", "boards") else "right")
+    for r in rows:
+        table.add_row(r["model"], r["boards"], f"{r['fps']:.1f}", f"{r['plan_seconds']:.1f}",
+                      ", ".join(map(str, r["uram_per_stage"])),
+                      f"{r['most_options_per_segment']:,}")
+    console.print(table)
+    console.print(f"wrote {save('planner-uram', {'runs': rows})}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="2,4,6,8,12,16,24,32",
                     help="board counts for the planning-time curve")
+    ap.add_argument("--uram", action="store_true",
+                    help="plan onto UltraRAM boards instead (bench/results/planner-uram.json)")
     args = ap.parse_args()
     console = Console(width=max(Console().width, 132))
+    if args.uram:
+        return uram(console)
     model = resolve_model("mobilenet-v1")
     catalogue = Catalogue()
 

@@ -52,6 +52,34 @@ def digits(digits_path):
     return load(digits_path)
 
 
+# what ONNX lets a node leave out: every attribute but auto_pad (the first and third
+# convolutions), only the pads (the others), the pools' defaults
+BARE = {"Conv_0": {"auto_pad": "SAME_UPPER"}, "Conv_1": {"pads"}, "Conv_2": {"auto_pad": "SAME_UPPER"},
+        "Conv_3": {"pads"}, "MaxPool_0": {"kernel_shape", "strides"},
+        "MaxPool_1": {"kernel_shape", "strides"}}
+
+
+@pytest.fixture(scope="session")
+def bare_digits_path(digits_path, models_dir):
+    """digits-cnv with its convolutions and pools written as tersely as ONNX allows (BARE):
+    valid ONNX, the same function (onnxruntime pads SAME_UPPER as the explicit pads)."""
+    import onnx
+
+    model = onnx.load(str(digits_path))
+    for node in model.graph.node:
+        if node.name not in BARE:
+            continue
+        kept = [a for a in node.attribute if a.name in BARE[node.name]]
+        del node.attribute[:]
+        node.attribute.extend(kept)
+        if isinstance(BARE[node.name], dict):
+            node.attribute.extend(onnx.helper.make_attribute(k, v)
+                                  for k, v in BARE[node.name].items())
+    path = models_dir / "digits-bare.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def mobilenet(mobilenet_path):
     return load(mobilenet_path)

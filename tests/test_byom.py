@@ -5,6 +5,7 @@ take yet is refused up front with the reason and the fix, never with a traceback
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import warnings
@@ -185,6 +186,15 @@ def test_a_residual_network_cuts_between_blocks_and_costs_its_adds(bnn_pynq):
     # block's input codes, not the accumulator of the main branch's layer lowered before it
     assert kinds.count("DownSampler") == 3
     assert all(op.abits <= 8 and not op.asigned for op in ops if op.kind == "MVAU")
+    # the skip side waits for the main branch's two 3x3 window generators: a row and two
+    # pixels of each one's input, 2 * (W + 2) pixels in an identity block; in a downsampling
+    # block (the first of each width but 32) the first one reads the map of twice the width
+    widths = [op.dims[1] for op in ops if op.kind == "AddStreams"]
+    assert widths == [32, 32, 16, 16, 8, 8, 4, 4]
+    identity = [2 * (w + 2) for w in widths]
+    down = [math.ceil((2 * w + 2) / 4 + w + 2) for w in widths]
+    want = [down[i] if i in (2, 4, 6) else identity[i] for i in range(8)]
+    assert [op.skip_pixels for op in ops if op.kind == "AddStreams"] == want
     r = _finnchain("plan", path, "--boards", "zedboard:3", "--out", path.parent / "rn-plan")
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "do not fit one zedboard however folded" in r.stderr and "RAMB18" in r.stderr

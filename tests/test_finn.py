@@ -456,6 +456,19 @@ def test_residual_stages_are_what_finn_builds(finn, tmp_path):
         assert check.bit_exact and check.distinct_in >= 8, check
 
 
+def _one_board_through_finn(finn, model, frames: np.ndarray, tmp_path: Path):
+    """Plan ``model`` onto one Zedboard, build it with FINN's front-end (accepted as planned)
+    and run ``frames`` through FINN's execution and the emulator: (check, FINN's output)."""
+    plan_dir = _plan(model, "zedboard:1", tmp_path / "plan")
+    plan = Plan.read(plan_dir / "plan.json")
+    out = tmp_path / "out"
+    r = _build(plan_dir, "--target", "finn-estimate", "--out", out)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _check_accepted(_comparisons(out, 1))
+    return check_stage(finn, out / "finn-build" / "stage0", 0,
+                       plan_dir / plan.stages[0].files["model"], frames.astype(np.int64))
+
+
 def test_finns_thresholds_decide_a_float32_tie(finn, tie_model, tmp_path):
     """A value within float32 rounding of a quantizer's step (resnet18_4w4a's, conftest.TIE):
     exact arithmetic gives code 3, FINN's thresholds (derived in float32 by its streamlining)
@@ -465,14 +478,20 @@ def test_finns_thresholds_decide_a_float32_tie(finn, tie_model, tmp_path):
     from finnchain.graph.model import load
 
     path, frames = tie_model
-    plan_dir = _plan(load(path), "zedboard:1", tmp_path / "plan")
-    plan = Plan.read(plan_dir / "plan.json")
-    out = tmp_path / "out"
-    r = _build(plan_dir, "--target", "finn-estimate", "--out", out)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    _check_accepted(_comparisons(out, 1))
-    check, labels = check_stage(finn, out / "finn-build" / "stage0", 0,
-                                plan_dir / plan.stages[0].files["model"], frames.astype(np.int64))
+    check, labels = _one_board_through_finn(finn, load(path), frames, tmp_path)
     assert check.bit_exact and check.distinct_in == 16, check  # every input code
     exact = TIE["acc"] * TIE["scale"] * TIE["weight_scale"] * TIE["bn_mul"] + TIE["bn_add"]
     assert round(exact / TIE["scale"]) == 3 and labels.reshape(-1)[0] == TIE_LABEL
+
+
+def test_finn_builds_a_model_written_as_tersely_as_onnx_allows(finn, bare_digits_path,
+                                                               digits_test_set, tmp_path):
+    """digits-cnv with convolutions that leave strides, dilations, group and kernel_shape to
+    ONNX's defaults and pad by auto_pad=SAME_UPPER (FINN's LowerConvsToMatMul failed on such a
+    node: "'NoneType' object has no attribute 'ints'"): planned onto one Zedboard, FINN builds
+    the stage as planned and executes it as the emulator does."""
+    from finnchain.graph.model import load
+
+    check, _ = _one_board_through_finn(finn, load(bare_digits_path), digits_test_set[0][:8],
+                                       tmp_path)
+    assert check.bit_exact and check.distinct_in >= 8, check

@@ -275,3 +275,150 @@ def test_a_network_too_small_for_its_fabric_to_matter_is_planned_at_the_arm_rate
     assert plan.bottleneck["limit"] == "arm"
     assert plan.predicted_fps == pytest.approx(stage.arm_fps, rel=1e-4)
     assert plan.predicted_fps < floor_fps(Search(segments(model), boards))
+
+
+def test_options_with_more_uram_survive_only_where_they_save_block_ram_or_luts():
+    """Options are pruned within each URAM count, and one with more URAM is dropped when an
+    option kept with less costs no more RAMB18 and no more LUT (it was kept before, and the
+    sums of a residual block's layers grew to 91,420 options per segment on a ZCU104)."""
+    from finnchain.plan.folding import pareto
+
+    def opt(bram, lut, uram, lutram=0.0):
+        return Option((), Res(lut=lut, bram18=bram, lutram=lutram, uram=uram), 0)
+
+    base = opt(10, 100, 0)
+    beaten = opt(10, 100, 2)  # more URAM, nothing saved
+    beaten_too = opt(12, 150, 3, lutram=5)  # more of everything
+    saves_bram = opt(2, 100, 2)  # more URAM for less block RAM
+    saves_lut = opt(10, 60, 4)  # more URAM for fewer LUTs
+    kept = pareto([beaten, saves_lut, base, beaten_too, saves_bram])
+    assert {id(o) for o in kept} == {id(base), id(saves_bram), id(saves_lut)}
+
+
+def test_a_segment_offers_no_build_beyond_the_boards_uram(mobilenet):
+    """``Candidates.at`` with the URAM a stage holds gives only options within it, the
+    cheapest in LUTs among them kept; with none (a Zedboard) none uses URAM."""
+    from finnchain.cost.lower import segments
+    from finnchain.plan.fit import stage_uram
+
+    assert stage_uram(Catalogue().chain("zcu104:1")[0]) == 76  # 96 at the 0.8 limit
+    assert stage_uram(Catalogue().chain("zedboard:1")[0]) == 0
+    target = 200_704
+    seg = max(segments(mobilenet), key=lambda s: max(o.res.uram for o in Candidates(s).at(target)))
+    c = Candidates(seg)
+    unbounded = c.at(target)
+    cap = max(o.res.uram for o in unbounded) // 2
+    bounded, none = c.at(target, cap), c.at(target, 0)
+    assert cap >= 1 and max(o.res.uram for o in bounded) <= cap
+    assert none and not any(o.res.uram for o in none)
+    within = [o for o in unbounded if o.res.uram <= cap]
+    assert min(o.res.lut for o in bounded) <= min(o.res.lut for o in within)
+
+
+def _window_attrs(model) -> dict:
+    from onnx.helper import get_attribute_value
+
+    keys = ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad")
+    return {n.name: {a.name: get_attribute_value(a) for a in n.attribute if a.name in keys}
+            for n in model.graph.node if n.op_type in ("Conv", "MaxPool")}
+
+
+def test_terse_onnx_windows_are_written_out_and_planned_as_the_explicit_ones(
+        digits, bare_digits_path):
+    """A Conv or pool that leaves its attributes to ONNX's defaults (auto_pad=SAME_UPPER, no
+    strides, dilations, group or kernel_shape) is loaded with them written out, the values the
+    explicit model has (FINN's LowerConvsToMatMul reads them from the node), and it plans as
+    the explicit model does; onnxruntime computes the same convolution either way."""
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from conftest import BARE
+
+    bare_proto = __import__("onnx").load(str(bare_digits_path))
+    assert _window_attrs(bare_proto) != _window_attrs(digits.model)
+    assert all("strides" not in a for n, a in _window_attrs(bare_proto).items()
+               if n.startswith("Conv")) and len(BARE) == 6
+    bare = load(bare_digits_path)
+    assert _window_attrs(bare) == _window_attrs(digits.model)
+    x = np.random.default_rng(0).integers(0, 256, size=(1, 1, 8, 8)).astype(np.float32)
+    conv = [n.output[0] for n in digits.graph.node if n.name == "Conv_0"][0]
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    got = execute_onnx(ModelWrapper(bare_proto), {digits.graph.input[0].name: x}, True)[conv]
+    want = execute_onnx(digits, {digits.graph.input[0].name: x}, True)[conv]
+    assert distinct(want) > 50 and np.array_equal(got, want)
+    boards = Catalogue().chain("zedboard:2")
+    from finnchain.plan.make import make_plan
+
+    (a, _, _), (b, _, _) = (make_plan(m, boards, "d", "d.onnx") for m in (digits, bare))
+    assert [s.ops for s in a.stages] == [s.ops for s in b.stages]
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
+def test_same_padding_is_written_as_onnxruntimes_pads(auto_pad):
+    """auto_pad SAME at stride 2 on an even map pads one pixel on one side only: the pads
+    written out are the ones onnxruntime applies (compared on its own outputs)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from finnchain.graph.model import explicit_windows
+
+    w = np.random.default_rng(1).normal(size=(3, 2, 3, 3)).astype(np.float32)
+    x = np.random.default_rng(2).normal(size=(1, 2, 8, 7)).astype(np.float32)
+
+    def model(**attrs):
+        g = helper.make_graph(
+            [helper.make_node("Conv", ["x", "w"], ["y"], name="c", strides=[2, 2], **attrs)], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.flatten())])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+    def run(m):
+        s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return s.run(None, {"x": x})[0]
+
+    terse = model(auto_pad=auto_pad)
+    written = explicit_windows(load(onnx.load_from_string(terse.SerializeToString()))).model
+    attrs = _window_attrs(written)["c"]
+    assert "auto_pad" not in attrs and attrs["pads"] != [1, 1, 1, 1]  # one-sided somewhere
+    assert attrs["kernel_shape"] == [3, 3] and attrs["group"] == 1
+    assert np.array_equal(run(written), run(terse))
+
+
+def test_a_pool_with_onnxs_default_stride_is_not_planned_as_a_strided_one(digits, tmp_path):
+    """ONNX's MaxPool strides default to 1 (overlapping windows, which FINN's StreamingMaxPool
+    does not compute); without them the pool is refused by name, not costed as stride 2."""
+    import onnx
+
+    from finnchain.cost.lower import LoweringError
+
+    proto = onnx.load_from_string(digits.model.SerializeToString())
+    pool = next(n for n in proto.graph.node if n.name == "MaxPool_0")
+    kept = [a for a in pool.attribute if a.name != "strides"]
+    del pool.attribute[:]
+    pool.attribute.extend(kept)
+    with pytest.raises(LoweringError, match="MaxPool_0: only square non-overlapping"):
+        segments(load(proto))
+
+
+def test_a_map_flattened_straight_into_the_top_k_is_refused_by_name(digits):
+    """digits-cnv without its fully connected layers (its last pool's 2x2 map flattened into
+    the top-k) is refused before planning, naming the Flatten and the fix; the model itself,
+    with a MatMul between, is planned."""
+    import onnx
+
+    from finnchain.cost.lower import LoweringError
+
+    proto = onnx.load_from_string(digits.model.SerializeToString())
+    nodes = list(proto.graph.node)
+    flat = next(n for n in nodes if n.op_type == "Flatten")
+    top = next(n for n in nodes if n.op_type == "TopK")
+    top.input[0] = flat.output[0]
+    keep = nodes[: nodes.index(flat) + 1] + [top]
+    del proto.graph.node[:]
+    proto.graph.node.extend(keep)
+    with pytest.raises(LoweringError, match=r"Flatten_0 \(Flatten\) flattens a 32x2x2 map "
+                                            r"straight into the top-k TopK_0.*MatMul or Gemm"):
+        segments(load(proto))
+    assert segments(digits)

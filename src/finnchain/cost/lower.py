@@ -84,7 +84,13 @@ class Segment:
 
 
 def _attrs(node) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    a = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):  # left by explicit_windows
+        raise LoweringError(
+            f"{node.name} ({node.op_type}): auto_pad={a['auto_pad'].decode()} with an input "
+            f"shape that is not known; run qonnx's InferShapes on the model or give explicit "
+            f"pads")
+    return a
 
 
 def _bits_of(model: ModelWrapper, node) -> tuple[int, bool]:
@@ -155,10 +161,11 @@ class _Lowering:
             layers.append(self.dense(node))
         elif op == "Add" and not any(t in self.const for t in node.input):  # residual join
             shape = m.get_tensor_shape(node.output[0])
+            dims = _hw(shape) if len(shape) == 4 else (1, 1)
             layers.append(Layer(node.name, (AddStreams(
                 name=f"AddStreams_{node.name}", node=node.name, channels=int(shape[1]),
-                dims=_hw(shape) if len(shape) == 4 else (1, 1), abits=self.bits,
-                obits=self.bits + 1),)))
+                dims=dims, abits=self.bits, obits=self.bits + 1,
+                skip_pixels=_skip_pixels(layers, dims)),)))
             self.bits += 1
         elif op == "Trunc":  # Brevitas' TruncAvgPool: thresholds on the pool's sum
             last = layers[-1].main if layers else None
@@ -302,7 +309,7 @@ class _Lowering:
         m, a = self.model, _attrs(node)
         ishape = m.get_tensor_shape(node.input[0])
         k = tuple(a.get("kernel_shape", (2, 2)))
-        if k[0] != k[1] or tuple(a.get("strides", k)) != k or any(a.get("pads", (0,))):
+        if k[0] != k[1] or tuple(a.get("strides", (1, 1))) != k or any(a.get("pads", (0,))):
             raise LoweringError(f"{node.name}: only square non-overlapping max pooling is supported")
         return Layer(node.name, (StreamingMaxPool(
             name=f"StreamingMaxPool_{node.name}", node=node.name, channels=int(ishape[1]),
@@ -326,6 +333,44 @@ def input_bytes(model: ModelWrapper) -> int:
     return packed_bytes(nhwc((1, *shape[1:])), dt)
 
 
+def _skip_pixels(layers: list[Layer], join: tuple[int, int]) -> int:
+    """Pixels of the join's ``join`` map that the skip side brings while the main branch (the
+    layers since the last fork) fills: each window generator takes in the rows and pixels its
+    first window needs past the padding before it gives anything out ((Kh-1-top) rows and
+    Kw-top pixels of its input, padding taken as even: (K-1)/2 on top and left), scaled to the
+    join's map by the ratio of the pixel counts."""
+    start = max((i for i, layer in enumerate(layers) if isinstance(layer.main, Fork)), default=-1)
+    total = 0.0
+    for layer in layers[start + 1:]:
+        padded = any(isinstance(op, FMPadding) for op in layer.ops)
+        for op in layer.ops:
+            if isinstance(op, SWG):
+                (kh, kw), (ih, iw) = op.kernel, op.in_dims
+                top, left = ((kh - 1) // 2, (kw - 1) // 2) if padded else (0, 0)
+                rows, width = kh - 1 - top, iw - 2 * left
+                pixels = rows * width + (kw - left)
+                total += pixels * join[0] * join[1] / ((ih - 2 * top) * width)
+    return math.ceil(total)
+
+
+def _labels_from_a_vector(model: ModelWrapper, top_k) -> None:
+    """Refuse a map flattened straight into the top-k: FINN's streamlining leaves the layout
+    change and the Flatten in front of LabelSelect outside the hardware (a map larger than
+    1x1: "partition depends on itself"; 1x1: LabelSelect gets a 4-D input). Its flows put a
+    fully connected layer between them, as Brevitas' examples do."""
+    node = model.find_producer(top_k.input[0])
+    while node is not None and node.op_type in ABSORBED | {"Quant", "BipolarQuant", "Trunc"}:
+        shape = model.get_tensor_shape(node.input[0])
+        if node.op_type in ("Flatten", "Reshape") and shape and len(shape) == 4:
+            raise LoweringError(
+                f"{node.name} ({node.op_type}) flattens a {'x'.join(map(str, shape[1:]))} map "
+                f"straight into the top-k {top_k.name}: FINN's LabelSelect takes the vector "
+                f"of a fully connected layer, and its streamlining leaves this {node.op_type} "
+                f"outside the hardware. Put a MatMul or Gemm layer between them, as Brevitas' "
+                f"examples do")
+        node = model.find_producer(node.input[0])
+
+
 def segments(model: ModelWrapper) -> list[Segment]:
     """The model as a list of segments between consecutive legal cuts, lowered to FINN ops."""
     in_bytes = input_bytes(model)  # an integer input first: the first thing a user must fix
@@ -338,6 +383,7 @@ def segments(model: ModelWrapper) -> list[Segment]:
             f"not a TopK: the last board returns class labels, as FINN's LabelSelect does. Add "
             f"the top-k as FINN's flows do (qonnx: model.transform(InsertTopK(k=1))"
             f".transform(InferShapes())) and plan that model")
+    _labels_from_a_vector(model, compute[-1])
     low = _Lowering(model)
     out: list[Segment] = []
     start = 0

@@ -43,7 +43,9 @@ place: it keeps FINN's figure (so that our prediction and FINN's report agree) o
   v0.10.1 allows only with runtime-writable weights: the driver loads them at start), costed
   with FINN's ``uram_estimation``: ceil(P*Q*W/72)*ceil(WMEM/4096).
 - FIFO depths: FINN sizes them by simulation during the build; the model assumes one input row
-  in front of a window generator and 32 words elsewhere (see ``plan.folding.input_fifo``).
+  in front of a window generator and 32 words elsewhere (see ``plan.folding.input_fifo``), and
+  on a residual block's skip side what the skip brings while the main branch's window
+  generators fill (``AddStreams.skip_pixels``), an estimate of what FINN's simulation finds.
 """
 
 from __future__ import annotations
@@ -492,10 +494,19 @@ class _Residual(_PerChannel, Op):
 
 @dataclass(frozen=True)
 class AddStreams(_Residual):
-    """The join, two streams added value by value (FINN's AddStreams). The skip side's FIFO,
-    which FINN sizes by simulation, is not counted (module notes)."""
+    """The join, two streams added value by value (FINN's AddStreams). The skip side waits in a
+    FIFO for the main branch: ``skip_pixels`` of the join's map, the pixels that arrive on the
+    skip while the main branch's window generators take in what their first window needs
+    (``skip_fifo``; FINN sizes it by simulation, module notes)."""
 
     obits: int = 5
+    skip_pixels: int = 0
+
+    def skip_fifo(self, f: Fold) -> FIFO:
+        """The skip side's FIFO at this fold (the join's input stream, ``pe`` values a word)."""
+        words = -(-self.skip_pixels * self.channels // f.pe)
+        return FIFO(name=f"StreamingFIFO_skip_{self.name}", node=self.node,
+                    depth=fifo_depth(words), width=self.in_width(f))
 
     kind = "AddStreams"
 

@@ -13,18 +13,85 @@ from qonnx.transformation.infer_shapes import InferShapes
 
 
 def load(model: str | Path | ModelWrapper | onnx.ModelProto) -> ModelWrapper:
-    """A ModelWrapper from a path, a ModelProto or a ModelWrapper (returned as is)."""
+    """A ModelWrapper from a path, a ModelProto or a ModelWrapper (returned as is). Windowed
+    nodes get their attributes written out (``explicit_windows``)."""
     if isinstance(model, ModelWrapper):
         return model
     if isinstance(model, onnx.ModelProto):
-        return ModelWrapper(model)
+        return explicit_windows(ModelWrapper(model))
     path = Path(model)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     try:
-        return ModelWrapper(str(path))
+        wrapped = ModelWrapper(str(path))
     except Exception as exc:  # onnx raises DecodeError and friends
         raise ValueError(f"{path} is not an ONNX model: {exc}") from exc
+    return explicit_windows(wrapped)
+
+
+WINDOWED = ("Conv", "MaxPool", "AveragePool")
+
+
+def explicit_windows(model: ModelWrapper) -> ModelWrapper:
+    """Write out the attributes ONNX lets a Conv or pool leave to defaults (kernel_shape from
+    the weights, strides, dilations and pads, group) and turn ``auto_pad`` into the pads it
+    means, in place: FINN's lowering reads them from the node (a Conv without ``pads`` fails
+    in its LowerConvsToMatMul) and so does every step here. A node whose input shape is not
+    known keeps its ``auto_pad`` (the planner then names it)."""
+    for node in model.graph.node:
+        if node.op_type not in WINDOWED:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        kernel = list(attrs.get("kernel_shape", ()))
+        if not kernel and node.op_type == "Conv":
+            w = model.get_initializer(node.input[1])
+            wshape = w.shape if w is not None else model.get_tensor_shape(node.input[1])
+            kernel = [int(k) for k in wshape[2:]] if wshape else []
+        if not kernel:
+            continue
+        rank = len(kernel)
+        new: dict = {"kernel_shape": kernel, "strides": attrs.get("strides", [1] * rank)}
+        if node.op_type != "AveragePool":
+            new["dilations"] = attrs.get("dilations", [1] * rank)
+        if node.op_type == "Conv":
+            new["group"] = attrs.get("group", 1)
+        auto = attrs.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        if auto in ("NOTSET", "VALID"):
+            new["pads"] = attrs.get("pads", [0] * 2 * rank) if auto == "NOTSET" else [0] * 2 * rank
+        else:
+            shape = model.get_tensor_shape(node.input[0])
+            if not shape or len(shape) != rank + 2 or not all(isinstance(d, int) for d in shape):
+                continue
+            new["pads"] = _same_pads(auto, shape[2:], kernel, new["strides"],
+                                     new.get("dilations", [1] * rank))
+        for name, value in new.items():
+            if attrs.get(name) != value:
+                _set_attr(node, name, value)
+        if "auto_pad" in attrs:
+            node.attribute.remove(next(a for a in node.attribute if a.name == "auto_pad"))
+    return model
+
+
+def _same_pads(auto: str, dims: list[int], kernel: list[int], strides: list[int],
+               dilations: list[int]) -> list[int]:
+    """ONNX's SAME_UPPER/SAME_LOWER as explicit pads (begins, then ends): the output is
+    ceil(input / stride), the odd pixel at the end (UPPER) or the beginning (LOWER)."""
+    begins, ends = [], []
+    for d, k, s, dil in zip(dims, kernel, strides, dilations):
+        total = max((-(-d // s) - 1) * s + (k - 1) * dil + 1 - d, 0)
+        small = total // 2
+        begins.append(small if auto == "SAME_UPPER" else total - small)
+        ends.append(total - begins[-1])
+    return begins + ends
+
+
+def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
+    for a in node.attribute:
+        if a.name == name:
+            node.attribute.remove(a)
+            break
+    node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
 def save(wrapped: ModelWrapper, path: Path) -> Path:

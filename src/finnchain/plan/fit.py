@@ -64,13 +64,18 @@ def dsp_swaps(options: list[Option], capacity: int) -> tuple[float, list[tuple[i
     return float(best[capacity]), chosen[::-1]
 
 
+def stage_uram(board: Board) -> int:
+    """The URAM blocks one stage on ``board`` may use: its limit less the shell's."""
+    return max(0, int(board.limit("uram")) - int(board.shell.get("uram", 0)))
+
+
 class StageFitter:
     """Adds segments' options one by one for one board; answers fit and fullness."""
 
     def __init__(self, board: Board) -> None:
         self.board = board
         self.budget = Budget.of(board)
-        self.uram = int(board.limit("uram")) - int(board.shell.get("uram", 0))
+        self.uram = stage_uram(board)
         if self.uram >= 1:
             rows, self.grain = self.uram, 1.0
         else:

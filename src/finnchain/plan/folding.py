@@ -43,6 +43,7 @@ from finnchain.cost.ops import (
     MVAU,
     SWG,
     VVAU,
+    AddStreams,
     DownSampler,
     FMPadding,
     Fold,
@@ -107,7 +108,8 @@ def pareto(options: list[Option], keep: int = MAX_OPTIONS) -> list[Option]:
     """The cheapest options: those not beaten in RAMB18 and LUT, and those not beaten in
     RAMB18 and LUT RAM; at most ``keep`` of them (an even spread over RAMB18, both ends).
     Options using URAM are pruned among those with the same URAM count, so that a little
-    more URAM for a lot less block RAM is never lost."""
+    more URAM for a lot less block RAM is never lost; an option is dropped when one kept with
+    less URAM costs no more RAMB18 and no more LUT (or LUT RAM)."""
     return [options[i] for i in _pareto_index(_costs(options), keep)]
 
 
@@ -128,19 +130,37 @@ def _front_index(bram: np.ndarray, key: np.ndarray) -> np.ndarray:
     return order[keep]
 
 
+def _beaten(costs: np.ndarray, rows: np.ndarray, kept: list[int], key: np.ndarray
+            ) -> np.ndarray:
+    """Which of ``rows`` a row of ``kept`` (all with less URAM) beats: one with no more
+    RAMB18 and no more ``key`` (one value per row of ``costs``)."""
+    if not kept or not len(rows):
+        return np.zeros(len(rows), dtype=bool)
+    k = np.asarray(kept)
+    order = np.argsort(costs[k, 0], kind="stable")
+    bram = costs[k, 0][order]
+    least = np.minimum.accumulate(key[k][order])  # the least key at or below each RAMB18
+    at = np.searchsorted(bram, costs[rows, 0], side="right") - 1
+    return (at >= 0) & (least[np.maximum(at, 0)] <= key[rows])
+
+
 def _pareto_index(costs: np.ndarray, keep: int) -> list[int]:
     """``pareto`` on rows of ``_costs``: the positions kept, in pareto's order."""
     out: list[int] = []
-    for uram in np.unique(costs[:, 3]):
-        group = np.flatnonzero(costs[:, 3] == uram)
+    # LUT RAM first, then LUT: the rank of the pair orders both at once
+    rank = np.unique(costs[:, [2, 1]], axis=0, return_inverse=True)[1].reshape(-1)
+    rank = rank.astype(np.float64)
+    by_uram = np.argsort(costs[:, 3], kind="stable")
+    _, starts = np.unique(costs[by_uram, 3], return_index=True)
+    for group in np.split(by_uram, starts[1:]):
         c = costs[group]
-        by_lut = [int(i) for i in group[_front_index(c[:, 0], c[:, 1])]]
+        front = group[_front_index(c[:, 0], c[:, 1])]
+        by_lut = [int(i) for i in front[~_beaten(costs, front, out, costs[:, 1])]]
         if len(by_lut) > keep:
             step = (len(by_lut) - 1) / (keep - 1)
             by_lut = [by_lut[round(i * step)] for i in range(keep)]
-        # LUT RAM first, then LUT: the rank of the pair orders both at once
-        rank = np.unique(c[:, [2, 1]], axis=0, return_inverse=True)[1].reshape(-1)
-        by_ram = [int(i) for i in group[_front_index(c[:, 0], rank.astype(np.float64))]][:keep]
+        front = group[_front_index(c[:, 0], rank[group])]
+        by_ram = [int(i) for i in front[~_beaten(costs, front, out, rank)]][:keep]
         seen = set(by_lut)
         out += by_lut + [i for i in by_ram if i not in seen]
     return out
@@ -198,7 +218,9 @@ def _candidates(layer: Layer) -> list[Option]:
         styles = STYLES if main.kind == "Thresholding" else ("block",)
         for pe in divisors(count):
             for style in styles:
-                out.append(_option([Placed(main, Fold(pe=pe, ram_style=style))]))
+                fold = Fold(pe=pe, ram_style=style)
+                skip = [Placed(main.skip_fifo(fold), Fold())] if isinstance(main, AddStreams) else []
+                out.append(_option([*skip, Placed(main, fold)]))
     return out
 
 
@@ -316,8 +338,8 @@ class Candidates:
 
     ``at`` can ask for the options whose first layer reads the segment's input as FINN's driver
     writes it (``start``: the segment begins a stage) and whose last layer writes its output
-    that way (``end``: the segment ends a stage), and for options without URAM (``uram``
-    False, for boards that have none)."""
+    that way (``end``: the segment ends a stage), and for options within a board's URAM
+    (``uram``; 0 for boards that have none: an option that needs more can never fit)."""
 
     def __init__(self, segment: Segment) -> None:
         self.segment = segment
@@ -343,16 +365,17 @@ class Candidates:
                                       cut.shape[1], _bits_of(cut.datatype)):
                 self.ends_ok.add(id(o))
 
-    def at(self, target: int, uram: bool = True, start: bool = False, end: bool = False
+    def at(self, target: int, uram: float = math.inf, start: bool = False, end: bool = False
            ) -> list[Option]:
-        """The pruned options meeting ``target`` cycles per frame ([] if none does)."""
+        """The pruned options meeting ``target`` cycles per frame ([] if none does), using at
+        most ``uram`` URAM blocks (what a stage of the board holds; 0 on boards without)."""
         per_layer = []
         last = len(self.layers) - 1
         for k, opts in enumerate(self.layers):
             first_aligned, last_aligned = start and k == 0, end and k == last
             key = (k, target, uram, first_aligned, last_aligned)
             if key not in self._pruned:  # a layer's pruned options serve every variant
-                meeting = [o for o in opts if o.bound <= target and (uram or not o.res.uram)
+                meeting = [o for o in opts if o.bound <= target and o.res.uram <= uram
                            and (not first_aligned or id(o) in self.starts_ok)
                            and (not last_aligned or id(o) in self.ends_ok)]
                 self._pruned[key] = pareto(meeting) if meeting else []
@@ -365,8 +388,9 @@ class Candidates:
                 total = parts[0]
                 for part in parts[1:]:
                     total = total + part
-                combos.append(total)
-            return pareto(combos)
+                if total.res.uram <= uram:
+                    combos.append(total)
+            return pareto(combos) if combos else []
         # many layers with many options each (a residual block): prune after each layer. The
         # cheapest builds of a sum are sums of the parts' cheapest builds, so this loses only
         # what ``pareto``'s spread leaves out along the way
@@ -374,7 +398,11 @@ class Candidates:
         for part in per_layer[1:]:
             m = len(part)
             sums = (_costs(front)[:, None, :] + _costs(part)[None, :, :]).reshape(-1, 4)
-            front = [front[i // m] + part[i % m] for i in _pareto_index(sums, MAX_OPTIONS)]
+            fit = np.flatnonzero(sums[:, 3] <= uram)
+            if not len(fit):
+                return []
+            front = [front[fit[i] // m] + part[fit[i] % m]
+                     for i in _pareto_index(sums[fit], MAX_OPTIONS)]
         return front
 
     def failing_layer(self, target: int) -> str | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from finnchain.boards.catalogue import Board
 from finnchain.cost.lower import Segment
-from finnchain.plan.fit import StageFitter
+from finnchain.plan.fit import StageFitter, stage_uram
 from finnchain.plan.folding import Candidates, Option
 from finnchain.plan.stage import Stage, assemble
 
@@ -50,7 +50,7 @@ class Search:
         """Segment ``seg``'s options on ``board`` at ``target`` cycles; ``start``/``end``: the
         segment begins/ends a stage, so its first/last layer is folded to FINN's driver
         layout (see ``folding``)."""
-        key = (seg, target, board.limit("uram") >= 1, start, end)
+        key = (seg, target, stage_uram(board), start, end)
         if key not in self.options:
             self.options[key] = self.candidates[seg].at(target, key[2], start, end)
         return self.options[key]
