@@ -388,3 +388,20 @@ def test_the_stages_run_on_a_pynq_images_python(build_dir, digits, images):
           + ", ".join(f"{m:.1f}" for m in rss))
     assert all(m > 0 for m in rss)
     assert np.array_equal(got, whole) and distinct(got) == 10
+
+
+@pytest.mark.parametrize("span", [0.3, 0.44, 7.3])
+def test_a_timeline_adds_up_to_the_frames_delivered(span):
+    """The timeline's rates times its step give back every frame delivered, whatever the run's
+    length (a 0.44 s run has 11 ms steps, which edges rounded to 10 ms read 9 % short)."""
+    from finnchain.runtime.stream import StreamReport
+
+    ends = np.sort(np.random.default_rng(5).uniform(0.001, span, size=129))
+    report = StreamReport(seqs=list(range(129)), sent=dict.fromkeys(range(129), 0.0),
+                          ended={q: float(t) for q, t in enumerate(ends)},
+                          answers={q: np.zeros(1, np.int32) for q in range(129)},
+                          carried=dict.fromkeys(range(129), 0), started=0.0,
+                          finished=span, late=0)
+    line = report.timeline()
+    step = line[1][0] - line[0][0]
+    assert sum(rate for _, rate in line) * step == pytest.approx(129, rel=0.01)
