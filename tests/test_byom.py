@@ -101,15 +101,11 @@ def _finnchain(*args):
                           env={**os.environ, "COLUMNS": "200"})  # rich: one row per line
 
 
-def _per_channel_model(path):
-    """uint8 in, two dense layers whose activations have per-channel scales, a TopK out:
-    a model with activation quantizers and no legal cut."""
+def _per_channel_zero_point_model(path):
+    """uint8 in, two dense layers whose activations have a scale and a zero point per channel,
+    a TopK out: a model with activation quantizers and no legal cut."""
     import numpy as np
     from onnx import TensorProto, helper
-    from qonnx.core.datatype import DataType
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.transformation.infer_shapes import InferShapes
-    from qonnx.util.basic import qonnx_make_model
 
     rng = np.random.default_rng(0)
     inits, nodes, x = [], [], "x"
@@ -120,8 +116,9 @@ def _per_channel_model(path):
         return name
 
     def quant(src, out, scale, bits, signed):
+        zp = np.zeros(np.shape(scale)) if np.size(scale) > 1 else 0.0
         nodes.append(helper.make_node(
-            "Quant", [src, const(out + "_s", scale), const(out + "_z", 0.0),
+            "Quant", [src, const(out + "_s", scale), const(out + "_z", zp),
                       const(out + "_b", float(bits))], [out],
             domain="qonnx.custom_op.general", signed=signed, narrow=0, rounding_mode="ROUND"))
         return out
@@ -131,10 +128,22 @@ def _per_channel_model(path):
         nodes.append(helper.make_node("MatMul", [x, const(f"w{k}", rng.integers(
             -3, 4, (n_in, n_out)))], [f"mm{k}"]))
         x = quant(f"mm{k}", f"a{k}", rng.uniform(1, 4, (1, n_out)), 4, 0)
+    return _uint8_in_top1_out(nodes, inits, x, [1, 8], path)
+
+
+def _uint8_in_top1_out(nodes, inits, last: str, in_shape: list[int], path):
+    """A model of ``nodes`` from a UINT8 input "x" of ``in_shape`` to the top-1 of ``last``,
+    with shapes inferred, saved to ``path``."""
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.util.basic import qonnx_make_model
+
     inits.append(helper.make_tensor("k", TensorProto.INT64, [1], [1]))
-    nodes.append(helper.make_node("TopK", [x, "k"], ["v", "i"]))
+    nodes.append(helper.make_node("TopK", [last, "k"], ["v", "i"]))
     graph = helper.make_graph(
-        nodes, "per-channel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        nodes, path.stem, [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
         [helper.make_tensor_value_info("i", TensorProto.INT64, [1, 1])], inits)
     model = ModelWrapper(qonnx_make_model(graph)).transform(InferShapes())
     model.set_tensor_datatype("x", DataType["UINT8"])
@@ -143,15 +152,104 @@ def _per_channel_model(path):
 
 
 def test_no_legal_cut_says_why_for_each_quantizer(tmp_path):
-    path = _per_channel_model(tmp_path / "per-channel.onnx")
+    path = _per_channel_zero_point_model(tmp_path / "per-channel.onnx")
     r = _finnchain("cuts", path)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "has no legal cut point" in r.stderr and "Traceback" not in r.stderr
-    assert r.stdout.count("per-channel (") == 2, r.stdout
+    assert r.stdout.count("zero point is per-channel (") == 2, r.stdout
     assert "quantizes the model input itself" in r.stdout
     r = _finnchain("split", path, "--stages", "2", "--out", tmp_path / "split")
     assert r.returncode == 2 and "2 stages need 1 cuts; the model has 0" in r.stderr
     assert "per-channel" in r.stderr and "Traceback" not in r.stderr
+
+
+def _depthwise_model(path):
+    """uint8 8x8 images, a convolution and two depthwise ones whose activations have a scale
+    per channel (odd whole numbers, each channel its own: no float rounding can tie), a last
+    one per tensor, a dense layer and a TopK: the shape of Brevitas' MobileNet, where the
+    per-channel scales sit ahead of depthwise layers. Scales are calibrated on the data, so
+    the codes at every activation spread over the range."""
+    import numpy as np
+    import torch
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(1)
+    x = torch.tensor(rng.integers(0, 256, (16, 3, 8, 8)), dtype=torch.float64)
+    inits, nodes = [], []
+
+    def const(name, value, dtype=TensorProto.FLOAT):
+        inits.append(helper.make_tensor(name, dtype, np.shape(value),
+                                        np.asarray(value).flatten().tolist()))
+        return name
+
+    def quant(src, out, scale, bits):
+        nodes.append(helper.make_node(
+            "Quant", [src, const(out + "_s", scale), const(out + "_z", 0.0),
+                      const(out + "_b", float(bits))], [out],
+            domain="qonnx.custom_op.general", signed=0, narrow=0, rounding_mode="ROUND"))
+
+    quant("x", "q0", 1.0, 8)
+    src, value = "q0", x
+    for k, (cin, group, per_channel) in enumerate([(3, 1, True), (1, 4, True), (1, 4, False)]):
+        w = rng.integers(-3, 4, (4, cin, 3, 3))
+        nodes.append(helper.make_node("Conv", [src, const(f"w{k}", w)], [f"c{k}"],
+                                      kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=group))
+        acc = torch.nn.functional.conv2d(value, torch.tensor(w, dtype=torch.float64),
+                                         padding=1, groups=group)
+        top = acc.amax(dim=(0, 2, 3)).numpy() if per_channel else acc.max().item()
+        scale = 2 * np.floor(np.asarray(top) / 15 / 2 * rng.uniform(0.4, 0.9, np.shape(top))) + 1
+        scale = scale.reshape(1, 4, 1, 1) if per_channel else float(scale)
+        quant(f"c{k}", f"a{k}", scale, 4)
+        value = torch.clamp(torch.round(acc / torch.tensor(scale)), 0, 15) * torch.tensor(scale)
+        src = f"a{k}"
+    nodes.append(helper.make_node("Flatten", [src], ["f"], axis=1))
+    nodes.append(helper.make_node("MatMul", ["f", const("w3", rng.integers(-3, 4, (256, 10)))],
+                                  ["m"]))
+    return _uint8_in_top1_out(nodes, inits, "m", [1, 3, 8, 8], path)
+
+
+def test_a_per_channel_scale_is_a_cut(tmp_path):
+    """An activation with one learned scale per channel, ahead of a depthwise layer, is a cut:
+    its integer codes cross, the scales stay with the stages on either side ([1, C, 1, 1]
+    constants of the Div that ends one and the Mul that starts the next), and the chain of
+    emulated stages, one of which starts and ends at such a cut, equals qonnx's reference of
+    the whole model on codes that are not degenerate at either cut. Its nodes have no names,
+    as ONNX allows (split took a stage's nodes by name, and every stage got all of them)."""
+    import numpy as np
+
+    from finnchain.fabric.executor import Executor
+    from finnchain.graph.cuts import cut_points
+    from finnchain.graph.model import load
+    from finnchain.graph.reference import run_reference
+    from finnchain.graph.split import split
+
+    model = load(_depthwise_model(tmp_path / "depthwise.onnx"))
+    assert not any(n.name for n in model.graph.node)
+    cuts = cut_points(model)
+    assert [(c.tensor, c.per_channel) for c in cuts] == [("a0", True), ("a1", True),
+                                                         ("a2", False)]
+    for c in cuts[:2]:
+        s = model.get_initializer(c.tensor + "_s")
+        assert s.shape == c.scale_array().shape and np.array_equal(s, c.scale_array())
+        assert len(set(c.scale)) == len(c.scale) == c.shape[1] == 4
+    stages = split(model, cuts[:2])
+    assert [len(st.graph.node) for st in stages] == [4, 4, 6]  # 10 nodes, a Div and a Mul per cut
+    for k, c in enumerate(cuts[:2]):
+        div, mul = stages[k].graph.node[-1], stages[k + 1].graph.node[0]
+        assert (div.op_type, mul.op_type) == ("Div", "Mul")
+        assert np.array_equal(stages[k].get_initializer(div.input[1]), c.scale_array())
+        assert np.array_equal(stages[k + 1].get_initializer(mul.input[1]), c.scale_array())
+    x = np.random.default_rng(2).integers(0, 256, (32, 3, 8, 8)).astype(np.float32)
+    y = x
+    for k, stage in enumerate(stages):
+        y = np.asarray(Executor(stage).run(y))
+        if k < 2:
+            assert np.unique(y).size >= 12, f"degenerate codes at {cuts[k].tensor}"
+            assert y.min() >= 0 and y.max() <= 15 and np.array_equal(y, np.round(y))
+    whole = np.asarray(run_reference(model, x))
+    assert np.unique(whole).size >= 4 and np.array_equal(y, whole)
+    r = _finnchain("cuts", tmp_path / "depthwise.onnx")
+    assert r.returncode == 0 and r.stdout.count(" per channel") == 2, r.stdout + r.stderr
 
 
 def test_a_residual_network_cuts_between_blocks_and_costs_its_adds(bnn_pynq):
@@ -310,12 +408,15 @@ def test_brevitas_mobilenet_with_learned_scales_runs_as_the_integer_function(
     from finnchain.graph.split import split
     from finnchain.models.zoo import sample_inputs
     from finnchain.plan.make import make_plan
+    from finnchain.plan.schema import Plan
 
     model = load(brevitas_mobilenet_path)
     cuts = cut_points(model)
-    assert len(cuts) >= 13 and not any(is_pow2(np.array(c.scale)) for c in cuts)
+    assert len(cuts) >= 25 and not any(is_pow2(np.array(c.scale)) for c in cuts)
+    assert sum(c.per_channel for c in cuts) == 12  # the activations Brevitas scales per channel
     plan, _, _ = make_plan(model, Catalogue().chain("zedboard:6"), "mobilenet", "m.onnx")
     assert len(plan.stages) == 6 and plan.predicted_fps > 118.3
+    assert Plan.from_dict(plan.to_dict()).content_hash() == plan.content_hash()
     x = sample_inputs((1, 3, 224, 224), 2, seed=3)
     differ = total = 0
     for stage in split(model, even_cuts(model, 4)):

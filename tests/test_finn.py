@@ -399,16 +399,90 @@ def test_brevitas_mobilenet_classifier_is_what_finn_builds(finn, brevitas_mobile
 def test_brevitas_mobilenet_is_what_finn_builds(finn, brevitas_mobilenet_path, tmp_path):
     """Brevitas' own quant_mobilenet_v1_4b (learned scales; see tests/test_byom.py) on six
     Zedboards: every stage accepted with the plan's cycles, and FINN's execution equals the
-    emulator on those of 28x28 or less: the integer function with learned scales is FINN's."""
+    emulator on those of 28x28 or less: the integer function with learned scales is FINN's,
+    also for the stages on either side of a cut whose scale is per channel (FINN moves it
+    past the next stage's first, depthwise, layer into its thresholds)."""
     from finnchain.graph.model import load
 
     plan_dir = _plan(load(brevitas_mobilenet_path), "zedboard:6", tmp_path / "plan")
     plan = Plan.read(plan_dir / "plan.json")
+    per_channel = [s for s in plan.stages if isinstance(s.input.scale, list)]
+    assert per_channel and all(s.input.shape[-1] <= 28 for s in per_channel), "no such cut"
     out = tmp_path / "out"
     r = _build(plan_dir, "--target", "finn-estimate", "--out", out, "--jobs", "2")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     _check_accepted(_comparisons(out, len(plan.stages)))
     assert _finn_equals_emulator(finn, plan_dir, plan.stages, out) >= 3
+    _first_layer_thresholds_are_finns(plan_dir / plan.stages[0].files["model"],
+                                      out / "finn-build" / "stage0")
+
+
+def _first_layer_thresholds_are_finns(stage_model: Path, build: Path) -> None:
+    """The 224x224 first stage is too slow for FINN's python mode here; its first layer's
+    thresholds (the image's /255, mean and std moved past the convolution by FINN's own
+    float32 convolution, the multiplications collapsed in FINN's order) are compared with the
+    MultiThreshold of FINN's streamlined stage instead: all of them."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from finnchain.fabric.compile import compile_model
+    from finnchain.graph.cuts import cut_points
+    from finnchain.graph.model import load
+
+    model = load(stage_model)
+    first = cut_points(model)[0].node
+    T, sign = compile_model(model).finn_thresholds[first]
+    streamlined = ModelWrapper(str(build / "output" / "intermediate_models" /
+                                   "step_finnchain_streamline.onnx"))
+    mt = next(n for n in streamlined.graph.node if n.op_type == "MultiThreshold")
+    theirs = streamlined.get_initializer(mt.input[1])
+    assert np.all(sign == 1) and T.shape == theirs.shape and T.size >= 32 * 15
+    assert np.array_equal(T, theirs), f"{int((T != theirs).sum())} of {T.size} differ"
+
+
+COLLAPSE = """
+import json, sys
+import numpy as np
+from onnx import TensorProto, helper
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.util.basic import qonnx_make_model
+from finn.transformation.streamline.collapse_repeated import CollapseRepeatedMul
+for chain in json.loads(sys.argv[1]):
+    nodes, inits, x = [], [], "x"
+    for k, f in enumerate(chain):
+        nodes.append(helper.make_node("Mul", [x, f"m{k}"], [f"y{k}"]))
+        inits.append(helper.make_tensor(f"m{k}", TensorProto.FLOAT, [], [np.float32(f)]))
+        x = f"y{k}"
+    graph = helper.make_graph(nodes, "muls", [helper.make_tensor_value_info("x", 1, [1, 4])],
+                              [helper.make_tensor_value_info(x, 1, [1, 4])], inits)
+    model = ModelWrapper(qonnx_make_model(graph)).transform(CollapseRepeatedMul())
+    (mul,) = model.graph.node
+    print(float(model.get_initializer(mul.input[1])).hex())
+"""
+
+
+def test_the_emulator_collapses_multiplications_in_finns_order(finn, tmp_path):
+    """A chain of float32 multiplications (the first layer's /255, std, weight scale and
+    batch-norm factor) collapsed by FINN's CollapseRepeatedMul is one product in FINN's grouping,
+    ((m1 m2)(m3 m4)) and so on: the emulator's _collapse_pairwise gives it bit for bit, where
+    the product from the left does not (on some of these factors it parts by an ulp)."""
+    from finnchain.fabric.compile import _collapse_pairwise
+
+    rng = np.random.default_rng(0)
+    chains = [rng.uniform(1e-3, 5, n).astype(np.float32) for n in (2, 3, 4, 5, 7) * 8]
+    r = subprocess.run([str(finn.python), "-c", COLLAPSE, json.dumps([c.tolist() for c in chains])],
+                       env=finn.environ(tmp_path), capture_output=True, text=True, timeout=300,
+                       check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    theirs = [np.float32(float.fromhex(v)) for v in r.stdout.split()]
+    assert len(theirs) == len(chains)
+    parted = 0
+    for chain, product in zip(chains, theirs):
+        assert _collapse_pairwise(list(chain)) == product, chain.tolist()
+        left = chain[0]
+        for v in chain[1:]:
+            left = np.float32(left * v)
+        parted += left != product
+    assert parted >= 1, parted  # the grouping matters on these factors
 
 
 def test_residual_stages_are_what_finn_builds(finn, tmp_path):

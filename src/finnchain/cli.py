@@ -48,11 +48,14 @@ def _cuts(args: argparse.Namespace) -> int:
         print(json.dumps([c.to_dict() for c in cuts], indent=1))
     else:
         table = Table(title=f"{len(cuts)} legal cut points")
-        for col in ("index", "tensor", "datatype", "shape", "bytes/frame", "nodes before"):
+        for col in ("index", "tensor", "datatype", "shape", "scale", "bytes/frame",
+                    "nodes before"):
             table.add_column(col)
         for c in cuts:
+            scale = (f"{min(c.scale):.3g}-{max(c.scale):.3g} per channel" if c.per_channel
+                     else f"{c.scale:.6g}")
             table.add_row(str(c.index), c.tensor, c.datatype, "x".join(map(str, c.shape[1:])),
-                          f"{c.bytes_per_frame:,}", str(c.nodes_before))
+                          scale, f"{c.bytes_per_frame:,}", str(c.nodes_before))
         Console().print(table)
     if args.why and not rej:
         Console(stderr=args.json).print("every activation quantizer is a legal cut")

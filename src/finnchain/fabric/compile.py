@@ -45,9 +45,12 @@ zero point 0 or a BipolarQuant of scale 1), the thresholds are FINN's own, deriv
 float32 order (its handlers' thresholds ``T0``, the multiplications collapsed into one product
 ``M`` and the additions into one ``A``, ``ceil((T0 - A) / |M|)``;
 :meth:`_Compiler._finn_thresholds`): they equal the thresholds of FINN's streamlined stages on
-every quantizer of Brevitas' bnn_pynq networks and resnet18_4w4a, and on all but the first
-layer of quant_mobilenet_v1_4b (its mean and std, moved past the convolution by FINN's own
-float32 convolution: 2 of 480 differ). Other chains (truncating pools, a batch norm node, an
+every quantizer of Brevitas' bnn_pynq networks, resnet18_4w4a and quant_mobilenet_v1_4b. Its
+first layer takes two more of FINN's steps: the image's mean and std move past the
+convolution as FINN moves them, the offset by onnxruntime's float32 convolution of a map of
+the mean (``MoveAddPastConv``), and the five multiplications collapse in FINN's grouping
+(:func:`_collapse_pairwise`); in float64 and from the left, 1 or 2 of its 480 thresholds
+differed. Other chains (truncating pools, a batch norm node, an
 offset ahead of the layer) are measured through the reference's own nodes on the
 accumulator's value (``acc * scale``, rounded once to float32); so is one whose derived
 thresholds part from that measurement by more than a tie (one code, at no more than
@@ -97,6 +100,10 @@ class Q:
     lo: np.ndarray  # per-channel code bounds, shape (C,) or (1,)
     hi: np.ndarray
     shape: tuple[int, ...]  # shape in the source model
+    # FINN's separate multiplications (float32, graph order) whose product is ``scale``, where
+    # its streamlining keeps them apart until it collapses them (:func:`_collapse_pairwise`):
+    # an image's /255 and std ahead of the first convolution; empty: ``scale`` is one factor
+    factors: tuple[np.ndarray, ...] = ()
 
 
 @dataclass
@@ -118,6 +125,9 @@ class Program:
     input_range: tuple[int, int]  # codes accepted at the input
     output_name: str
     stats: dict[str, int] = field(default_factory=dict)
+    # quantizer node -> FINN's thresholds the program took for it, (C, L) on sign * accumulator
+    # (as FINN's streamlined MultiThreshold holds them where every sign is +1), and the signs
+    finn_thresholds: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def integer_codes(values: np.ndarray, axis: int | None, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -181,6 +191,7 @@ class _Compiler:
         self.opset = get_preferred_qonnx_opset()
         self.grids: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # weight quantizer scale, zp
         self.stats = {"lut": 0, "affine": 0, "thresholds": 0, "linear": 0, "finn_order": 0}
+        self.finn_thresholds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     # ---- helpers -------------------------------------------------------------------------
     def shape(self, tensor: str) -> tuple[int, ...]:
@@ -317,7 +328,8 @@ class _Compiler:
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
-        return Program(model, tuple(shp[1:]), (int(dt.min()), int(dt.max())), out_name, self.stats)
+        return Program(model, tuple(shp[1:]), (int(dt.min()), int(dt.max())), out_name, self.stats,
+                       self.finn_thresholds)
 
     def _out_type(self, out: str) -> int:
         elem = self.m.get_tensor_valueinfo(out).type.tensor_type.elem_type
@@ -400,7 +412,11 @@ class _Compiler:
         shape = self.shape(node.output[0])
         acc_scale = (np.asarray(x.scale, np.float64).reshape(-1) * w_scale).reshape(
             _chan_shape(len(shape), cout))
-        q = Q(acc, acc_scale, 0.0, lo, hi, shape)
+        factors = ()
+        if x.factors:  # FINN's Mul of the weights' scale follows the layer's input's
+            w32 = np.asarray(w_scale, np.float32).reshape(-1)
+            factors = x.factors if np.all(w32 == 1) else (*x.factors, w32)
+        q = Q(acc, acc_scale, 0.0, lo, hi, shape, factors)
         self.stats["linear"] += 1
         if bias is None:
             self.env[node.output[0]] = q
@@ -411,19 +427,24 @@ class _Compiler:
         add = helper.make_node("Add", ["__acc__", bias_name], [node.output[0]])
         self.env[node.output[0]] = Pending(q, "__acc__", [add])
 
-    def _affine(self, p: Pending, dtype=np.float64) -> tuple[np.ndarray, np.ndarray] | None:
+    def _affine(self, p: Pending, dtype=np.float64, mults: list | None = None
+                ) -> tuple[np.ndarray, np.ndarray] | None:
         """(a, b) per channel with value = a * (code - zp) + b when the pending operations are
         multiplications, divisions, additions and subtractions by constants (a cut's learned
         scale entering a stage; an image's /255, per-channel mean and std); None otherwise.
         Computed in ``dtype``: float32 is FINN's streamlining, which collapses the
-        multiplications into one product and the additions, each multiplied by what follows
-        it, into one sum."""
+        multiplications into one product (in its own order where the base keeps FINN's
+        factors apart, :attr:`Q.factors`) and the additions, each multiplied by what follows
+        it, into one sum. ``mults``, if given, receives each multiplication's constant."""
         q = p.base
         C = q.lo.size
         if p.window or np.size(q.scale) not in (1, C):
             return None
         a = np.broadcast_to(np.asarray(q.scale, np.float64).reshape(-1), (C,)).astype(dtype)
         b = np.zeros(C, dtype)
+        apart = None  # FINN's factors, collapsed at the end as its streamlining does
+        if q.factors and np.dtype(dtype) == np.float32:
+            apart = [np.broadcast_to(f.reshape(-1), (C,)).astype(dtype) for f in q.factors]
         data = {p.src, *(n.output[0] for n in p.nodes)}
         for n in p.nodes:
             k = 1 if n.input[0] in data else 0  # the constant's position
@@ -440,21 +461,31 @@ class _Compiler:
             c = np.broadcast_to(np.asarray(c).reshape(-1), (C,)).astype(dtype)
             if op == "Mul":
                 a, b = a * c, b * c
+                if apart is not None:
+                    apart.append(c)
+                if mults is not None:
+                    mults.append(c)
             elif op == "Add":
                 b = b + c
             elif k == 1:  # x - c
                 b = b - c
             else:  # c - x
                 a, b = -a, c - b
+                if apart is not None:
+                    apart[0] = -apart[0]
+        if apart is not None:
+            a = _collapse_pairwise(apart)
         return a, b
 
-    def linear_input(self, node: onnx.NodeProto, values: np.ndarray,
-                     padded: bool) -> tuple[Q, np.ndarray | None]:
+    def linear_input(self, node: onnx.NodeProto, values: np.ndarray, padded: bool,
+                     weights: tuple[np.ndarray, np.ndarray] | None = None
+                     ) -> tuple[Q, np.ndarray | None]:
         """A linear layer's input as integer codes, and the constant (per output) the layer adds
         when its input is an affine map of codes: finn-examples' MobileNet takes uint8 images
         and runs /255, the per-channel mean and one std ahead of its first convolution, which
         FINN moves past that (unpadded) convolution; so does this. ``values`` are the weights
-        as (out, in, ...) float values."""
+        as (out, in, ...) float values; ``weights`` a convolution's (integer codes, scale per
+        output channel), with which the offset is FINN's own (:meth:`_moved_past_conv`)."""
         r = self.env.get(node.input[0])
         aff = self._affine(r) if isinstance(r, Pending) else None
         if aff is not None and not np.any(aff[1]):  # a rescaling only
@@ -467,6 +498,10 @@ class _Compiler:
             raise CompileError(f"{self.where(node)}: an offset ({ops}) ahead of a padded layer "
                                "(FINN cannot move it past the padding either)")
         C = r.base.lo.size
+        if weights is not None and node.op_type == "Conv":
+            a, factors, offset = self._moved_past_conv(node, r, *weights)
+            q = r.base
+            return Q(q.name, np.array(a), 0.0, q.lo, q.hi, q.shape, factors), offset
         per_in = np.asarray(values, np.float64).reshape(values.shape[0], values.shape[1], -1)
         if per_in.shape[1] == C:
             offset = per_in.sum(axis=2) @ b
@@ -477,13 +512,47 @@ class _Compiler:
         q = r.base
         return Q(q.name, np.array(a), 0.0, q.lo, q.hi, q.shape), offset
 
+    def _moved_past_conv(self, node: onnx.NodeProto, r: Pending, codes: np.ndarray,
+                         w_scale: np.ndarray
+                         ) -> tuple[float, tuple[np.ndarray, ...], np.ndarray]:
+        """The input's scale, its factors and the offset per output of an (unpadded)
+        convolution whose input is ``a * codes + b``, as FINN's streamlining computes them: the
+        multiplications move past the layer one by one (FINN collapses them with those after
+        it), the additions collapse into ``b`` (:meth:`_affine`, float32), and
+        ``MoveAddPastConv`` runs the convolution itself, by onnxruntime in float32 (qonnx's
+        ``execute_node``), on a map filled with ``b``, weights its integer codes (FINN folds a
+        weight quantizer's scale into a Mul after the layer), and reads the first pixel; moved
+        past that Mul, it is multiplied by the weight scale in float32. (In float64 the offset
+        could part from FINN's by an ulp: 2 of quant_mobilenet_v1_4b's first 480 thresholds
+        did.)"""
+        mults: list[np.ndarray] = []
+        a, b = self._affine(r, np.float32, mults)
+        shape = (1, *self.shape(node.input[0])[1:])
+        fill = np.ascontiguousarray(np.broadcast_to(b.reshape(1, -1, 1, 1), shape), np.float32)
+        w = codes.astype(np.float32)
+        graph = helper.make_graph(
+            [onnx.NodeProto.FromString(node.SerializeToString())], "moved", [
+                helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, list(shape)),
+                helper.make_tensor_value_info(node.input[1], TensorProto.FLOAT, list(w.shape))],
+            [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)])
+        del graph.node[0].input[2:]  # a bias stays the layer's own
+        out = np.zeros((1, *self.shape(node.output[0])[1:]), np.float32)
+        ctx = {node.input[0]: fill, node.input[1]: w, node.output[0]: out}
+        execute_node(graph.node[0], ctx, graph, opset_version=11)  # FINN v0.10.1: 11
+        moved = np.asarray(ctx[node.output[0]], np.float32)[0, :, 0, 0]
+        # FINN moves scalar multiplications past the layer (and removes a Mul by 1)
+        scalar = all(np.all(m == m[0]) for m in mults)
+        factors = tuple(m[:1] for m in mults if not np.all(m == 1)) if scalar else ()
+        offset = (moved * np.asarray(w_scale, np.float32).reshape(-1)).astype(np.float32)
+        return float(a[0]), factors, offset
+
     def op_Conv(self, node: onnx.NodeProto) -> None:
         w = self.const_of(node.input[1])
         if w is None:
             raise CompileError(f"{self.where(node)}: weights must be constant")
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        x, offset = self.linear_input(node, w, any(attrs.get("pads", [0])))
         codes, scale = self.weight_codes(node.input[1], node)
+        x, offset = self.linear_input(node, w, any(attrs.get("pads", [0])), (codes, scale))
         bias = self.const_of(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         bias = _plus(bias, offset)
 
@@ -776,6 +845,7 @@ class _Compiler:
             if apart.max() <= 1 and np.mean(apart > 0) <= TIE_SHARE:
                 f = thresholded
                 self.stats["finn_order"] += 1
+                self.finn_thresholds[node.name] = (Tf, sign)
         if f is measured:
             d = np.diff(y, axis=0)
             inc = np.all(d >= 0, axis=0)
@@ -1044,6 +1114,17 @@ def _whole_steps(b: np.ndarray, s: float) -> np.ndarray | None:
             np.any(np.abs(steps - n) > 2.0**-20 * np.maximum(1, np.abs(n))):
         return None
     return n
+
+
+def _collapse_pairwise(factors: list[np.ndarray]) -> np.ndarray:
+    """One product of a chain of multiplications, as FINN's ``CollapseRepeatedMul`` makes it:
+    each pass walks the chain and merges neighbours two by two ((m1 m2)(m3 m4)), until one is
+    left; in float32, so the grouping is part of the result (for three or fewer it is the
+    product from the left)."""
+    while len(factors) > 1:
+        merged = [factors[k] * factors[k + 1] for k in range(0, len(factors) - 1, 2)]
+        factors = merged + ([factors[-1]] if len(factors) % 2 else [])
+    return factors[0]
 
 
 def _plus(bias: np.ndarray | None, offset: np.ndarray | None) -> np.ndarray | None:

@@ -1,13 +1,14 @@
 """Legal cut points of a QONNX model and what crosses the link at each.
 
 A cut may sit only on the output of an activation quantizer (a ``Quant`` or ``BipolarQuant``
-node whose input is computed from the model input, not a weight) with one positive scale (any
-value: a learned one crosses as the integer code and a ``Mul`` in the next stage) and one zero
-point, and only where that tensor is the one thing that crosses: no other computed tensor of
-the part before is used by the part after (so a residual network cuts between its blocks).
-What crosses is the integer code ``value / scale + zero_point`` with a FINN datatype (UINT4,
-INT8, BIPOLAR, ...), in FINN's packed NHWC layout (see ``pack``). Per-channel scales are not
-cuts yet.
+node whose input is computed from the model input, not a weight) with positive scales (any
+value: a learned one crosses as the integer code and a ``Mul`` in the next stage; one scale, or
+one per channel as Brevitas' MobileNet has ahead of its depthwise layers) and one zero point,
+and only where that tensor is the one thing that crosses: no other computed tensor of the part
+before is used by the part after (so a residual network cuts between its blocks). What crosses
+is the integer code ``value / scale + zero_point`` with a FINN datatype (UINT4, INT8, BIPOLAR,
+...), in FINN's packed NHWC layout (see ``pack``); a per-channel scale stays in the stages on
+either side (the codes are integers either way).
 """
 
 from __future__ import annotations
@@ -32,13 +33,24 @@ class CutPoint:
     node: str  # the quantizer that produces it
     shape: tuple[int, ...]  # NCHW (or NC) shape for batch 1
     datatype: str  # FINN datatype of the codes, e.g. "UINT4"
-    scale: float  # value = (code - zero_point) * scale
+    scale: float | tuple[float, ...]  # value = (code - zero_point) * scale, per channel if a tuple
     zero_point: float
     bytes_per_frame: int  # packed NHWC, innermost dimension (channels) padded to whole bytes
     nodes_before: int  # non-constant nodes upstream of the cut (for display and planning)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def per_channel(self) -> bool:
+        return isinstance(self.scale, tuple)
+
+    def scale_array(self) -> np.ndarray:
+        """The scale as float32, shaped to broadcast over the cut's NCHW (or NC) tensor."""
+        if not self.per_channel:
+            return np.asarray(self.scale, dtype=np.float32)
+        return np.asarray(self.scale, dtype=np.float32).reshape(
+            [1, len(self.scale)] + [1] * (len(self.shape) - 2))
 
 
 def codes_datatype(model: ModelWrapper, node) -> DataType | None:
@@ -100,11 +112,14 @@ def _why_not(model: ModelWrapper, compute: list, i: int, inp: str) -> str | None
     zp = _zero_point(model, node)
     if scale is None or zp is None:
         return "its scale or zero point is computed, not a constant"
-    if np.size(scale) != 1 or np.size(zp) != 1:
-        return (f"its scale is per-channel ({np.size(scale)} values); a cut needs one scale "
-                f"and one zero point")
+    if np.size(zp) != 1:
+        return f"its zero point is per-channel ({np.size(zp)} values); a cut needs one"
+    if np.size(scale) != 1 and _channel_axis(model, node, scale) is None:
+        return (f"its scale has shape {list(np.shape(scale))}: a cut takes one scale or one "
+                f"per channel (shape [1, C, 1, 1] or [1, C])")
     if not np.all(np.asarray(scale) > 0):
-        return f"its scale {float(np.asarray(scale).flatten()[0]):.6g} is not positive"
+        bad = float(np.asarray(scale).flatten()[np.argmin(np.asarray(scale))])
+        return f"its scale {bad:.6g} is not positive"
     crossing = _crossing(model, compute, i)
     if crossing != {node.output[0]}:
         others = sorted(crossing - {node.output[0]})
@@ -113,6 +128,26 @@ def _why_not(model: ModelWrapper, compute: list, i: int, inp: str) -> str | None
     if codes_datatype(model, node) is None:
         return "its bit width is computed, not a constant"
     return None
+
+
+def _channel_axis(model: ModelWrapper, node, scale: np.ndarray) -> int | None:
+    """Axis 1 when ``scale`` holds one value per channel of the quantizer's NCHW or NC output
+    (broadcast over everything else), else None."""
+    shape = model.get_tensor_shape(node.output[0])
+    sshape = list(np.shape(scale))
+    if shape is None or len(shape) < 2 or len(sshape) not in (len(shape), len(shape) - 1):
+        return None
+    full = [1] * (len(shape) - len(sshape)) + sshape  # numpy broadcasting pads on the left
+    want = [1, shape[1]] + [1] * (len(shape) - 2)
+    return 1 if full == want else None
+
+
+def _scale_of(model: ModelWrapper, node) -> float | tuple[float, ...]:
+    """The quantizer's scale: one float, or one per channel (a tuple, in channel order)."""
+    scale = np.asarray(model.get_initializer(node.input[1]), dtype=np.float32)
+    if scale.size == 1:
+        return float(scale.flatten()[0])
+    return tuple(float(v) for v in scale.flatten())
 
 
 def _zero_point(model: ModelWrapper, node) -> np.ndarray | None:
@@ -145,7 +180,7 @@ def examine(model: ModelWrapper) -> tuple[list[CutPoint], list[Rejection]]:
                 node=node.name,
                 shape=shape,
                 datatype=dt.name,
-                scale=float(np.asarray(model.get_initializer(node.input[1])).flatten()[0]),
+                scale=_scale_of(model, node),
                 zero_point=float(np.asarray(_zero_point(model, node)).flatten()[0]),
                 bytes_per_frame=packed_bytes(nhwc(shape), dt),
                 nodes_before=i + 1,

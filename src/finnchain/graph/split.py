@@ -3,7 +3,8 @@
 Each stage is a valid FINN input on its own: its input (but the first stage's image) and its
 output (but the last stage's) are integer tensors with a FINN datatype. The scale leaves the
 upstream stage as its last operation (``codes = value / scale + zero_point``) and enters the
-downstream stage as its first (``value = (codes - zero_point) * scale``). With power-of-two
+downstream stage as its first (``value = (codes - zero_point) * scale``), a per-channel scale
+as a [1, C, 1, 1] constant. With power-of-two
 scales both are exact, so the chain of stages computes exactly what the whole model computes;
 with a learned scale the emulated fabric (and FINN) take the codes as they are, and only qonnx's
 float reference of a stage may see ``value / scale`` an ulp off an integer.
@@ -52,7 +53,8 @@ def resolve_cuts(model: ModelWrapper, cuts: list[int | str | CutPoint]) -> list[
 
 def _ancestors(model: ModelWrapper, tensor: str, stop: str) -> list[onnx.NodeProto]:
     """Nodes needed to compute ``tensor`` from ``stop`` (and constants), in graph order."""
-    needed: set[str] = set()
+    needed: set[int] = set()  # by position: ONNX lets nodes go unnamed
+    position = {o: k for k, n in enumerate(model.graph.node) for o in n.output}
     todo = [tensor]
     seen: set[str] = set()
     while todo:
@@ -65,9 +67,9 @@ def _ancestors(model: ModelWrapper, tensor: str, stop: str) -> list[onnx.NodePro
             if model.get_initializer(t) is None:
                 raise SplitError(f"tensor {t} reaches the model input without passing the cut {stop}")
             continue
-        needed.add(node.name)
+        needed.add(position[t])
         todo.extend(i for i in node.input if i)
-    return [n for n in model.graph.node if n.name in needed]
+    return [n for k, n in enumerate(model.graph.node) if k in needed]
 
 
 def _stage(
@@ -84,7 +86,7 @@ def _stage(
         x = codes_in
         if first.zero_point:
             x = _emit(prefix, inits, "Sub", x, first.zero_point, f"{first.tensor}_unzp")
-        _emit(prefix, inits, "Mul", x, first.scale, first.tensor)
+        _emit(prefix, inits, "Mul", x, first.scale_array(), first.tensor)
         nodes = prefix + nodes
         in_vi = helper.make_tensor_value_info(codes_in, TensorProto.FLOAT, list(first.shape))
     else:
@@ -92,10 +94,10 @@ def _stage(
     if last:
         codes_out = f"{last.tensor}_codes"
         if last.zero_point:
-            x = _emit(nodes, inits, "Div", last.tensor, last.scale, f"{last.tensor}_div")
+            x = _emit(nodes, inits, "Div", last.tensor, last.scale_array(), f"{last.tensor}_div")
             _emit(nodes, inits, "Add", x, last.zero_point, codes_out)
         else:
-            _emit(nodes, inits, "Div", last.tensor, last.scale, codes_out)
+            _emit(nodes, inits, "Div", last.tensor, last.scale_array(), codes_out)
         out_vi = helper.make_tensor_value_info(codes_out, TensorProto.FLOAT, list(last.shape))
     else:
         out_vi = onnx.ValueInfoProto.FromString(model.graph.output[0].SerializeToString())
@@ -121,7 +123,7 @@ def _names(model: ModelWrapper) -> set[str]:
     return set(model.get_all_tensor_names())
 
 
-def _emit(nodes, inits, op: str, x: str, value: float, out: str) -> str:
+def _emit(nodes, inits, op: str, x: str, value: float | np.ndarray, out: str) -> str:
     const = f"{out}_param"
     inits.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), const))
     nodes.append(helper.make_node(op, [x, const], [out], name=f"{out}_{op}"))

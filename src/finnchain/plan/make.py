@@ -54,7 +54,8 @@ def model_sha256(model: ModelWrapper) -> str:
 
 
 def _tensor_of_cut(cut: CutPoint) -> Tensor:
-    return Tensor(cut.tensor, list(cut.shape), cut.datatype, cut.bytes_per_frame, cut.scale,
+    scale = list(cut.scale) if cut.per_channel else cut.scale
+    return Tensor(cut.tensor, list(cut.shape), cut.datatype, cut.bytes_per_frame, scale,
                   cut.zero_point)
 
 

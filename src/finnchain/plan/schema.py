@@ -31,7 +31,7 @@ class Tensor:
     shape: list[int]  # NCHW / NC, batch 1
     datatype: str
     bytes_per_frame: int
-    scale: float | None = None
+    scale: float | list[float] | None = None  # one per channel where the quantizer has them
     zero_point: float | None = None
 
     def __post_init__(self) -> None:

@@ -18,6 +18,9 @@ v0.10.1's own compiler):
   split here, after conversion to HW layers, as DuplicateStreams -> two MVAUs ->
   StreamingConcat: each MVAU keeps its share of the weights and thresholds, so the split
   computes exactly what the layer did (``SplitMVAU``).
+- a stage that starts at a cut with a scale per channel (Brevitas' MobileNet, ahead of a
+  depthwise layer) keeps its input's integer datatype when FINN moves that scale past the
+  depthwise layer (``MoveMulPastDWConvKeepingInputTypes``), or the layer is no VVAU;
 - residual networks: a stage whose input forks gets a node before the fork
   (``GiveForkedInputAProducer``, ``MergeTwinTransposes``), without which streamlining stops
   on the join and no DuplicateStreams is made; and FINN's names for the two branches' layers
@@ -431,6 +434,21 @@ def _tidy(model: ModelWrapper) -> ModelWrapper:
     return model.transform(InferDataTypes())
 
 
+class MoveMulPastDWConvKeepingInputTypes(Transformation):
+    """FINN's ``MoveMulPastDWConv``, the graph inputs keeping their datatypes: it marks the
+    tensor ahead of the moved Mul FLOAT32, which in a whole network is a MultiThreshold's
+    output (its type inferred again) but in a stage that starts at a cut with a scale per
+    channel is the stage's input codes; the depthwise layer then read a float and was left
+    outside the dataflow partition as Im2Col and MatMul."""
+
+    def apply(self, model: ModelWrapper):
+        kept = {t.name: model.get_tensor_datatype(t.name) for t in model.graph.input}
+        model, changed = reorder.MoveMulPastDWConv().apply(model)
+        for name, dt in kept.items():
+            model.set_tensor_datatype(name, dt)
+        return model, changed
+
+
 class TruncAvgPoolToThresholds(Transformation):
     """Brevitas' TruncAvgPool2d over the whole map as a GlobalAveragePool and thresholds, which
     FINN builds as a GlobalAccPool and a Thresholding layer (the plan's ops). Brevitas 0.13
@@ -534,7 +552,7 @@ def step_finnchain_streamline(model: ModelWrapper, cfg):
         model = model.transform(Streamline())
         if model.model.SerializeToString() == before:
             break
-    for t in (DoubleToSingleFloat(), reorder.MoveMulPastDWConv(),
+    for t in (DoubleToSingleFloat(), MoveMulPastDWConvKeepingInputTypes(),
               absorb.AbsorbMulIntoMultiThreshold(), InferDataLayouts(),
               reorder.MoveTransposePastScalarMul(), absorb.AbsorbTransposeIntoFlatten(),
               reorder.MoveFlattenPastAffine(), reorder.MoveFlattenPastTopK(),
