@@ -13,10 +13,11 @@ from qonnx.transformation.infer_shapes import InferShapes
 
 
 def load(model: str | Path | ModelWrapper | onnx.ModelProto) -> ModelWrapper:
-    """A ModelWrapper from a path, a ModelProto or a ModelWrapper (returned as is). Windowed
-    nodes get their attributes written out (``explicit_windows``)."""
+    """A ModelWrapper from a path, a ModelProto or a ModelWrapper (returned itself). Windowed
+    nodes get their attributes written out (``explicit_windows``; a ModelWrapper's in place,
+    so that one handed straight to the planner is read as a file would be)."""
     if isinstance(model, ModelWrapper):
-        return model
+        return explicit_windows(model)
     if isinstance(model, onnx.ModelProto):
         return explicit_windows(ModelWrapper(model))
     path = Path(model)

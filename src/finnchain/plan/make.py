@@ -27,7 +27,7 @@ from finnchain.boards.catalogue import Board
 from finnchain.cost.lower import input_bytes, segments
 from finnchain.cost.ops import DWC, FIFO, IODMA, Placed
 from finnchain.graph.cuts import CutPoint
-from finnchain.graph.model import input_name, output_name, save
+from finnchain.graph.model import input_name, load, output_name, save
 from finnchain.graph.split import split
 from finnchain.plan.partition import Search, best_chain
 from finnchain.plan.schema import SCHEMA, OpPlan, Plan, StagePlan, Tensor
@@ -126,6 +126,7 @@ def make_plan(model: ModelWrapper, boards: list[Board], model_name: str, model_f
               target_fps: float | None = None) -> tuple[Plan, list[Stage], list[ModelWrapper]]:
     """Plan ``model`` onto ``boards`` (fastest chain, or fewest boards for ``target_fps``)."""
     t0 = time.perf_counter()
+    model = load(model)  # its windows written out, as a model read from a file has them
     segs = segments(model)
     search = Search(segs, boards)
     _, stages = best_chain(search, fewest_at=target_fps)
