@@ -48,7 +48,8 @@ float32 order (its handlers' thresholds ``T0``, the multiplications collapsed in
 every quantizer of Brevitas' bnn_pynq networks, resnet18_4w4a and quant_mobilenet_v1_4b. Its
 first layer takes two more of FINN's steps: the image's mean and std move past the
 convolution as FINN moves them, the offset by onnxruntime's float32 convolution of a map of
-the mean (``MoveAddPastConv``), and the five multiplications collapse in FINN's grouping
+the mean (``MoveAddPastConv``), and the four multiplications (/255, std, the weight scale, the
+batch norm's factor) collapse in FINN's grouping
 (:func:`_collapse_pairwise`); in float64 and from the left, 1 or 2 of its 480 thresholds
 differed. Other chains (truncating pools, a batch norm node, an
 offset ahead of the layer) are measured through the reference's own nodes on the
