@@ -114,12 +114,11 @@ def _why_not(model: ModelWrapper, compute: list, i: int, inp: str) -> str | None
         return "its scale or zero point is computed, not a constant"
     if np.size(zp) != 1:
         return f"its zero point is per-channel ({np.size(zp)} values); a cut needs one"
-    if np.size(scale) != 1 and _channel_axis(model, node, scale) is None:
+    if np.size(scale) != 1 and not _one_per_channel(model, node, scale):
         return (f"its scale has shape {list(np.shape(scale))}: a cut takes one scale or one "
                 f"per channel (shape [1, C, 1, 1] or [1, C])")
     if not np.all(np.asarray(scale) > 0):
-        bad = float(np.asarray(scale).flatten()[np.argmin(np.asarray(scale))])
-        return f"its scale {bad:.6g} is not positive"
+        return f"its scale {float(np.min(scale)):.6g} is not positive"
     crossing = _crossing(model, compute, i)
     if crossing != {node.output[0]}:
         others = sorted(crossing - {node.output[0]})
@@ -130,16 +129,15 @@ def _why_not(model: ModelWrapper, compute: list, i: int, inp: str) -> str | None
     return None
 
 
-def _channel_axis(model: ModelWrapper, node, scale: np.ndarray) -> int | None:
-    """Axis 1 when ``scale`` holds one value per channel of the quantizer's NCHW or NC output
-    (broadcast over everything else), else None."""
+def _one_per_channel(model: ModelWrapper, node, scale: np.ndarray) -> bool:
+    """Whether ``scale`` holds one value per channel (axis 1) of the quantizer's NCHW or NC
+    output, broadcast over everything else."""
     shape = model.get_tensor_shape(node.output[0])
     sshape = list(np.shape(scale))
     if shape is None or len(shape) < 2 or len(sshape) not in (len(shape), len(shape) - 1):
-        return None
+        return False
     full = [1] * (len(shape) - len(sshape)) + sshape  # numpy broadcasting pads on the left
-    want = [1, shape[1]] + [1] * (len(shape) - 2)
-    return 1 if full == want else None
+    return full == [1, shape[1]] + [1] * (len(shape) - 2)
 
 
 def _scale_of(model: ModelWrapper, node) -> float | tuple[float, ...]:

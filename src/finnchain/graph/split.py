@@ -53,8 +53,9 @@ def resolve_cuts(model: ModelWrapper, cuts: list[int | str | CutPoint]) -> list[
 
 def _ancestors(model: ModelWrapper, tensor: str, stop: str) -> list[onnx.NodeProto]:
     """Nodes needed to compute ``tensor`` from ``stop`` (and constants), in graph order."""
-    needed: set[int] = set()  # by position: ONNX lets nodes go unnamed
-    position = {o: k for k, n in enumerate(model.graph.node) for o in n.output}
+    nodes = model.graph.node
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output}  # ONNX lets nodes go unnamed
+    needed: set[int] = set()
     todo = [tensor]
     seen: set[str] = set()
     while todo:
@@ -62,14 +63,14 @@ def _ancestors(model: ModelWrapper, tensor: str, stop: str) -> list[onnx.NodePro
         if t in seen or t == stop:
             continue
         seen.add(t)
-        node = model.find_producer(t)
-        if node is None:
+        k = producer.get(t)
+        if k is None:
             if model.get_initializer(t) is None:
                 raise SplitError(f"tensor {t} reaches the model input without passing the cut {stop}")
             continue
-        needed.add(position[t])
-        todo.extend(i for i in node.input if i)
-    return [n for k, n in enumerate(model.graph.node) if k in needed]
+        needed.add(k)
+        todo.extend(i for i in nodes[k].input if i)
+    return [n for k, n in enumerate(nodes) if k in needed]
 
 
 def _stage(
