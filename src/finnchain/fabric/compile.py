@@ -443,9 +443,8 @@ class _Compiler:
             return None
         a = np.broadcast_to(np.asarray(q.scale, np.float64).reshape(-1), (C,)).astype(dtype)
         b = np.zeros(C, dtype)
-        apart = None  # FINN's factors, collapsed at the end as its streamlining does
-        if q.factors and np.dtype(dtype) == np.float32:
-            apart = [np.broadcast_to(f.reshape(-1), (C,)).astype(dtype) for f in q.factors]
+        muls: list[np.ndarray] = []
+        sign = 1  # of a, from subtractions c - x
         data = {p.src, *(n.output[0] for n in p.nodes)}
         for n in p.nodes:
             k = 1 if n.input[0] in data else 0  # the constant's position
@@ -462,20 +461,18 @@ class _Compiler:
             c = np.broadcast_to(np.asarray(c).reshape(-1), (C,)).astype(dtype)
             if op == "Mul":
                 a, b = a * c, b * c
-                if apart is not None:
-                    apart.append(c)
-                if mults is not None:
-                    mults.append(c)
+                muls.append(c)
             elif op == "Add":
                 b = b + c
             elif k == 1:  # x - c
                 b = b - c
             else:  # c - x
-                a, b = -a, c - b
-                if apart is not None:
-                    apart[0] = -apart[0]
-        if apart is not None:
-            a = _collapse_pairwise(apart)
+                a, b, sign = -a, c - b, -sign
+        if mults is not None:
+            mults.extend(muls)
+        if q.factors and np.dtype(dtype) == np.float32:  # FINN's factors, collapsed as it does
+            base = [np.broadcast_to(f.reshape(-1), (C,)).astype(dtype) for f in q.factors]
+            a = sign * _collapse_pairwise(base + muls)
         return a, b
 
     def linear_input(self, node: onnx.NodeProto, values: np.ndarray, padded: bool,
