@@ -93,6 +93,50 @@ def test_finn_estimate_target_needs_finns_environment(plan_dir, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _fake_finn_env(path: Path, hls: bool, deps: bool) -> Path:
+    """A FINN environment's layout without FINN in it: what ``finn.env.find`` looks for."""
+    root = path / "src" / "finn"
+    (root / "src" / "finn").mkdir(parents=True)
+    (path / "bin").mkdir()
+    (path / "bin" / "python").symlink_to(sys.executable)
+    (path / "finnchain-finn-env.json").write_text(json.dumps({"finn_root": str(root),
+                                                              "source": "deps"}))
+    if deps:
+        for name, probe in (("finn-hlslib", "mvau.hpp"), ("cnpy", "cnpy.cpp")):
+            (root / "deps" / name).mkdir(parents=True)
+            (root / "deps" / name / probe).write_text("")
+    if hls:
+        (path / "hls" / "include").mkdir(parents=True)
+        for header in ("ap_int.h", "hls_stream.h"):
+            (path / "hls" / "include" / header).write_text("")
+    return path
+
+
+def test_finn_cppsim_says_in_one_line_what_is_missing(plan_dir, tmp_path, monkeypatch):
+    """Without finn-hlslib, the HLS headers or g++, --target finn-cppsim stops before any
+    work with one line saying how to get what is missing (exit 2)."""
+    from finnchain.finn import env as finn_env
+
+    for var in ("HLS_PATH", "XILINX_HLS", "XILINX_VITIS"):
+        monkeypatch.delenv(var, raising=False)
+    no_deps = _fake_finn_env(tmp_path / "a", hls=True, deps=False)
+    no_hls = _fake_finn_env(tmp_path / "b", hls=False, deps=True)
+    ready = _fake_finn_env(tmp_path / "c", hls=True, deps=True)
+    assert "finn-hlslib is missing" in finn_env.find(no_deps).cppsim_unavailable()
+    assert "no HLS include folder" in finn_env.find(no_hls).cppsim_unavailable()
+    assert finn_env.find(ready).cppsim_unavailable() is None  # g++ and zlib are here
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert "no g++ on the PATH" in finn_env.find(ready).cppsim_unavailable()
+    monkeypatch.undo()
+    for env, words in ((no_deps, "finn-hlslib is missing"), (no_hls, "set HLS_PATH")):
+        r = _build(plan_dir, "--target", "finn-cppsim", "--out", tmp_path / "out",
+                   env={"FINNCHAIN_FINN_ENV": str(env), "HLS_PATH": ""})
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "FINN's C++ simulation cannot run" in r.stderr and words in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_plan_of_another_build_is_refused(plan_dir, tmp_path):
     other = tmp_path / "plan"
     shutil.copytree(plan_dir, other)

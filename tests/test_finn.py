@@ -84,10 +84,17 @@ def digits_plan(digits, tmp_path_factory):
     return _plan(digits, "demo-small:3", tmp_path_factory.mktemp("digits") / "plan", DEMO_BOARDS)
 
 
+DIGITS_FRAMES = 8
+
+
 @pytest.fixture(scope="session")
 def digits_estimate(finn, digits_plan, tmp_path_factory):
+    """Every digits stage through FINN without Vivado, C++ simulation included
+    (``finn-cppsim``: the estimate flow, FINN's driver, and each HLS layer's C++ compiled and
+    run on the verification vectors)."""
     out = tmp_path_factory.mktemp("digits-estimate")
-    r = _build(digits_plan, "--target", "finn-estimate", "--out", out, "--jobs", "2")
+    r = _build(digits_plan, "--target", "finn-cppsim", "--out", out, "--jobs", "2",
+               "--frames", DIGITS_FRAMES)
     return r, out
 
 
@@ -109,15 +116,60 @@ def test_every_digits_stage_is_what_finn_builds(digits_plan, digits_estimate):
     assert len(plan.stages) == 3
     _check_accepted(_comparisons(out, 3))
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["target"] == "finn-estimate"
-    assert all(s["accelerator"]["kind"] == "finn-estimate" for s in manifest["stages"])
+    assert manifest["target"] == "finn-cppsim"
+    assert all(s["accelerator"]["kind"] == "finn-cppsim" for s in manifest["stages"])
     # the last stage ends in FINN's LabelSelect: the plan's output is its datatype and bytes
     assert plan.stages[-1].output.datatype == "UINT8" and plan.stages[-1].output.bytes_per_frame == 1
-    io = json.loads((out / "stage2" / "report" / "finnchain_io.json").read_text())
-    assert [n["op_type"] for n in io["nodes"]][-2:] == ["ChannelwiseOp_hls", "LabelSelect_hls"]
+    nodes = json.loads((out / "stage2" / "report" / "finnchain_nodes.json").read_text())
+    assert [n["op_type"] for n in nodes["nodes"]][-2:] == ["ChannelwiseOp_hls", "LabelSelect_hls"]
     # nothing ran twice: a second build finds every stage up to date
-    again = _build(digits_plan, "--target", "finn-estimate", "--out", out)
+    again = _build(digits_plan, "--target", "finn-cppsim", "--out", out, "--frames",
+                   DIGITS_FRAMES)
     assert again.returncode == 0 and again.stdout.count("up to date") == 3, again.stdout
+
+
+def test_finns_cpp_simulation_of_every_digits_stage_equals_the_emulator(digits_plan,
+                                                                      digits_estimate):
+    """Each stage's HLS layers compiled from finn-hlslib and simulated in C++ (FINN's own
+    PrepareCppSim, CompileCppSim and verify_step) equal the emulated fabric on every
+    verification frame, and the frames are not degenerate at any cut."""
+    r, out = digits_estimate
+    assert r.returncode == 0, r.stdout + r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["stages"]:
+        v = entry["verification"]["folded_hls_cppsim"]
+        assert v["frames"] == v["equal"] == DIGITS_FRAMES, (entry["index"], v)
+        assert v["layers"] >= 2 and v["first_mismatch"] is None
+        assert v["distinct_in"] >= 8 and v["distinct_out"] >= (3 if entry["index"] < 2 else 2)
+        folder = out / "finn-build" / f"stage{entry['index']}"
+        files = sorted((folder / "output" / "verification_output").glob("verify_*.npy"))
+        assert [f.name for f in files] == [f"verify_folded_hls_cppsim_{b}_SUCCESS.npy"
+                                           for b in range(DIGITS_FRAMES)]
+        expected = np.load(folder / "verify" / "expected_output.npy")
+        for b, f in enumerate(files):  # FINN's own outputs, frame by frame
+            assert np.array_equal(np.load(f).reshape(expected[b].shape), expected[b])
+        cfg = json.loads((folder / "build_config.json").read_text())
+        assert cfg["verify_steps"] == ["folded_hls_cppsim", "stitched_ip_rtlsim"]
+        assert "FINN's C++ simulation" in r.stdout
+
+
+def test_finns_own_driver_is_the_plans_wire(digits_plan, digits_estimate):
+    """The driver FINN's MakePYNQDriver writes for every stage (on the graph of its Zynq flow,
+    its DMAs named as FINN's block design names them) moves the plan's wire bytes."""
+    from finnchain.graph.driver import check_io_shapes, read_io_shape_dict
+
+    _, out = digits_estimate
+    plan = Plan.read(digits_plan / "plan.json")
+    for s in plan.stages:
+        driver = out / f"stage{s.index}" / "driver"
+        assert (driver / "driver_base.py").is_file() and (driver / "finn" / "util").is_dir()
+        io = read_io_shape_dict(driver / "driver.py")
+        assert io["input_dma_name"] == ["idma0"] and io["output_dma_name"] == ["odma0"]
+        assert io["number_of_external_weights"] == 0
+        stage = json.loads((out / f"stage{s.index}" / "stage.json").read_text())
+        check_io_shapes(io, stage)  # what FinnAccelerator checks at start on the board
+        deployed = out / "finn-build" / f"stage{s.index}" / "output" / "deploy" / "driver"
+        assert (deployed / "driver.py").read_bytes() == (driver / "driver.py").read_bytes()
 
 
 def test_finn_executes_every_digits_stage_as_the_emulator(finn, digits_plan, digits_estimate,
@@ -225,13 +277,103 @@ def test_a_failed_finn_step_is_named_and_the_other_stages_kept(digits_plan, finn
     assert status["ok"] is False and status["failed_step"] == "step_finnchain_apply_folding"
 
 
+CPPSIM_SCRIPT = """
+import json, sys
+sys.path.insert(0, ".")
+import numpy as np
+import finnchain_steps  # the folder's steps register nothing else; imported as build.py does
+from finnchain_cppsim import CppsimError, compile_cppsim, step_finnchain_verify_cppsim
+from finn.builder.build_dataflow_config import DataflowBuildConfig, VerificationStepType
+from qonnx.core.datatype import DataType
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+model = ModelWrapper("output/intermediate_models/step_finnchain_minimize_bit_width.onnx")
+cfg = DataflowBuildConfig(output_dir="output", synth_clk_period_ns=10.0, generate_outputs=[],
+                          verify_steps=[VerificationStepType.FOLDED_HLS_CPPSIM],
+                          verify_input_npy="verify/input.npy",
+                          verify_expected_output_npy="verify/expected_output.npy")
+if sys.argv[1] == "overflow":
+    # the narrowest accumulator FINN's code generation takes (it holds the thresholds) but not
+    # the sums of large inputs: the C++ wraps around where FINN's python model does not
+    node = model.get_nodes_by_op_type("MVAU_hls")[0]
+    thr = model.get_initializer(node.input[2])
+    narrow = max(DataType.get_smallest_possible(thr.min()).bitwidth(),
+                 DataType.get_smallest_possible(thr.max()).bitwidth() + 1)
+    getCustomOp(node).set_nodeattr("accDataType", f"INT{narrow}")
+try:
+    if sys.argv[1] == "compile":
+        compile_cppsim(model)
+    else:
+        step_finnchain_verify_cppsim(model, cfg)
+    print(json.dumps({"raised": False}))
+except CppsimError as exc:
+    print(json.dumps({"raised": True, "message": str(exc), "layer": exc.layer,
+                      "mismatch": exc.mismatch}))
+"""
+
+
+def _cppsim_case(finn, folder: Path, case: str, env: dict | None = None) -> dict:
+    (folder / "case.py").write_text(CPPSIM_SCRIPT)
+    r = subprocess.run([str(finn.python), "case.py", case], cwd=folder,
+                       env={**finn.environ(folder / "finn-tmp"), **(env or {})},
+                       capture_output=True, text=True, timeout=900, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_a_layer_whose_cpp_parts_from_its_python_model_is_named(finn, digits_plan,
+                                                                digits_estimate, tmp_path):
+    """A stage whose C++ computes otherwise than FINN's python model of its layers (here an
+    accumulator too narrow for frames of large codes: the C++ wraps around) fails FINN's
+    C++ simulation naming the first differing frame, index and values, and the layer, found
+    by running each layer's python model on what its C++ received."""
+    from finnchain.fabric.executor import Executor
+
+    _, out = digits_estimate
+    folder = tmp_path / "stage1"
+    shutil.copytree(out / "finn-build" / "stage1", folder)
+    (folder / "finn-tmp").mkdir(exist_ok=True)
+    shutil.rmtree(folder / "output" / "verification_output")
+    x = np.load(folder / "verify" / "input.npy")
+    x[0] = x.max()  # every code at its largest: the accumulators' extreme
+    y = np.asarray(Executor(digits_plan / "stage1" / "model.onnx").run(x.astype(np.int64)))
+    np.save(folder / "verify" / "input.npy", x)
+    np.save(folder / "verify" / "expected_output.npy", y.astype(np.float32))
+    got = _cppsim_case(finn, folder, "overflow")
+    assert got["raised"], got
+    assert got["layer"] == "MVAU_hls_0", got
+    assert got["mismatch"]["frame"] == 0 and got["mismatch"]["got"] != got["mismatch"]["expected"]
+    assert "layer MVAU_hls_0 (MVAU_hls) parts from FINN's python model of it" in got["message"]
+    assert "frames differ in FINN's C++ simulation; first frame 0 at index" in got["message"]
+    report = json.loads((folder / "output" / "report" / "finnchain_cppsim.json").read_text())
+    assert report["layer"] == "MVAU_hls_0" and report["equal"] < report["frames"]
+
+
+def test_a_layer_whose_cpp_does_not_compile_is_named_with_the_compilers_error(
+        finn, digits_estimate, tmp_path):
+    """HLS headers that do not compile: the first layer is named with g++'s first error line
+    (FINN's own compile script goes on silently and leaves no program)."""
+    _, out = digits_estimate
+    folder = tmp_path / "stage0"
+    shutil.copytree(out / "finn-build" / "stage0", folder)
+    (folder / "finn-tmp").mkdir(exist_ok=True)
+    hls = tmp_path / "hls"
+    shutil.copytree(finn.hls_path, hls)
+    with open(hls / "include" / "hls_stream.h", "a") as f:
+        f.write("\nnot C++ at all;\n")
+    got = _cppsim_case(finn, folder, "compile", env={"HLS_PATH": str(hls)})
+    assert got["raised"] and got["layer"] in ("Thresholding_hls_0", "MVAU_hls_0"), got
+    assert f"the C++ of layer {got['layer']}" in got["message"]
+    assert "does not compile:" in got["message"] and "hls_stream.h" in got["message"]
+    assert "error" in got["message"]
+
+
 @pytest.fixture(scope="session")
 def digits_finn_build(finn, digits_plan, tmp_path_factory):
     """``--target finn`` through the docker stand-in: FINN's real front-end in its container's
     way (under pdb), Vivado's outputs and FINN's driver stood in (tests/finn_standin)."""
     root = tmp_path_factory.mktemp("finnroot")
-    for name in ("run-docker.sh", "make_driver.py"):
-        shutil.copy(STANDIN / name, root / name)
+    shutil.copy(STANDIN / "run-docker.sh", root / "run-docker.sh")
     out = tmp_path_factory.mktemp("digits-finn")
     r = _build(digits_plan, "--target", "finn", "--out", out, "--jobs", "2",
                env={"FINN_ROOT": str(root), "FINNCHAIN_FINN_ENV": str(finn.path)})
@@ -264,6 +406,8 @@ def test_finn_drivers_pass_the_wire_from_board_to_board(digits_finn_build, digit
     """FINN's own driver_base on every stage, the DMA buffers read and written in FINN's folded
     layout by an emulated fabric: each driver's output bytes are the next driver's input, and
     the chain gives the whole model's labels."""
+    from finnchain.graph.driver import read_io_shape_dict
+
     out = digits_finn_build
     images = digits_test_set[0][:32]
     np.save(tmp_path / "images.npy", images)
@@ -281,12 +425,12 @@ def test_finn_drivers_pass_the_wire_from_board_to_board(digits_finn_build, digit
     shutil.copytree(out, bad)
     driver = bad / "stage0" / "driver" / "driver.py"
     text = driver.read_text()
-    folded = json.loads((out / "stage0" / "report" / "finnchain_io.json").read_text())
-    fold = folded["output"]["folded"]
+    io = read_io_shape_dict(driver)
+    fold = io["oshape_folded"][0]
     c = fold[-2] * fold[-1]
     wrong = tuple([*fold[:-2], c, 1])  # PE 1: every 4-bit value padded to a byte
     text = text.replace(str(tuple(fold)), str(wrong), 1).replace(
-        str(tuple(folded["output"]["packed"])), str((*wrong[:-1], 1)), 1)
+        str(tuple(io["oshape_packed"][0])), str((*wrong[:-1], 1)), 1)
     driver.write_text(text)
     r = subprocess.run([sys.executable, "-c", CHAIN, str(bad), str(tmp_path / "images.npy"),
                         str(tmp_path / "x.npy")], env=env, capture_output=True, text=True,

@@ -79,7 +79,7 @@ def test_bad_data_is_refused_with_a_reason():
 def test_an_overlay_taking_binary_is_the_wire_of_a_bipolar_cut():
     """FINN's XNOR layers take a BIPOLAR stage input as BINARY (-1 as bit 0, +1 as bit 1), the
     wire's own packing: the accelerator's check accepts it, and still refuses other types."""
-    from finnchain.runtime.accel import FrameError, check_io_shapes
+    from finnchain.graph.driver import DriverMismatch, check_io_shapes
 
     x = np.where(np.random.default_rng(0).random((1, 3, 3, 16)) > 0.5, 1, -1)
     assert pack(x, "BIPOLAR").tobytes() == pack((x + 1) // 2, "BINARY").tobytes()
@@ -93,5 +93,5 @@ def test_an_overlay_taking_binary_is_the_wire_of_a_bipolar_cut():
              "output": {"datatype": "UINT8", "bytes_per_frame": 1}}
     check_io_shapes(io("BINARY"), stage)
     check_io_shapes(io("BIPOLAR"), stage)
-    with pytest.raises(FrameError, match="the overlay's input is UINT1, the plan's BIPOLAR"):
+    with pytest.raises(DriverMismatch, match="the overlay's input is UINT1, the plan's BIPOLAR"):
         check_io_shapes(io("UINT1"), stage)

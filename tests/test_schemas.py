@@ -67,7 +67,8 @@ def test_a_manifest_of_an_unknown_target_or_bad_stage(built, tmp_path):
     # ranges and sets are checked once the types are right
     with pytest.raises(ManifestError) as info:
         Manifest.read(_edit(good, tmp_path / "manifest.json", lambda d: d.update(target="fpga")))
-    assert "target must be one of emulate, finn, finn-estimate, got 'fpga'" in str(info.value)
+    assert "target must be one of emulate, finn, finn-estimate, finn-cppsim, got 'fpga'" in str(
+        info.value)
 
 
 def test_chain_files_and_stage_configs_as_the_tools_write_them(built, tmp_path):

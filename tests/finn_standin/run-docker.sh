@@ -4,10 +4,10 @@
 Same command line: ``run-docker.sh build_custom <folder> [flow]``. Like FINN's container it runs
 ``python -mpdb -cc -cq <flow>.py`` in the folder, here with FINN's environment (.venv-finn, or
 $FINNCHAIN_FINN_ENV) and ``--estimate``: FINN's real compiler front-end builds the stage up to
-its estimate reports, and the exit code is pdb's (0 whatever happened), as with FINN's docker.
-Then it stands in for Vivado and the FINN steps that need it, for a stage that succeeded:
-``output/bitfile/finn-accel.bit`` and ``.hwh`` (placeholder bytes: no synthesis here) and the
-PYNQ driver as FINN's MakePYNQDriver writes it (``make_driver.py``).
+its estimate reports and FINN's own MakePYNQDriver writes the PYNQ driver (output/driver), and
+the exit code is pdb's (0 whatever happened), as with FINN's docker. Then it stands in for
+Vivado alone, for a stage that succeeded: ``output/bitfile/finn-accel.bit`` and ``.hwh``
+(placeholder bytes: no synthesis here).
 """
 
 import json
@@ -15,8 +15,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
@@ -31,6 +29,7 @@ def main() -> int:
     root = marker["finn_root"]
     env = {**os.environ, "FINN_ROOT": root, "PYTHONPATH": f"{root}/src",
            "FINN_BUILD_DIR": str(folder / "finn-tmp"), "PYTHONWARNINGS": "ignore"}
+    (folder / "finn-tmp").mkdir(exist_ok=True)
     python = str(venv / "bin" / "python")
     subprocess.run([python, "-mpdb", "-cc", "-cq", f"{flow}.py", "--estimate"], cwd=folder,
                    env=env, stdin=subprocess.DEVNULL, check=False)
@@ -42,8 +41,6 @@ def main() -> int:
         (out / "bitfile").mkdir(parents=True, exist_ok=True)
         (out / "bitfile" / "finn-accel.bit").write_bytes(b"\x00\x09\x0f\xf0" + folder.name.encode())
         (out / "bitfile" / "finn-accel.hwh").write_text(f"<MODULE NAME=\"{cfg['fpga_part']}\"/>\n")
-        subprocess.run([python, str(HERE / "make_driver.py"), str(folder), str(out / "driver")],
-                       env=env, check=True)
     return 0  # pdb's exit code in FINN's container: 0, whatever the build did
 
 

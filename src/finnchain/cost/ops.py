@@ -42,6 +42,14 @@ place: it keeps FINN's figure (so that our prediction and FINN's report agree) o
 - UltraRAM: an MVAU's or VVAU's weights may live in URAM (``ram_style="ultra"``, which FINN
   v0.10.1 allows only with runtime-writable weights: the driver loads them at start), costed
   with FINN's ``uram_estimation``: ceil(P*Q*W/72)*ceil(WMEM/4096).
+- Stream widths: FINN v0.10.1 generates an HLS layer only if the widest ``ap_int`` its C++
+  uses is at most 8191 bits (``HLSBackend.get_ap_int_max_w``: the input and output streams; an
+  MVAU also its weight stream P*Q*W and one PE's Q*W, a Thresholding its threshold stream);
+  beyond, its code generation stops (found by FINN's C++ simulation, 2026-12-07: a split
+  classifier's StreamingConcat of 1000 19-bit values and a LabelSelect with PE 1000). Such a
+  folding is not buildable (``Op.buildable``) and never chosen. RTL layers (window generator,
+  padding, FIFOs, width converters where one width divides the other) and the IODMA have no
+  such bound.
 - FIFO depths: FINN sizes them by simulation during the build; the model assumes one input row
   in front of a window generator and 32 words elsewhere (see ``plan.folding.input_fifo``), and
   on a residual block's skip side what the skip brings while the main branch's window
@@ -54,6 +62,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 UNESTIMATED_LUT = 300  # LUTs assumed for an op FINN gives no estimate
+AP_INT_MAX_W = 8191  # FINN v0.10.1: the widest ap_int an HLS layer's C++ may use (module notes)
 IODMA_BITS = 64  # width of the AXI port an IODMA streams through per cycle
 FIFO_RTL_MAX_DEPTH = 256  # deeper FIFOs go to a Vivado FIFO in block RAM
 
@@ -148,6 +157,7 @@ class Op:
     node: str
 
     kind = "Op"
+    hls = True  # FINN builds it from HLS C++: bounded by AP_INT_MAX_W (module notes)
 
     def cycles(self, f: Fold) -> int:
         raise NotImplementedError
@@ -166,6 +176,15 @@ class Op:
 
     def out_width(self, f: Fold) -> int:
         raise NotImplementedError
+
+    def ap_int_width(self, f: Fold) -> int:
+        """The widest ap_int of FINN's HLS code for this op at ``f`` (its streams)."""
+        return max(self.in_width(f), self.out_width(f))
+
+    def buildable(self, f: Fold) -> bool:
+        """Whether FINN v0.10.1 generates this op at ``f``: an HLS op's widest ap_int is at
+        most AP_INT_MAX_W."""
+        return not self.hls or self.ap_int_width(f) <= AP_INT_MAX_W
 
     def describe(self) -> dict:
         return {"kind": self.kind, **asdict(self)}
@@ -253,6 +272,10 @@ class MVAU(_MacUnit, Op):
 
     def out_width(self, f: Fold) -> int:
         return f.pe * (self.obits or self.acc())
+
+    def ap_int_width(self, f: Fold) -> int:
+        """FINN's MVAU_hls: the streams, the weight stream P*Q*W and one PE's Q*W."""
+        return max(super().ap_int_width(f), f.pe * f.simd * self.wbits, f.simd * self.wbits)
 
 
 @dataclass(frozen=True)
@@ -344,6 +367,7 @@ class SWG(_PerSimd, Op):
     depthwise: bool = False
 
     kind = "ConvolutionInputGenerator"
+    hls = False  # FINN v0.10.1's RTL window generator
 
     def buffer_depth(self, f: Fold) -> int:
         (kh, kw), (_, iw), (sh, sw) = self.kernel, self.in_dims, self.stride
@@ -413,6 +437,7 @@ class FMPadding(_PerSimd, Op):
     abits: int = 4
 
     kind = "FMPadding"
+    hls = False  # FINN's RTL padding
 
     def cycles(self, f: Fold) -> int:
         return int(self.channels // f.simd * self.out_dims[0] * self.out_dims[1])
@@ -452,6 +477,11 @@ class Thresholding(_PerChannel, Op):
 
     def cycles(self, f: Fold) -> int:
         return int(self.dims[0] * self.dims[1] * self.channels // f.pe)
+
+    def ap_int_width(self, f: Fold) -> int:
+        """FINN's Thresholding_hls (internal_decoupled): also its threshold stream, P
+        thresholds sets of 2^B-1 values (of about the input's bits) a word."""
+        return max(super().ap_int_width(f), f.pe * self.abits * (2**self.obits - 1))
 
     def resources(self, f: Fold) -> Res:
         p, a = f.pe, self.abits
@@ -634,6 +664,7 @@ class FIFO(Op):
     width: int = 8
 
     kind = "StreamingFIFO"
+    hls = False  # FINN's RTL FIFO, or a Vivado FIFO
 
     def cycles(self, f: Fold) -> int:
         return 0
@@ -671,6 +702,11 @@ class DWC(Op):
 
     kind = "StreamingDataWidthConverter"
 
+    @property
+    def hls(self) -> bool:  # type: ignore[override]
+        """FINN specialises a converter to RTL where one width divides the other, else HLS."""
+        return self.inw % self.outw != 0 and self.outw % self.inw != 0
+
     def cycles(self, f: Fold) -> int:
         return 0
 
@@ -702,6 +738,7 @@ class IODMA(Op):
     bytes_per_frame: int = 0
 
     kind = "IODMA"
+    hls = False  # HLS, but FINN's IODMA_hls sets its ap_int width without the bound
 
     def cycles(self, f: Fold) -> int:
         return math.ceil(self.bytes_per_frame * 8 / IODMA_BITS)

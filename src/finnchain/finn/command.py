@@ -18,6 +18,7 @@ from rich.table import Table
 
 from finnchain.fabric.compile import CompileError
 from finnchain.finn import env as finn_env
+from finnchain.finn import vectors
 from finnchain.finn.collect import (
     CollectError,
     collect_emulated,
@@ -28,7 +29,7 @@ from finnchain.finn.collect import (
 )
 from finnchain.finn.compare import StageComparison, compare_stage
 from finnchain.finn.docker import FinnSetupError, finn_script, run_build
-from finnchain.finn.estimate import COMPARISON, collect_reports, read_status, run_estimate
+from finnchain.finn.estimate import COMPARISON, collect_local, read_status, run_local
 from finnchain.finn.folder import BuildInputError, stage_model_path, write_folder
 from finnchain.finn.manifest import (
     SCHEMA,
@@ -39,8 +40,10 @@ from finnchain.finn.manifest import (
     file_hashes,
     verify,
 )
+from finnchain.finn.vectors import VectorSpec, chain_vectors, write_vectors
 from finnchain.plan.schema import Plan, PlanFileError, StagePlan
 
+LOCAL_TARGETS = ("finn-estimate", "finn-cppsim")  # FINN's own environment, no Vivado
 GB_PER_FINN_BUILD = 16  # Vivado's appetite for an xc7z020 build, to bound --jobs by memory
 
 
@@ -48,22 +51,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Turn a plan into one overlay per stage. --target finn writes a FINN build folder per "
         "stage and runs FINN's docker flow ($FINN_ROOT/run-docker.sh build_custom), several at "
-        "once with --jobs; --target finn-estimate runs the very same folders through FINN's "
-        "compiler front-end up to its estimate reports, in FINN's own environment (`finnchain "
-        "finn-env`; no Vivado, no docker), and checks each stage against the plan (layers, "
-        "folding, cycles, resources, the driver's bytes on the wire); --target emulate writes "
-        "the deployable layout with each stage's QONNX in place of the bitstream, for the "
-        "emulated accelerator. Stages whose inputs did not change are not rebuilt. Writes "
-        "OUT/stage<k>/ and OUT/manifest.json (files and SHA-256) and prints FINN's estimates "
-        "beside the plan's. Exits 1 if a stage failed or FINN did not build what was planned "
-        "(the other stages are kept), 2 on bad input or a missing FINN.")
-    p.add_argument("plan", help="plan.json (or the folder holding it) written by build/plan.py")
+        "once with --jobs; FINN then checks its C++ simulation and its stitched IP's RTL "
+        "simulation against verification vectors finnchain writes into each folder (frames "
+        "of the stage's input and the emulated fabric's outputs). Without Vivado, in FINN's own "
+        "environment (`finnchain finn-env`; no docker): --target finn-estimate runs the very "
+        "same folders through FINN's compiler front-end up to its estimate reports and FINN's "
+        "PYNQ driver, and checks each stage against the plan (layers, folding, cycles, "
+        "resources, the driver's bytes on the wire); --target finn-cppsim also compiles every "
+        "HLS layer's C++ (finn-hlslib, g++) and runs FINN's C++ simulation of the stage on the "
+        "verification vectors, naming the layer where a stage parts from them. --target "
+        "emulate writes the deployable layout with each stage's QONNX in place of the "
+        "bitstream, for the emulated accelerator. Stages whose inputs did not change are not "
+        "rebuilt, and the manifest is written as each stage finishes, so an interrupted build "
+        "resumes where it stopped. Writes OUT/stage<k>/ and OUT/manifest.json (files and "
+        "SHA-256) and prints FINN's estimates beside the plan's. Exits 1 if a stage failed or "
+        "FINN did not build what was planned (the other stages are kept), 2 on bad input or a "
+        "missing FINN.")
+    p.add_argument("plan", help="plan.json (or the folder holding it) written by `finnchain plan`")
     p.add_argument("--target", choices=TARGETS, default="emulate",
                    help="emulate (default, no FINN needed), finn-estimate (FINN's front-end "
-                   "in .venv-finn, no Vivado) or finn (FINN + Vivado via Docker)")
+                   "and driver in .venv-finn, no Vivado), finn-cppsim (finn-estimate and FINN's "
+                   "C++ simulation: g++ and HLS headers) or finn (FINN + Vivado via Docker)")
     p.add_argument("--out", help="output folder (default artifacts/<model>/<cluster>)")
-    p.add_argument("--jobs", type=int, help="FINN builds at once (default: by memory, "
-                   f"{GB_PER_FINN_BUILD} GB each)")
+    p.add_argument("--jobs", type=int, help="stages built at once (default: for finn by "
+                   f"memory, {GB_PER_FINN_BUILD} GB each; otherwise one per core)")
+    p.add_argument("--frames", type=int, default=vectors.FRAMES,
+                   help="verification frames per stage for finn and finn-cppsim (default "
+                   f"{vectors.FRAMES})")
     p.add_argument("--force", action="store_true", help="rebuild every stage")
 
 
@@ -153,14 +167,35 @@ def print_acceptance(console: Console, comparisons: list[StageComparison]) -> No
             console.print(f"stage {c.index}: cycles differ from FINN's at {', '.join(wrong)}")
 
 
+def print_verification(console: Console, entries: list[StageEntry],
+                       failed: dict[int, str]) -> None:
+    """Per stage: FINN's C++ simulation against the verification vectors."""
+    table = Table(title="FINN's C++ simulation of each stage against its verification vectors")
+    for col in ("stage", "board", "frames equal", "distinct in / out", "HLS layers (C++)",
+                "RTL layers (Verilator / python)", "build s", "simulate s"):
+        table.add_column(col, justify="right")
+    for e in sorted(entries, key=lambda e: e.index):
+        v = (e.verification or {}).get("folded_hls_cppsim")
+        if v is None:
+            table.add_row(str(e.index), e.board, *["-"] * 6)
+            continue
+        table.add_row(str(e.index), e.board, f"{v['equal']} / {v['frames']}",
+                      f"{v['distinct_in']} / {v['distinct_out']}", str(v["layers"]),
+                      f"{v['rtl_layers']} / {v['python_layers']}",
+                      f"{v['compile_seconds']:.0f}", f"{v['sim_seconds']:.0f}")
+    for index in sorted(failed):
+        table.add_row(str(index), "", "[red]failed[/red]", *["-"] * 5)
+    console.print(table)
+
+
 def run(args: argparse.Namespace) -> int:
     """``finnchain build`` (and ``build/build.py``)."""
     return build(Path(args.plan), target=args.target, out=Path(args.out) if args.out else None,
-                 jobs=args.jobs, force=args.force)
+                 jobs=args.jobs, force=args.force, frames=args.frames)
 
 
 def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
-          jobs: int | None = None, force: bool = False) -> int:
+          jobs: int | None = None, force: bool = False, frames: int = vectors.FRAMES) -> int:
     """Overlays for every stage of the plan at ``plan_path`` (plan.json or its folder) into
     ``out`` (default artifacts/<model>/<cluster>), with manifest.json; 0 when every stage
     built, 1 when one failed (the others are kept), 2 on bad input."""
@@ -173,14 +208,21 @@ def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
         models = {s.index: stage_model_path(path.parent, s) for s in plan.stages}
         if target == "finn":
             script = finn_script()
-        elif target == "finn-estimate":
+        elif target in LOCAL_TARGETS:
             env = finn_env.require()
+            why = env.cppsim_unavailable() if target == "finn-cppsim" else None
+            if why:
+                raise finn_env.FinnEnvError(f"FINN's C++ simulation cannot run: {why}")
     except (PlanFileError, BuildInputError, FinnSetupError, finn_env.FinnEnvError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if jobs is not None and jobs < 1:
         print("error: --jobs must be at least 1", file=sys.stderr)
         return 2
+    if frames < 1:
+        print("error: --frames must be at least 1", file=sys.stderr)
+        return 2
+    verify = VectorSpec(frames=frames) if target in ("finn", "finn-cppsim") else None
     out = out if out is not None else Path("artifacts") / plan.model["name"] / cluster_name(plan)
     out.mkdir(parents=True, exist_ok=True)
     old = None
@@ -199,15 +241,37 @@ def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
         if target == "emulate":
             inputs = _emulate_hash(models[stage.index])
         else:
-            inputs = write_folder(plan, path.parent, stage, out / "finn-build").inputs_sha256
+            inputs = write_folder(plan, path.parent, stage, out / "finn-build",
+                                  verify).inputs_sha256
         kept = _up_to_date(old, out, stage.index, inputs)
         if kept is not None:
             entries[stage.index] = kept
             console.print(f"stage {stage.index}: up to date ({inputs[:12]}), not rebuilt")
-            if target == "finn-estimate":
-                comparisons[stage.index] = compare_stage(stage, out / kept.dir / "report")
+            if target in LOCAL_TARGETS:
+                comparisons[stage.index] = compare_stage(stage, out / kept.dir)
         else:
             queue.append((stage, inputs))
+
+    def write_manifest() -> None:
+        Manifest(schema=SCHEMA, plan_hash=plan.plan_hash,
+                 model={k: plan.model[k] for k in ("name", "sha256", "file")},
+                 target=target, cluster=cluster_name(plan),
+                 stages=[entries[k] for k in sorted(entries)],
+                 predicted={"fps": plan.predicted_fps, "bottleneck": plan.bottleneck}
+                 ).write(out / "manifest.json")
+
+    write_manifest()  # the stages kept, before any is rebuilt: a stopped build resumes
+    if verify is not None and queue:
+        console.print(f"verification vectors: {frames} frames through the emulated fabric, "
+                      f"stages 0 to {max(s.index for s, _ in queue)}")
+        made = chain_vectors(plan, models, verify, upto=max(s.index for s, _ in queue))
+        for stage, _ in queue:
+            v = made[stage.index]
+            write_vectors(out / "finn-build" / f"stage{stage.index}", v)
+            if v.degenerate:
+                console.print(f"[yellow]stage {stage.index}: its verification frames take "
+                              f"{v.distinct_in} distinct values in and {v.distinct_out} out: "
+                              "they check little[/yellow]")
 
     def build_one(stage: StagePlan, inputs: str) -> tuple[StageEntry | None, str | None]:
         dest = out / f"stage{stage.index}"
@@ -216,30 +280,37 @@ def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
             acc = collect_emulated(models[stage.index], dest)
             return _finish(plan, stage, out, acc, inputs, None), None
         folder = out / "finn-build" / f"stage{stage.index}"
-        if target == "finn-estimate":
-            outcome = run_estimate(env, folder, folder / "build.log")
+        if target in LOCAL_TARGETS:
+            outcome = run_local(env, folder, folder / "build.log", target.split("-")[1],
+                                workers=max(1, (os.cpu_count() or 1) // jobs))
         else:
             result = run_build(script, folder, folder / "build.log")
             # FINN's build_custom runs build.py under pdb: its exit code says nothing
             outcome = read_status(folder, result.log, result.seconds, result.returncode)
         if not outcome.ok:
-            if target == "finn-estimate":
+            if target in LOCAL_TARGETS:
                 comparisons[stage.index] = compare_stage(stage, None, outcome.describe())
             return None, outcome.describe() + f" (log: {outcome.log})"
-        if target == "finn-estimate":
-            collect_reports(folder, dest)
-            comparison = compare_stage(stage, dest / "report")
+        if target in LOCAL_TARGETS:
+            collect_local(folder, dest)
+            comparison = compare_stage(stage, dest)
             comparisons[stage.index] = comparison
             (dest / COMPARISON).write_text(
                 json.dumps(comparison.to_dict(), indent=1) + "\n")
-            acc = {"kind": "finn-estimate", "reports": "report"}
+            acc = {"kind": target, "reports": "report", "driver": "driver"}
         else:
             acc = collect_finn(folder, dest)
         entry = _finish(plan, stage, out, acc, inputs, round(outcome.seconds, 1))
+        entry.verification = vectors.results(dest / "report",
+                                             folder / "output" / "verification_output")
+        failing = [f"{step}: {v['equal']} of {v['frames']} frames equal"
+                   for step, v in (entry.verification or {}).items() if v["equal"] < v["frames"]]
+        if failing:
+            return None, "FINN's verification parts from the vectors: " + "; ".join(failing)
         return entry, None
 
     cpu = os.cpu_count() or 1
-    jobs = jobs or {"finn": default_jobs(len(queue)), "finn-estimate": cpu}.get(target, 1)
+    jobs = jobs or (default_jobs(len(queue)) if target == "finn" else cpu)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress, ThreadPoolExecutor(jobs) as pool:
         tasks = {s.index: progress.add_task(f"stage {s.index} ({s.board['kind']}): building",
@@ -256,22 +327,20 @@ def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
                 entry, why = None, f"the emulated fabric cannot run it: {exc}"
             if entry is not None:
                 entries[stage.index] = entry
+                write_manifest()
                 progress.update(task, completed=1,
                                 description=f"stage {stage.index} ({stage.board['kind']}): done")
             else:
                 failed[stage.index] = why
                 progress.update(task, completed=1,
                                 description=f"stage {stage.index}: [red]failed[/red]")
-    manifest = Manifest(schema=SCHEMA, plan_hash=plan.plan_hash,
-                        model={k: plan.model[k] for k in ("name", "sha256", "file")},
-                        target=target, cluster=cluster_name(plan),
-                        stages=[entries[k] for k in sorted(entries)],
-                        predicted={"fps": plan.predicted_fps, "bottleneck": plan.bottleneck})
-    manifest.write(out / "manifest.json")
-    if target == "finn-estimate":
+    write_manifest()
+    if target in LOCAL_TARGETS:
         print_acceptance(console, list(comparisons.values()))
     else:
         _compare(console, list(entries.values()))
+    if verify is not None:
+        print_verification(console, list(entries.values()), failed)
     for index, why in sorted(failed.items()):
         print(f"error: stage {index} failed: {why}", file=sys.stderr)
     refused = sorted(k for k, c in comparisons.items() if c.ran and not c.accepted)

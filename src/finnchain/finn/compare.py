@@ -2,11 +2,13 @@
 
 For each HW layer the plan names (FINN's node name after specialisation, e.g. ``MVAU_hls_3``):
 cycles, LUT, RAMB18, URAM and DSP as the plan predicted them and as FINN's estimate reports
-give them; the folding FINN applied; what FINN's driver will exchange against the bytes the
-plan puts on the wire; and the nodes FINN left outside the dataflow partition. A stage is
-*accepted* when FINN's front-end ran to its estimate reports, built exactly the layers the plan
-costed with the plan's folding, keeps every compute node in hardware (only layout Transposes
-outside: the wire is NHWC already), and its driver's buffers are the plan's wire bytes.
+give them; the folding FINN applied; what FINN's own generated PYNQ driver exchanges with the
+stage's DMAs against the bytes the plan puts on the wire (``graph.driver``: what the board's
+``FinnAccelerator`` checks at start); and the nodes FINN left outside the dataflow partition. A
+stage is *accepted* when FINN's front-end ran to its estimate reports, built exactly the layers
+the plan costed with the plan's folding, keeps every compute node in hardware (only layout
+Transposes outside: the wire is NHWC already), and its driver's buffers are the plan's wire
+bytes.
 
 FINN's estimates do not include what FINN inserts later (FIFOs, data-width converters, DMAs)
 nor the Zynq shell; ``fits`` adds the plan's figures for those to FINN's layer totals and
@@ -16,10 +18,15 @@ checks the board's limits.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from finnchain.graph.driver import (
+    DriverMismatch,
+    check_io_shapes,
+    driver_bytes,
+    read_io_shape_dict,
+)
 from finnchain.graph.pack import same_bits
 from finnchain.plan.schema import StagePlan
 
@@ -60,11 +67,12 @@ class StageComparison:
     fits: bool = False
     over: list[str] = field(default_factory=list)
     error: str | None = None
+    driver_error: str | None = None  # FINN's driver missing or not the plan's wire
 
     @property
     def accepted(self) -> bool:
         return (self.ran and not self.finn_only and not self.plan_only
-                and not self.folding_differs and not self.outside
+                and not self.folding_differs and not self.outside and not self.driver_error
                 and all(w["equal"] for w in self.wire.values()))
 
     @property
@@ -86,6 +94,8 @@ class StageComparison:
                 out.append(f"{end}: FINN's driver moves {w['finn_bytes']:,} bytes a frame "
                            f"({w['datatype']} folded {w['folded']}), the plan's wire "
                            f"{w['plan_bytes']:,}")
+        if self.driver_error:
+            out.append(self.driver_error)
         return out
 
     def to_dict(self) -> dict:
@@ -99,14 +109,34 @@ def _load(report: Path, name: str) -> dict:
     return json.loads((report / name).read_text())
 
 
-def _frame_bytes(packed: list[int]) -> int:
-    return int(math.prod(packed[1:]))
+def _wire(cmp: StageComparison, stage: StagePlan, driver: Path) -> None:
+    """FINN's generated driver against the plan's wire, end by end."""
+    try:
+        io = read_io_shape_dict(driver)
+    except DriverMismatch as exc:
+        cmp.driver_error = str(exc)
+        return
+    for end, tensor, dt_key, prefix in (("input", stage.input, "idt", "ishape"),
+                                        ("output", stage.output, "odt", "oshape")):
+        datatype = io[dt_key][0]
+        finn_bytes = driver_bytes(io, end)
+        cmp.wire[end] = {"datatype": datatype, "folded": list(io[f"{prefix}_folded"][0]),
+                         "finn_bytes": finn_bytes, "plan_bytes": tensor.bytes_per_frame,
+                         "plan_datatype": tensor.datatype,
+                         "equal": finn_bytes == tensor.bytes_per_frame
+                         and same_bits(datatype, tensor.datatype)}
+    try:  # what the board's FinnAccelerator checks at start, packing included
+        check_io_shapes(io, {"input": asdict(stage.input), "output": asdict(stage.output)})
+    except DriverMismatch as exc:
+        cmp.driver_error = f"FINN's driver {driver}: {exc}"
 
 
-def compare_stage(stage: StagePlan, report: Path | None, error: str | None = None
+def compare_stage(stage: StagePlan, built: Path | None, error: str | None = None
                   ) -> StageComparison:
-    """Compare ``stage`` with FINN's reports in ``report`` (None: FINN did not finish)."""
-    cmp = StageComparison(index=stage.index, board=stage.board["kind"], ran=report is not None,
+    """Compare ``stage`` with what FINN made for it, collected in the stage folder ``built``
+    (``report/`` with FINN's estimate reports, ``driver/`` with FINN's PYNQ driver; None: FINN
+    did not finish)."""
+    cmp = StageComparison(index=stage.index, board=stage.board["kind"], ran=built is not None,
                           error=error, plan_cycles=stage.cycles, plan_fps=stage.fabric_fps)
     shell = stage.board["shell"]
     added = {"lut": float(shell["lut"]), "bram18": int(shell["bram18"]),
@@ -117,15 +147,16 @@ def compare_stage(stage: StagePlan, report: Path | None, error: str | None = Non
             for k, _ in RESOURCES:
                 added[k] += op.resources.get(k, 0)
     cmp.plan_total = {k: sum(op.resources.get(k, 0) for op in plan_layers) for k, _ in RESOURCES}
-    if report is None:
+    if built is None:
         cmp.layers = [Layer(op.finn_name, op.kind, {"cycles": op.cycles, **{
             k: op.resources.get(k, 0) for k, _ in RESOURCES}}, None) for op in plan_layers]
         return cmp
+    report = built / "report"
     cycles = _load(report, "estimate_layer_cycles.json")
     res = _load(report, "estimate_layer_resources.json")
     perf = _load(report, "estimate_network_performance.json")
-    io = _load(report, "finnchain_io.json")
-    nodes = {n["name"]: n for n in io["nodes"]}
+    recorded = _load(report, "finnchain_nodes.json")
+    nodes = {n["name"]: n for n in recorded["nodes"]}
     for op in plan_layers:
         plan = {"cycles": op.cycles, **{k: op.resources.get(k, 0) for k, _ in RESOURCES}}
         finn = None
@@ -145,16 +176,13 @@ def compare_stage(stage: StagePlan, report: Path | None, error: str | None = Non
                     f"{op.finn_name} {theirs} {attrs[theirs]} (plan {op.fold[ours]})")
     names = {op.finn_name for op in plan_layers}
     cmp.finn_only = [n for n in cycles if n not in names]
-    cmp.outside = [f"{o['name']} ({o['op_type']})" for o in io["outside_partition"]
+    cmp.outside = [f"{o['name']} ({o['op_type']})" for o in recorded["outside_partition"]
                    if o["op_type"] not in LAYOUT_ONLY]
-    for end, tensor in (("input", stage.input), ("output", stage.output)):
-        side = io[end]
-        finn_bytes = _frame_bytes(side["packed"])
-        cmp.wire[end] = {"datatype": side["datatype"], "folded": side["folded"],
-                         "finn_bytes": finn_bytes, "plan_bytes": tensor.bytes_per_frame,
-                         "plan_datatype": tensor.datatype,
-                         "equal": finn_bytes == tensor.bytes_per_frame
-                         and same_bits(side["datatype"], tensor.datatype)}
+    driver = built / "driver" / "driver.py"
+    if driver.is_file():
+        _wire(cmp, stage, driver)
+    else:
+        cmp.driver_error = f"FINN wrote no PYNQ driver ({driver} is missing)"
     total = res.get("total", {})
     cmp.finn_total = {k: float(total.get(f, 0)) for k, f in RESOURCES}
     cmp.finn_cycles = int(perf["max_cycles"])

@@ -1,10 +1,13 @@
-"""Running a stage's build folder through FINN's compiler front-end, and reading the outcome.
+"""Running a stage's build folder through FINN in FINN's own environment, and the outcome.
 
 ``python build.py --estimate`` in FINN's environment (``finn.env``) runs every FINN step up to
 ``step_generate_estimate_reports``: FINN's own conversion of the stage to HW layers, its
-folding, its cycle and resource estimates. No Vivado. The folder's ``finnchain-status.json``
-says whether it finished and, if not, which step failed and why (``build.py``'s docstring says
-why the status file and not the exit code).
+folding, its cycle and resource estimates; then FINN's PYNQ driver (``MakePYNQDriver`` on the
+graph of its Zynq flow). ``--cppsim`` adds FINN's C++ simulation of every HLS layer against the
+folder's verification vectors. No Vivado. The folder's ``finnchain-status.json`` says whether it
+finished and, if not, which step failed and why, and for a simulation that parts from the
+vectors the layer and the first differing value (``build.py``'s docstring says why the status
+file and not the exit code).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class StepOutcome:
     failed_step: str | None = None
     error: str | None = None
     returncode: int = 0
+    failed_layer: str | None = None
 
     def tail(self, lines: int = LOG_TAIL_LINES) -> str:
         if not self.log.is_file():
@@ -44,7 +48,8 @@ class StepOutcome:
     def describe(self) -> str:
         """One line naming the failed step and FINN's error (or the log's tail)."""
         if self.failed_step:
-            return f"FINN step {self.failed_step} failed: {self.error}"
+            layer = f" (layer {self.failed_layer})" if self.failed_layer else ""
+            return f"FINN step {self.failed_step} failed{layer}: {self.error}"
         if self.error:
             return f"FINN failed: {self.error}"
         return f"FINN exited with {self.returncode}; last lines of {self.log}:\n{self.tail()}"
@@ -59,7 +64,7 @@ def read_status(folder: Path, log: Path, seconds: float, returncode: int) -> Ste
                            f"(exit {returncode})", returncode)
     s = json.loads(path.read_text())
     return StepOutcome(bool(s.get("ok")), seconds, log, s.get("failed_step"), s.get("error"),
-                       returncode)
+                       returncode, s.get("failed_layer"))
 
 
 def read_stage(out: Path, index: int, returncode: int) -> tuple[dict | None, list[str]]:
@@ -74,8 +79,15 @@ def read_stage(out: Path, index: int, returncode: int) -> tuple[dict | None, lis
     return None, [read_status(folder, folder / "build.log", 0.0, returncode).describe()[:300]]
 
 
-def run_estimate(env: FinnEnv, folder: Path, log: Path) -> StepOutcome:
-    """Run ``build.py --estimate`` of ``folder`` in FINN's environment, output into ``log``."""
+MODES = ("estimate", "cppsim")  # build.py's flags for a run without Vivado
+
+
+def run_local(env: FinnEnv, folder: Path, log: Path, mode: str = "estimate",
+              workers: int = 1) -> StepOutcome:
+    """Run ``build.py --<mode>`` of ``folder`` in FINN's environment, output into ``log``
+    (``workers``: FINN's parallel compilations of the stage's layers)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     (folder / STATUS).unlink(missing_ok=True)
     shutil.rmtree(folder / "output", ignore_errors=True)
     scratch = folder / "finn-tmp"
@@ -83,20 +95,24 @@ def run_estimate(env: FinnEnv, folder: Path, log: Path) -> StepOutcome:
     scratch.mkdir()
     t0 = time.perf_counter()
     with open(log, "wb") as out:
-        proc = subprocess.run([str(env.python), "build.py", "--estimate"], cwd=folder,
-                              env=env.environ(scratch), stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.run([str(env.python), "build.py", f"--{mode}"], cwd=folder,
+                              env=env.environ(scratch, workers), stdin=subprocess.DEVNULL,
+                              stdout=out,
                               stderr=subprocess.STDOUT, check=False)
     outcome = read_status(folder, log, time.perf_counter() - t0, proc.returncode)
     shutil.rmtree(scratch, ignore_errors=True)
     return outcome
 
 
-def collect_reports(folder: Path, dest: Path) -> None:
-    """FINN's estimate reports (and finnchain's io report) of a finished folder into dest/report."""
-    src = folder / "output" / "report"
-    report = dest / "report"
-    shutil.rmtree(report, ignore_errors=True)
-    report.mkdir(parents=True)
+def collect_local(folder: Path, dest: Path) -> None:
+    """What a run without Vivado made, into ``dest``: FINN's estimate reports and finnchain's
+    (``report/``) and FINN's PYNQ driver (``driver/``)."""
+    src = folder / "output"
+    for sub in ("report", "driver"):
+        shutil.rmtree(dest / sub, ignore_errors=True)
+    (dest / "report").mkdir(parents=True)
     for name in REPORTS:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, report / name)
+        if (src / "report" / name).is_file():
+            shutil.copyfile(src / "report" / name, dest / "report" / name)
+    if (src / "driver").is_dir():
+        shutil.copytree(src / "driver", dest / "driver")

@@ -3,12 +3,16 @@
 A folder is all FINN's container gets, and finnchain is not installed there, so it runs on its
 own with FINN alone:
 
-- ``build.py`` and ``finnchain_steps.py``: the build script and finnchain's build steps on
-  FINN's transformations (``finnside/``, the same files for every stage; read their
-  docstrings). ``python build.py --estimate`` stops after FINN's estimate reports, which is what
-  ``finnchain build --target finn-estimate`` runs in FINN's environment without Vivado;
+- ``build.py``, ``finnchain_steps.py``, ``finnchain_cppsim.py`` and ``finnchain_driver.py``: the
+  build script and finnchain's build steps on FINN's transformations (``finnside/``, the same
+  files for every stage; read their docstrings). ``python build.py --estimate`` stops after
+  FINN's estimate reports and FINN's PYNQ driver, which is what ``finnchain build --target
+  finn-estimate`` runs in FINN's environment without Vivado; ``--cppsim`` (``--target
+  finn-cppsim``) adds FINN's C++ simulation of the stage against the verification vectors;
 - ``model.onnx``: the stage's QONNX, prepared for FINN's front-end (``prepare``);
-- ``folding_config.json``, ``specialize_layers.json``, ``build_config.json`` (from the plan);
+- ``folding_config.json``, ``specialize_layers.json``, ``build_config.json`` (from the plan;
+  for ``--target finn`` and ``finn-cppsim`` with FINN's ``verify_steps`` and the paths of the
+  verification vectors, ``verify/``, see ``finn.vectors``);
 - ``finnchain.json``: the stage, its board (registered at run time when FINN does not know it,
   see ``finnchain_steps.register_board``) and the layers the plan splits;
 - ``inputs.sha256``: the hash of all of them, by which a build that already ran on the same
@@ -24,15 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finnchain.files import sha256_file
+from finnchain.finn import vectors
 from finnchain.finn.prepare import prepare_for_finn
+from finnchain.finn.vectors import VectorSpec
 from finnchain.graph.model import load, save
 from finnchain.plan.schema import Plan, StagePlan
 
 FINNSIDE = Path(__file__).with_name("finnside")
-STATIC_FILES = ("build.py", "finnchain_steps.py")
+STATIC_FILES = ("build.py", "finnchain_steps.py", "finnchain_cppsim.py", "finnchain_driver.py")
 HP_PORT_BITS = 64  # the AXI HP ports of a Zynq-7000, for boards FINN does not know
-INPUTS = ("build.py", "finnchain_steps.py", "model.onnx", "folding_config.json",
-          "specialize_layers.json", "build_config.json", "finnchain.json")
+INPUTS = (*STATIC_FILES, "model.onnx", "folding_config.json", "specialize_layers.json",
+          "build_config.json", "finnchain.json")
 
 
 class BuildInputError(ValueError):
@@ -118,14 +124,28 @@ def folder_meta(plan: Plan, stage: StagePlan) -> dict:
 
 
 def inputs_hash(folder: Path) -> str:
+    """The hash of the folder's inputs (the verification vectors by how they are made: they
+    follow from the stage models, the seed and the frame count)."""
     h = hashlib.sha256()
-    for name in INPUTS:
+    spec = [vectors.SPEC] if (folder / vectors.SPEC).is_file() else []
+    for name in (*INPUTS, *spec):
         h.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
     return h.hexdigest()
 
 
-def write_folder(plan: Plan, plan_dir: Path, stage: StagePlan, root: Path) -> StageFolder:
-    """Write (or rewrite) the FINN build folder of ``stage`` under ``root``."""
+def _build_config(src: Path, verify: VectorSpec | None) -> dict:
+    cfg = json.loads(src.read_text())
+    if verify is not None:
+        cfg.update(verify_steps=vectors.STEPS, verify_input_npy=vectors.INPUT,
+                   verify_expected_output_npy=vectors.EXPECTED)
+    return cfg
+
+
+def write_folder(plan: Plan, plan_dir: Path, stage: StagePlan, root: Path,
+                 verify: VectorSpec | None = None) -> StageFolder:
+    """Write (or rewrite) the FINN build folder of ``stage`` under ``root``; with ``verify``,
+    the build config lists FINN's verify steps and the vectors' paths (the vectors themselves
+    are written by ``vectors.write_vectors`` for the stages that are built)."""
     src = plan_dir / f"stage{stage.index}"
     model_path = stage_model_path(plan_dir, stage)
     folder = root / f"stage{stage.index}"
@@ -135,6 +155,12 @@ def write_folder(plan: Plan, plan_dir: Path, stage: StagePlan, root: Path) -> St
         if not (src / name).is_file():
             raise BuildInputError(f"stage {stage.index}: {src / name} is missing")
         shutil.copyfile(src / name, folder / name)
+    (folder / "build_config.json").write_text(
+        json.dumps(_build_config(src / "build_config.json", verify), indent=1) + "\n")
+    if verify is not None:
+        vectors.write_spec(folder, verify)
+    else:
+        shutil.rmtree(folder / vectors.DIR, ignore_errors=True)
     for name in STATIC_FILES:
         shutil.copyfile(FINNSIDE / name, folder / name)
     (folder / "finnchain.json").write_text(json.dumps(folder_meta(plan, stage), indent=1) + "\n")

@@ -14,7 +14,7 @@ from pathlib import Path
 from finnchain.files import read_document, sha256_file, write_document
 
 SCHEMA = "finnchain.manifest/1"
-TARGETS = ("emulate", "finn", "finn-estimate")
+TARGETS = ("emulate", "finn", "finn-estimate", "finn-cppsim")
 
 
 class ManifestError(ValueError):
@@ -32,6 +32,8 @@ class StageEntry:
     predicted: dict
     finn_estimate: dict | None = None
     build_seconds: float | None = None
+    # FINN's checks against the verification vectors, per verify step: frames, equal, ...
+    verification: dict | None = None
 
     def __post_init__(self) -> None:
         if self.index < 0:

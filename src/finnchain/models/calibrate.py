@@ -17,24 +17,6 @@ from brevitas.graph.calibrate import calibration_mode
 from torch import nn
 
 
-def seeded_images(n: int, channels: int, height: int, width: int, seed: int) -> np.ndarray:
-    """uint8 images with structure (smooth gradients and blobs plus noise), not flat noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.meshgrid(np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")
-    out = np.empty((n, channels, height, width), dtype=np.uint8)
-    for i in range(n):
-        for c in range(channels):
-            img = np.zeros((height, width))
-            for _ in range(4):
-                fy, fx = rng.uniform(0.5, 6.0, size=2)
-                phase = rng.uniform(0, 2 * np.pi)
-                img += rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * (fy * yy + fx * xx) + phase)
-            img += rng.normal(0, 0.25, size=img.shape)
-            img = (img - img.min()) / (np.ptp(img) + 1e-9)
-            out[i, c] = np.clip(img * 255.0, 0, 255).astype(np.uint8)
-    return out
-
-
 def calibrate(
     model: nn.Module,
     images: np.ndarray,

@@ -23,7 +23,7 @@ class Recipe:
 
 def _mobilenet(seed: int):
     from finnchain.models import mobilenet_v1
-    from finnchain.models.calibrate import calibrate, seeded_images
+    from finnchain.models.calibrate import calibrate
 
     model = mobilenet_v1.build(seed)
     calibrate(model, seeded_images(8, 3, 224, 224, seed=seed + 1), seed=seed + 2)
@@ -65,7 +65,7 @@ def _bnn_pynq(name: str):
                         m.running_var.uniform_(0.5, 2.0, generator=g)
         net = torch.nn.Sequential(Unit(), model)
         if weights is None and name.startswith("resnet"):  # its outputs are one class untrained
-            from finnchain.models.calibrate import calibrate, seeded_images
+            from finnchain.models.calibrate import calibrate
 
             calibrate(net, seeded_images(8, 3, 32, 32, seed=seed + 1), seed=seed + 2,
                       scales=False, last_bn_gain=3.0)
@@ -116,7 +116,7 @@ def _imagenet(name: str):
         if weights is not None:
             model.load_state_dict(_state_dict(weights, name), strict=True)
         else:
-            from finnchain.models.calibrate import calibrate, seeded_images
+            from finnchain.models.calibrate import calibrate
 
             calibrate(net, seeded_images(8, 3, 224, 224, seed=seed + 1), seed=seed + 2)
         return net.eval()
@@ -200,8 +200,24 @@ def export(name: str, out: Path, seed: int = 0, weights: Path | None = None) -> 
 def sample_inputs(shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
     """``n`` seeded uint8 inputs of a model's input ``shape`` (images where the shape is NCHW)."""
     if len(shape) == 4:
-        from finnchain.models.calibrate import seeded_images  # torch: the models extra
-
         return seeded_images(n, shape[1], shape[2], shape[3], seed)
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(n, *shape[1:]), dtype=np.uint8)
+
+
+def seeded_images(n: int, channels: int, height: int, width: int, seed: int) -> np.ndarray:
+    """uint8 images with structure (smooth gradients and blobs plus noise), not flat noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.meshgrid(np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")
+    out = np.empty((n, channels, height, width), dtype=np.uint8)
+    for i in range(n):
+        for c in range(channels):
+            img = np.zeros((height, width))
+            for _ in range(4):
+                fy, fx = rng.uniform(0.5, 6.0, size=2)
+                phase = rng.uniform(0, 2 * np.pi)
+                img += rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * (fy * yy + fx * xx) + phase)
+            img += rng.normal(0, 0.25, size=img.shape)
+            img = (img - img.min()) / (np.ptp(img) + 1e-9)
+            out[i, c] = np.clip(img * 255.0, 0, 255).astype(np.uint8)
+    return out

@@ -82,6 +82,11 @@ class Option:
     swaps: tuple[DspSwap, ...] = ()
     bound: int = 0  # slowest op by the cycles folding is chosen by (``Op.bound_cycles``)
 
+    @property
+    def buildable(self) -> bool:
+        """Whether FINN generates every op of it (``Op.buildable``: HLS stream widths)."""
+        return all(p.op.buildable(p.fold) for p in self.placed)
+
     def __add__(self, other: Option) -> Option:
         n = len(self.placed)
         moved = tuple(DspSwap(s.op_index + n, s.dsp, s.lut_saved) for s in other.swaps)
@@ -195,7 +200,12 @@ def _mvau_folds(layer: Layer) -> list[tuple[Fold, list[list[Placed]]]]:
 
 
 def _candidates(layer: Layer) -> list[Option]:
-    """Every candidate build of one layer, costed (independent of the target)."""
+    """Every candidate build of one layer FINN can generate, costed (independent of the
+    target)."""
+    return [o for o in _all_candidates(layer) if o.buildable]
+
+
+def _all_candidates(layer: Layer) -> list[Option]:
     main = layer.main
     out: list[Option] = []
     if isinstance(main, MVAU):

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from finnchain.graph.driver import check_io_shapes
+
 
 class FrameError(ValueError):
     """Frames an accelerator cannot take (size, values); the message says what is wrong."""
@@ -126,41 +128,6 @@ def _load_module(path: Path, name: str):
     return module
 
 
-def _driver_bytes(folded: tuple, datatype: str) -> int:
-    """Bytes a frame of ``folded`` takes in FINN's driver: the innermost folded dimension packed
-    and padded to whole bytes (``finnpy_to_packed_bytearray``)."""
-    from finnchain.graph.pack import packed_bytes
-
-    return packed_bytes(tuple(int(d) for d in folded), datatype)
-
-
-def check_io_shapes(io_shape_dict: dict, stage: dict) -> None:
-    """The overlay's datatypes and folded shapes (FINN's driver.py) against the plan's wire:
-    FrameError naming the end and both figures when they differ. (A stage that starts at a
-    BIPOLAR cut takes BINARY in FINN: the same bits, so the payload goes to the DMA as is.)"""
-    from finnchain.graph.pack import same_bits
-
-    for end, dt_key, prefix in (("input", "idt", "ishape"), ("output", "odt", "oshape")):
-        dt = io_shape_dict[dt_key][0]  # a DataType of the driver's own qonnx copy
-        datatype = getattr(dt, "name", str(dt))
-        folded = tuple(io_shape_dict[f"{prefix}_folded"][0])
-        packed = tuple(io_shape_dict[f"{prefix}_packed"][0])
-        plan = stage[end]
-        driver_bytes = int(np.prod(packed[1:]))
-        if not same_bits(datatype, plan["datatype"]):
-            raise FrameError(f"the overlay's {end} is {datatype}, the plan's {plan['datatype']}: "
-                             "overlay and plan differ (a build of another plan?)")
-        if _driver_bytes(folded, datatype) != driver_bytes:
-            raise FrameError(f"the overlay's {end} packs {list(folded)} into {list(packed)}, "
-                             "not as FINN's driver packs it: a damaged driver.py?")
-        if driver_bytes != int(plan["bytes_per_frame"]):
-            raise FrameError(
-                f"the overlay's {end} DMA moves {driver_bytes} bytes a frame ({datatype} folded "
-                f"{list(folded)}), the plan's wire {plan['bytes_per_frame']}: overlay and plan "
-                "differ (a build of another plan, or a plan made before finnchain folded cuts "
-                "to FINN's driver layout)")
-
-
 class FinnAccelerator(Accelerator):
     """FINN's overlay through its generated PYNQ driver (``FINNExampleOverlay``)."""
 
@@ -171,7 +138,7 @@ class FinnAccelerator(Accelerator):
         sys.path.insert(0, str(driver))  # driver_base imports its neighbours (qonnx copies)
         base = _load_module(driver / "driver_base.py", "driver_base")
         io_shape_dict = _load_module(driver / "driver.py", "finn_driver").io_shape_dict
-        check_io_shapes(io_shape_dict, stage)
+        check_io_shapes(io_shape_dict, stage)  # DriverMismatch (a ValueError): refused
         self.overlay = base.FINNExampleOverlay(
             bitfile_name=str(stage_dir / stage["accelerator"]["bitfile"]),
             platform="zynq-iodma", io_shape_dict=io_shape_dict, batch_size=batch,

@@ -26,16 +26,15 @@ v0.10.1's own compiler):
   on the join and no DuplicateStreams is made; and FINN's names for the two branches' layers
   follow qonnx's topological sort, not the plan, so the folding config is applied after the
   nodes get the plan's names by kind and dimensions (``step_finnchain_apply_folding``).
-The steps also record what a stage's FINN driver will exchange (``step_finnchain_io``:
-the folded and packed shapes FINN's ``MakePYNQDriver`` derives from the first and last HW
-node) and which HW nodes FINN made, so that finnchain can check them against the plan.
+The steps also record which HW nodes FINN made and which it left outside the dataflow
+partition (``step_finnchain_nodes``), so that finnchain can check them against the plan; FINN's
+own PYNQ driver says what the stage exchanges with its DMAs (``finnchain_driver``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import traceback
 from pathlib import Path
 
 import finn.transformation.fpgadataflow.convert_to_hw_layers as to_hw
@@ -52,7 +51,6 @@ from finn.transformation.qonnx.quant_act_to_multithreshold import (
 from finn.transformation.streamline import Streamline
 from finn.transformation.streamline.collapse_repeated import CollapseRepeatedMul
 from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
-from finn.util.data_packing import finnpy_to_packed_bytearray
 from finn.util.fpgadataflow import is_fpgadataflow_node
 from onnx import helper
 from qonnx.core.datatype import DataType
@@ -78,7 +76,7 @@ from qonnx.util.cleanup import cleanup_model
 HERE = Path(__file__).resolve().parent
 META = "finnchain.json"
 STATUS = "finnchain-status.json"
-IO_REPORT = "finnchain_io.json"
+NODES_REPORT = "finnchain_nodes.json"
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 
 
@@ -614,8 +612,9 @@ def step_finnchain_convert_to_hw(model: ModelWrapper, cfg):
 
 def step_finnchain_apply_folding(model: ModelWrapper, cfg):
     """FINN's ``step_apply_folding_config`` (unique names, then the folding config by name),
-    with the HW nodes named as the plan names them (``NameAsPlanned``) in between. (FINN's
-    step would also run a C++ simulation when the build config asks for it; finnchain's do not.)"""
+    with the HW nodes named as the plan names them (``NameAsPlanned``) in between. The C++
+    simulation FINN's step runs when ``verify_steps`` asks for it runs later, on the graph the
+    hardware is made from (``finnchain_cppsim``)."""
     model = model.transform(GiveUniqueNodeNames())
     planned = meta().get("layers")
     if planned:
@@ -683,41 +682,27 @@ def _node_summary(node) -> dict:
     return {"name": node.name, "op_type": node.op_type, "attrs": attrs}
 
 
-def _packed(dt: DataType, folded: tuple) -> list:
-    dummy = np.zeros(folded, dtype=np.float32)
-    if dt == DataType["BIPOLAR"]:
-        dummy += 1
-    return list(finnpy_to_packed_bytearray(dummy, dt).shape)
-
-
-def step_finnchain_io(model: ModelWrapper, cfg):
-    """Write report/finnchain_io.json: the dataflow partition's HW nodes and what FINN's
-    driver will exchange with it (normal, folded and packed shapes from the first and last HW
-    node, as FINN's MakePYNQDriver derives them), and the nodes FINN left outside it."""
+def step_finnchain_nodes(model: ModelWrapper, cfg):
+    """Write report/finnchain_nodes.json: the dataflow partition's HW nodes (type, folding,
+    memory attributes) and the nodes FINN left outside it, for finnchain's check against the
+    plan. (What the driver exchanges is FINN's own driver's to say: ``finnchain_driver``.)"""
     parent_path = Path(cfg.output_dir) / "intermediate_models" / "dataflow_parent.onnx"
     outside = []
     if parent_path.is_file():
         parent = ModelWrapper(str(parent_path))
         outside = [{"name": n.name, "op_type": n.op_type} for n in parent.graph.node
                    if n.op_type != "StreamingDataflowPartition"]
-    first = model.find_consumer(model.graph.input[0].name)
-    last = model.find_producer(model.graph.output[0].name)
-    fi, la = getCustomOp(first), getCustomOp(last)
-    idt, odt = fi.get_input_datatype(), la.get_output_datatype()
-    ifold, ofold = tuple(fi.get_folded_input_shape()), tuple(la.get_folded_output_shape())
-    report = {
-        "nodes": [_node_summary(n) for n in model.graph.node],
-        "outside_partition": outside,
-        "input": {"datatype": idt.name, "normal": list(fi.get_normal_input_shape()),
-                  "folded": list(ifold), "packed": _packed(idt, ifold)},
-        "output": {"datatype": odt.name, "normal": list(la.get_normal_output_shape()),
-                   "folded": list(ofold), "packed": _packed(odt, ofold)},
-    }
+    report = {"nodes": [_node_summary(n) for n in model.graph.node],
+              "outside_partition": outside}
     out = Path(cfg.output_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    (out / IO_REPORT).write_text(json.dumps(report, indent=1) + "\n")
+    (out / NODES_REPORT).write_text(json.dumps(report, indent=1) + "\n")
     return model
 
+
+# the folder's own modules beside this one (FINN's C++ simulation, FINN's driver without Vivado)
+from finnchain_cppsim import step_finnchain_verify_cppsim  # noqa: E402
+from finnchain_driver import step_finnchain_pynq_driver  # noqa: E402
 
 STEPS_BEFORE_ESTIMATES = [
     step_finnchain_qonnx_to_finn,
@@ -729,7 +714,8 @@ STEPS_BEFORE_ESTIMATES = [
     "step_specialize_layers",
     step_finnchain_apply_folding,
     step_finnchain_minimize_bit_width,
-    step_finnchain_io,
+    step_finnchain_verify_cppsim,  # when verify_steps lists folded_hls_cppsim
+    step_finnchain_nodes,
     "step_generate_estimate_reports",
 ]
 STEPS_AFTER_ESTIMATES = [
@@ -750,6 +736,7 @@ class StepTracker:
     def __init__(self) -> None:
         self.current = None
         self.error = None
+        self.exception = None
 
     def wrap(self, step):
         from finn.builder.build_dataflow_steps import build_dataflow_step_lookup
@@ -762,21 +749,27 @@ class StepTracker:
                 return fn(model, cfg)
             except Exception as exc:  # recorded for the status file, then FINN's handling
                 self.error = f"{type(exc).__name__}: {exc}"
-                self.trace = traceback.format_exc()
+                self.exception = exc
                 raise
 
         run.__name__ = fn.__name__
         return run
 
 
-def steps(tracker: StepTracker, estimate_only: bool) -> list:
-    chosen = STEPS_BEFORE_ESTIMATES + ([] if estimate_only else STEPS_AFTER_ESTIMATES)
-    return [tracker.wrap(s) for s in chosen]
+def steps(tracker: StepTracker, bitstream: bool) -> list:
+    """The folder's steps: up to FINN's estimate reports, then either FINN's own steps to the
+    bitstream, driver and deployment package, or (no Vivado) FINN's driver alone."""
+    rest = STEPS_AFTER_ESTIMATES if bitstream else [step_finnchain_pynq_driver]
+    return [tracker.wrap(s) for s in STEPS_BEFORE_ESTIMATES + rest]
 
 
-def write_status(ok: bool, tracker: StepTracker, seconds: float, estimate_only: bool) -> None:
-    status = {"ok": ok, "estimate_only": estimate_only, "seconds": round(seconds, 1),
+def write_status(ok: bool, tracker: StepTracker, seconds: float, mode: str) -> None:
+    exc = tracker.exception
+    status = {"ok": ok, "mode": mode, "estimate_only": mode != "bitstream",
+              "seconds": round(seconds, 1),
               "stage": meta().get("stage"), "failed_step": None if ok else tracker.current,
               "error": None if ok else (tracker.error or "FINN reported a failed step"),
+              "failed_layer": getattr(exc, "layer", None) if not ok else None,
+              "mismatch": getattr(exc, "mismatch", None) if not ok else None,
               "finn_build_dir": os.environ.get("FINN_BUILD_DIR")}
     (HERE / STATUS).write_text(json.dumps(status, indent=1) + "\n")

@@ -1,0 +1,83 @@
+"""FINN's own PYNQ driver for a stage, without Vivado (finnchain; do not edit).
+
+Copied into every finnchain build folder beside ``finnchain_steps.py``; runs in FINN's
+environment and imports FINN and qonnx only.
+
+In FINN's Zynq flow the driver is written after the bitstream: ``step_synthesize_bitfile``
+(``ZynqBuild``) turns the dataflow graph into FINN's top-level graph (``InsertIODMA`` with the
+board's AXI port width, ``InsertDWC``, ``SpecializeLayers``, ``Floorplan``,
+``CreateDataflowPartition``: one partition per DMA and one for the layers), synthesizes it, and
+``MakeZYNQProject`` names the DMA partitions' instances in its Vivado block design; then
+``step_make_pynq_driver`` runs FINN's ``MakePYNQDriver`` on that graph and
+``step_deployment_package`` copies the driver into ``deploy/driver``. None of that graph part
+needs Vivado, so ``step_finnchain_pynq_driver`` runs it where no bitstream is made (``build.py
+--estimate`` or ``--cppsim``) and names the instances as ``MakeZYNQProject`` does (a partition
+with no producer is ``idma<k>``, one with no consumer ``odma<k>``, the others keep their
+node's name, in graph order). The driver lands where FINN's own steps put it: ``output/driver``
+and ``output/deploy/driver``. In a full build (FINN's docker flow and Vivado) FINN's own steps
+write it and this step is not run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from finn.transformation.fpgadataflow.create_dataflow_partition import CreateDataflowPartition
+from finn.transformation.fpgadataflow.floorplan import Floorplan
+from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
+from finn.transformation.fpgadataflow.insert_iodma import InsertIODMA
+from finn.transformation.fpgadataflow.make_pynq_driver import MakePYNQDriver
+from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+from finn.util.basic import pynq_native_port_width
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
+from qonnx.transformation.infer_data_layouts import InferDataLayouts
+
+
+def zynq_graph(model: ModelWrapper, board: str, fpga_part: str, partitions: Path
+               ) -> ModelWrapper:
+    """The graph part of FINN's ``ZynqBuild``: DMAs at the stage's ends (and for layers with
+    external weights), width converters, specialisation, one partition per DMA and one for
+    the layers (their models written into ``partitions``)."""
+    model = model.transform(InferDataLayouts())
+    for t in (InsertIODMA(pynq_native_port_width[board]), InsertDWC(),
+              SpecializeLayers(fpga_part), Floorplan(),
+              CreateDataflowPartition(partition_model_dir=str(partitions))):
+        model = model.transform(t)
+        model = model.transform(GiveUniqueNodeNames())
+        model = model.transform(GiveReadableTensorNames())
+    return model
+
+
+def name_instances(model: ModelWrapper) -> dict[str, str]:
+    """Each partition's instance name in the block design, as ``MakeZYNQProject`` gives it."""
+    idma = odma = 0
+    names = {}
+    for node in model.graph.node:
+        producer = model.find_producer(node.input[0]) if node.input else None
+        if producer is None:
+            names[node.name], idma = f"idma{idma}", idma + 1
+        elif not model.find_consumers(node.output[0]):
+            names[node.name], odma = f"odma{odma}", odma + 1
+        else:
+            names[node.name] = node.name
+        getCustomOp(node).set_nodeattr("instance_name", names[node.name])
+    return names
+
+
+def step_finnchain_pynq_driver(model: ModelWrapper, cfg):
+    """FINN's PYNQ driver for the stage, written by FINN's ``MakePYNQDriver`` on the graph of
+    its Zynq flow (see the module), into ``output/driver`` and ``output/deploy/driver``. The
+    model the build goes on with is unchanged."""
+    out = Path(cfg.output_dir)
+    top = zynq_graph(ModelWrapper(model.model), cfg.board, cfg._resolve_fpga_part(),
+                     out / "intermediate_models" / "zynq_partitions")
+    name_instances(top)
+    top = top.transform(MakePYNQDriver(cfg._resolve_driver_platform()))
+    top.save(str(out / "intermediate_models" / "finnchain_pynq_driver.onnx"))
+    for dest in (out / "driver", out / "deploy" / "driver"):
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(top.get_metadata_prop("pynq_driver_dir"), dest)
+    return model
