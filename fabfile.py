@@ -44,7 +44,8 @@ def benchmark(c, build=BUILD, frames=1000, duration=0.0, window=16, source="seed
 
 @task(help={"inventory": f"Ansible inventory (default {DEFAULT_INVENTORY})"})
 def status(c, inventory=str(DEFAULT_INVENTORY)):
-    """Per board: service state, plan hash, overlay checksum, counters, uptime, memory.
+    """Per board: service state, overlay checksum, plan hash, accelerator (FINN's: the pynq
+    library's version and the PL clock), counters, uptime, memory.
     Exits 1 when a board's stage is not running or the board does not answer."""
     rows = control.status(boards(inventory))
     t = Table(title="boards")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,16 +225,26 @@ def boards(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def make_build(tmp_path_factory):
-    """``make_build(model, boards, name)``: the model planned onto ``boards`` (a list of
-    catalogue boards) and built for emulation in a fresh folder; returns the build folder."""
+    """``make_build(model, boards, name, overlay=False)``: the model planned onto ``boards`` (a
+    list of catalogue boards) and built for emulation in a fresh folder; returns the build
+    folder. ``overlay``: the emulated overlay an emulated board loads (FINN's own driver, the
+    emulated bitstream; FINN's environment is made when missing), else the fabric alone (what
+    stages on this machine run with the emulated accelerator)."""
     from finnchain.finn.command import build as build_command
     from finnchain.plan.make import make_plan, write_plan
 
-    def make(model, boards, name: str = "build"):
+    def make(model, boards, name: str = "build", overlay: bool = False):
         folder = tmp_path_factory.mktemp(name)
         plan, _, models = make_plan(model, boards, "digits-cnv", "x")
         write_plan(plan, models, folder / "plan")
-        assert build_command(folder / "plan", out=folder / "build") == 0
+        if overlay:
+            from finnchain.finn import env as finn_env
+
+            if finn_env.find() is None:
+                if finn_env.unavailable_reason():
+                    pytest.skip(f"FINN's driver for emulated boards: {finn_env.unavailable_reason()}")
+                finn_env.make()
+        assert build_command(folder / "plan", out=folder / "build", fabric_only=not overlay) == 0
         return folder / "build"
 
     return make
@@ -241,10 +252,11 @@ def make_build(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def build(digits, tiny_file, make_build):
-    """digits-cnv planned onto three tiny boards and built for emulation."""
+    """digits-cnv planned onto three tiny boards and built as emulated boards load it: FINN's
+    own driver, run on the pynq library, the emulated PL behind it."""
     from finnchain.boards.catalogue import Catalogue
 
-    out = make_build(digits, Catalogue(tiny_file).chain("tiny:3"), "deploy")
+    out = make_build(digits, Catalogue(tiny_file).chain("tiny:3"), "deploy", overlay=True)
     assert len(list(out.glob("stage*"))) == 3
     return out
 
@@ -257,3 +269,17 @@ def deployed(boards, build):
     r = playbook(boards, build)
     assert r.returncode == 0, r.stdout[-3000:]
     return build
+
+
+BOARD_PYTHON = Path(__file__).resolve().parents[1] / ".venv-board" / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def board_python() -> Path:
+    """A PYNQ v3.0 image's Python (3.10, ``make board``: the oldest numpy and pyzmq finnchain
+    accepts, the image's pynq library, the emulated PL's hook as an emulated board has it)."""
+    if not BOARD_PYTHON.exists():
+        if os.environ.get("FINNCHAIN_REQUIRE_BOARD_PYTHON"):
+            pytest.fail(f"{BOARD_PYTHON} is missing: `make board` makes it (CI requires it)")
+        pytest.skip("no .venv-board (`make board` makes it with a Python 3.10)")
+    return BOARD_PYTHON

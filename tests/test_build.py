@@ -49,9 +49,11 @@ def _check_manifest(out: Path, stages: int) -> Manifest:
 
 
 def test_emulate_target_layout_and_resume(plan_dir, tmp_path):
+    """The fabric alone (--fabric-only: what stages on this machine run; the emulated
+    overlay a board loads is tested in tests/test_pynq.py)."""
     plan = json.loads((plan_dir / "plan.json").read_text())
     out = tmp_path / "out"
-    r = _build(plan_dir / "plan.json", "--target", "emulate", "--out", out)
+    r = _build(plan_dir / "plan.json", "--target", "emulate", "--fabric-only", "--out", out)
     assert r.returncode == 0, r.stdout + r.stderr
     m = _check_manifest(out, len(plan["stages"]))
     assert m.plan_hash == plan["plan_hash"] and m.target == "emulate" and m.cluster.startswith("tinyx")
@@ -67,12 +69,12 @@ def test_emulate_target_layout_and_resume(plan_dir, tmp_path):
         assert sha256_file(out / f"stage{s['index']}" / "model.onnx") == s["files"]["model_sha256"]
     # unchanged inputs: nothing is rebuilt
     stamp = (out / "stage0" / "model.onnx").stat().st_mtime_ns
-    r = _build(plan_dir, "--target", "emulate", "--out", out)
+    r = _build(plan_dir, "--target", "emulate", "--fabric-only", "--out", out)
     assert r.returncode == 0 and r.stdout.count("up to date") == len(plan["stages"])
     assert (out / "stage0" / "model.onnx").stat().st_mtime_ns == stamp
     # a damaged output is noticed and that stage alone is rebuilt
     (out / "stage1" / "model.onnx").write_bytes(b"damaged")
-    r = _build(plan_dir, "--target", "emulate", "--out", out)
+    r = _build(plan_dir, "--target", "emulate", "--fabric-only", "--out", out)
     assert r.returncode == 0 and r.stdout.count("up to date") == len(plan["stages"]) - 1
     _check_manifest(out, len(plan["stages"]))
 
@@ -188,7 +190,7 @@ def test_a_stage_the_emulator_cannot_compile_is_named_and_the_others_kept(plan_d
         return real(model, dest)
 
     monkeypatch.setattr(command, "collect_emulated", refuse_stage1)
-    assert command.build(plan_dir, out=tmp_path / "out") == 1
+    assert command.build(plan_dir, out=tmp_path / "out", fabric_only=True) == 1
     err = capsys.readouterr().err
     assert "error: stage 1 failed: the emulated fabric cannot run it: node Mul_7" in err
     m = Manifest.read(tmp_path / "out" / "manifest.json")

@@ -357,32 +357,28 @@ def test_a_stream_times_every_frame_and_keeps_the_promise(chain, digits, images)
     assert sum(rate for _, rate in r.timeline()) * step == pytest.approx(len(r.seqs), rel=0.01)
 
 
-BOARD_PYTHON = ROOT / ".venv-board" / "bin" / "python"  # `make board`
-
-
-def test_the_stages_run_on_a_pynq_images_python(build_dir, digits, images):
+def test_the_stages_run_on_a_pynq_images_python(build, board_python, digits, images):
     """The board side on PYNQ v3.0's Python (3.10) with the oldest numpy and pyzmq finnchain
-    accepts and nothing of the controller's: stages started there (CURVE on, the emulated
-    fabric) answer this machine's client bit for bit and serve their metrics."""
-    import os
-
-    if not BOARD_PYTHON.exists():
-        if os.environ.get("FINNCHAIN_REQUIRE_BOARD_PYTHON"):
-            pytest.fail(f"{BOARD_PYTHON} is missing: `make board` makes it (CI requires it)")
-        pytest.skip("no .venv-board (`make board` makes it with a Python 3.10)")
+    accepts, the image's pynq library and nothing of the controller's: stages started there
+    (CURVE on, FINN's own driver on pynq, the emulated PL behind it) answer this machine's
+    client bit for bit and serve their metrics, which name pynq and the PL clock."""
     probe = subprocess.run(
-        [str(BOARD_PYTHON), "-c", "import sys, numpy, zmq, importlib.util as u; "
+        [str(board_python), "-c", "import sys, numpy, zmq, importlib.util as u; "
          "print(sys.version_info[:2], numpy.__version__, zmq.__version__, "
          "[m for m in ('torch', 'qonnx', 'onnx', 'brevitas', 'rich', 'yaml', 'prometheus_client') "
          "if u.find_spec(m)])"], capture_output=True, text=True, check=True).stdout.strip()
     print(f"\nboard python: {probe}")
     assert probe == "(3, 10) 1.21.6 22.3.0 []", probe
     whole = Executor(digits).run(images).astype(np.int32)
-    with LocalChain(build_dir, build_dir.parent / "board-py", python=BOARD_PYTHON,
+    with LocalChain(build, build.parent / "board-py", python=board_python,
                     curve=True) as lc, Chain(lc.file, window=8, timeout=30) as c:
         got = c.infer(images)
         readings = [parse(lc.metrics(k)) for k in range(len(lc.procs))]
     assert readings[0].get("finnchain_frames_total", direction="in") == len(images)
+    for r in readings:
+        (info,) = [s.labels for s in r.samples if s.name == "finnchain_stage_info"]
+        assert (info["accelerator"], info["pynq"], info["device"], info["fclk_mhz"]) == (
+            "finn", "3.0.1", "finnchain-emulated-pl", "100"), info
     rss = [r["process_resident_memory_bytes"] / 2**20 for r in readings]
     print("stage resident memory on the board's Python, MiB: "
           + ", ".join(f"{m:.1f}" for m in rss))

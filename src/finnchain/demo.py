@@ -47,10 +47,11 @@ def _plan(model, name: str, spec: str, catalogue: Catalogue, console: Console) -
     chart(plan, out / "plan.png")
     print_plan(plan, console, REFERENCE if name == "mobilenet-v1" else None)
     console.print(f"wrote {out}/plan.json, plan.png and {len(plan.stages)} stage folders")
-    # the overlays for the emulated accelerator, in the layout a FINN build would produce
+    # the emulated accelerator's overlays (the fabric: no FINN needed to check the bits)
     from finnchain.finn.command import build, cluster_name
 
-    build(out / "plan.json", target="emulate", out=ARTIFACTS / name / cluster_name(plan))
+    build(out / "plan.json", target="emulate", out=ARTIFACTS / name / cluster_name(plan),
+          fabric_only=True)
     return [s.output.name for s in plan.stages[:-1]]
 
 
@@ -90,9 +91,9 @@ def run_demo(full: bool = True) -> int:
 # -- the demo on the emulated cluster (root) ----------------------------------------------------
 DEMO_BOARDS = Path(__file__).with_name("boards") / "demo.yaml"
 CLUSTER_DEMOS = {
-    # model, boards for the plan, emulated boards, accelerator, frames for fab benchmark
-    "digits-cnv": ("demo-small:3", 3, "emulate", 2000, "dataset"),
-    "mobilenet-v1": ("zedboard:6", 6, "emulate-paced", 300, "seeded"),
+    # model, boards for the plan, emulated boards, frames for fab benchmark, their source
+    "digits-cnv": ("demo-small:3", 3, 2000, "dataset"),
+    "mobilenet-v1": ("zedboard:6", 6, 300, "seeded"),
 }
 # what the cluster demo runs from the folder it is started in (the repository's root)
 OPERATIONS = ("deploy.yml", "fabfile.py", "health")
@@ -134,25 +135,31 @@ def run_cluster_demo(model: str = "digits-cnv") -> int:
                       f"(it deploys with its {', '.join(OPERATIONS)}): {Path.cwd()} has no "
                       f"{', '.join(missing)}")
         return 2
-    spec, count, accelerator, frames, source = CLUSTER_DEMOS[model]
+    spec, count, frames, source = CLUSTER_DEMOS[model]
     bin_dir = Path(sys.executable).parent
     py, venv = sys.executable, {"PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
     plan_dir, build_dir = ARTIFACTS / "demo" / model / "plan", ARTIFACTS / "deploy"
     _model(model, console)
     console.rule(f"plan {model} onto {spec}")
     _call("planning", plan(model, boards=spec, out=plan_dir, catalogues=[str(DEMO_BOARDS)]))
-    console.rule("build the emulated overlays")
-    _call("building", build(plan_dir, target="emulate", out=build_dir))
+    from finnchain.finn import env as finn_env
+
+    # the boards run FINN's own driver on the pynq library, the emulated PL behind it; without
+    # FINN's environment (which makes the driver) they run the emulated accelerator instead
+    fabric_only = finn_env.find() is None
+    console.rule("build the emulated overlays" + (
+        " (the fabric alone: no FINN environment for FINN's driver; `make finn-env`)"
+        if fabric_only else ": FINN's driver, the emulated bitstream"))
+    _call("building", build(plan_dir, target="emulate", out=build_dir, fabric_only=fabric_only))
     from finnchain.emu import cluster
 
     if cluster.load():
         _step(console, "take down the cluster already up", [py, "-m", "finnchain.cli", "emu", "down"])
     _step(console, f"bring up {count} emulated boards",
           [py, "-m", "finnchain.cli", "emu", "up", "--boards", str(count)])
-    extra = ["-e", f"finnchain_accelerator={accelerator}"] if accelerator != "emulate" else []
     _step(console, "deploy with Ansible (deploy.yml)",
           [str(bin_dir / "ansible-playbook"), "deploy.yml", "-i", str(cluster.DEFAULT_INVENTORY),
-           "-e", f"finnchain_build={build_dir.absolute()}", *extra], env=venv)
+           "-e", f"finnchain_build={build_dir.absolute()}"], env=venv)
     _step(console, "fab benchmark",
           [str(bin_dir / "fab"), "benchmark", "--build", str(build_dir), "--frames", str(frames),
            "--source", source], env=venv)

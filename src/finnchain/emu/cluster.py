@@ -64,7 +64,9 @@ HOST_LINK = "fc-host"
 STATE = Path("/var/lib/finnchain-emu")
 IMAGE = Path("/var/cache/finnchain-emu/image")  # the PYNQ image's additions, made once
 PYNQ_VENV = "/usr/local/share/pynq-venv"
-IMAGE_PACKAGES = ["numpy", "pyzmq"]  # what a PYNQ image's venv has that the runtime needs
+# what a PYNQ image's venv has that the runtime needs (pynq 3.0.1 needs numpy 1, as the image's)
+IMAGE_PACKAGES = ["numpy<2", "pyzmq"]
+IMAGE_VERSION = "2"  # the image is made again when this changes (2: the emulated PL's hook)
 OVERLAID = ("etc", "home", "opt", "root", "usr/bin", "usr/local", "var")
 LINK_RATE = "1gbit"
 BOOT_SECONDS = 30.0
@@ -141,9 +143,12 @@ def make_image(progress=print) -> Path:
 
     The venv is made at its final path, ``/usr/local/share/pynq-venv``, inside a throwaway
     mount namespace whose /usr/local is an overlay with ``IMAGE/usr/local`` as its upper
-    layer: the machine's /usr/local is not touched, and the boards mount that layer."""
+    layer: the machine's /usr/local is not touched, and the boards mount that layer. In place
+    of a board's FPGA the venv gets the emulated PL's hook (``emu/pynq_board.py`` and a
+    ``.pth`` line): once the deployment has installed pynq and finnchain there, pynq finds
+    the emulated PL (``emu.pl``) as a board's pynq finds its FPGA."""
     marker = IMAGE / ".complete"
-    if marker.is_file():
+    if marker.is_file() and marker.read_text().strip() == IMAGE_VERSION:
         return IMAGE
     progress(f"making the PYNQ image's venv once ({', '.join(IMAGE_PACKAGES)}) in {IMAGE} ...")
     shutil.rmtree(IMAGE, ignore_errors=True)
@@ -155,12 +160,17 @@ def make_image(progress=print) -> Path:
     if not Path(python).is_file():
         raise EmuError("the boards need the system Python at /usr/bin/python3 "
                        "(apt-get install python3 python3-venv)")
+    packages = " ".join(f"'{p}'" for p in IMAGE_PACKAGES)
     script = (f"mount -t overlay overlay -o lowerdir=/usr/local,upperdir={upper},workdir={work}"
               f" /usr/local && {python} -m venv {PYNQ_VENV} && "
-              f"{PYNQ_VENV}/bin/pip install --quiet {' '.join(IMAGE_PACKAGES)}")
+              f"{PYNQ_VENV}/bin/pip install --quiet {packages}")
     _run("unshare", "--mount", "--propagation", "private", "bash", "-c", script)
     shutil.rmtree(work, ignore_errors=True)
-    marker.write_text("ok\n")
+    from finnchain.emu import pynq_board
+
+    pynq_board.install(str(next((IMAGE / PYNQ_VENV.lstrip("/")).glob(
+        "lib/python3*/site-packages"))))
+    marker.write_text(IMAGE_VERSION + "\n")
     return IMAGE
 
 

@@ -19,7 +19,8 @@ from finnchain.plan.schema import Plan, StagePlan
 FINN_REQUIRED = ("bitfile/finn-accel.bit", "bitfile/finn-accel.hwh", "driver/driver.py",
                  "driver/driver_base.py")
 REPORTS = ("estimate_layer_resources.json", "estimate_network_performance.json",
-           "estimate_layer_cycles.json", "finnchain_nodes.json", "finnchain_cppsim.json")
+           "estimate_layer_cycles.json", "finnchain_nodes.json", "finnchain_cppsim.json",
+           "finnchain_zynq.json")
 
 
 class CollectError(RuntimeError):

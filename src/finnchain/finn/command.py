@@ -40,6 +40,7 @@ from finnchain.finn.manifest import (
     file_hashes,
     verify,
 )
+from finnchain.finn.overlay import OverlayError, collect_emulated_overlay
 from finnchain.finn.vectors import VectorSpec, chain_vectors, write_vectors
 from finnchain.plan.schema import Plan, PlanFileError, StagePlan
 
@@ -60,8 +61,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "resources, the driver's bytes on the wire); --target finn-cppsim also compiles every "
         "HLS layer's C++ (finn-hlslib, g++) and runs FINN's C++ simulation of the stage on the "
         "verification vectors, naming the layer where a stage parts from them. --target "
-        "emulate writes the deployable layout with each stage's QONNX in place of the "
-        "bitstream, for the emulated accelerator. Stages whose inputs did not change are not "
+        "emulate makes the overlay an emulated board loads: FINN's own driver (FINN's "
+        "environment, no Vivado), the block design's .hwh as FINN's Zynq flow makes it, and in "
+        "place of the bitstream the emulated PL's configuration and the stage's integer "
+        "program (--fabric-only: the program alone, for the emulated accelerator without "
+        "FINN's driver; no FINN needed). Stages whose inputs did not change are not "
         "rebuilt, and the manifest is written as each stage finishes, so an interrupted build "
         "resumes where it stopped. Writes OUT/stage<k>/ and OUT/manifest.json (files and "
         "SHA-256) and prints FINN's estimates beside the plan's. Exits 1 if a stage failed or "
@@ -78,6 +82,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=vectors.FRAMES,
                    help="verification frames per stage for finn and finn-cppsim (default "
                    f"{vectors.FRAMES})")
+    p.add_argument("--fabric-only", action="store_true",
+                   help="emulate: the stage's integer program alone, no FINN driver (boards "
+                   "then run the emulated accelerator, not FINN's driver on pynq)")
     p.add_argument("--force", action="store_true", help="rebuild every stage")
 
 
@@ -95,8 +102,10 @@ def default_jobs(stages: int) -> int:
     return max(1, min(stages, int(mem_gb // GB_PER_FINN_BUILD), os.cpu_count() or 1))
 
 
-def _emulate_hash(model: Path) -> str:
-    return hashlib.sha256(b"emulate\0" + model.read_bytes()).hexdigest()
+def _emulate_hash(model: Path, folder_inputs: str = "") -> str:
+    """An emulated stage's inputs: its model, and the FINN folder its driver comes from."""
+    return hashlib.sha256(b"emulate\0" + model.read_bytes() + b"\0"
+                          + folder_inputs.encode()).hexdigest()
 
 
 def _up_to_date(old: Manifest | None, out: Path, index: int, inputs: str) -> StageEntry | None:
@@ -191,14 +200,17 @@ def print_verification(console: Console, entries: list[StageEntry],
 def run(args: argparse.Namespace) -> int:
     """``finnchain build`` (and ``build/build.py``)."""
     return build(Path(args.plan), target=args.target, out=Path(args.out) if args.out else None,
-                 jobs=args.jobs, force=args.force, frames=args.frames)
+                 jobs=args.jobs, force=args.force, frames=args.frames,
+                 fabric_only=args.fabric_only)
 
 
 def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
-          jobs: int | None = None, force: bool = False, frames: int = vectors.FRAMES) -> int:
+          jobs: int | None = None, force: bool = False, frames: int = vectors.FRAMES,
+          fabric_only: bool = False) -> int:
     """Overlays for every stage of the plan at ``plan_path`` (plan.json or its folder) into
     ``out`` (default artifacts/<model>/<cluster>), with manifest.json; 0 when every stage
-    built, 1 when one failed (the others are kept), 2 on bad input."""
+    built, 1 when one failed (the others are kept), 2 on bad input. ``fabric_only``
+    (emulate): the integer program alone, without FINN's driver."""
     console = Console(width=max(Console().width, 120))
     env = script = None
     try:
@@ -206,10 +218,14 @@ def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
         path = path / "plan.json" if path.is_dir() else path
         plan = Plan.read(path)
         models = {s.index: stage_model_path(path.parent, s) for s in plan.stages}
+        if fabric_only and target != "emulate":
+            raise BuildInputError("--fabric-only goes with --target emulate")
         if target == "finn":
             script = finn_script()
-        elif target in LOCAL_TARGETS:
-            env = finn_env.require()
+        elif target in LOCAL_TARGETS or (target == "emulate" and not fabric_only):
+            env = finn_env.require(why="--target emulate takes FINN's own driver from it "
+                                   "(--fabric-only: the emulated accelerator without it)"
+                                   if target == "emulate" else None)
             why = env.cppsim_unavailable() if target == "finn-cppsim" else None
             if why:
                 raise finn_env.FinnEnvError(f"FINN's C++ simulation cannot run: {why}")
@@ -239,7 +255,9 @@ def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
     queue = []
     for stage in plan.stages:
         if target == "emulate":
-            inputs = _emulate_hash(models[stage.index])
+            folder_inputs = "" if fabric_only else write_folder(
+                plan, path.parent, stage, out / "finn-build").inputs_sha256
+            inputs = _emulate_hash(models[stage.index], folder_inputs)
         else:
             inputs = write_folder(plan, path.parent, stage, out / "finn-build",
                                   verify).inputs_sha256
@@ -276,10 +294,18 @@ def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
     def build_one(stage: StagePlan, inputs: str) -> tuple[StageEntry | None, str | None]:
         dest = out / f"stage{stage.index}"
         shutil.rmtree(dest, ignore_errors=True)  # a stage folder holds what the build puts
-        if target == "emulate":
-            acc = collect_emulated(models[stage.index], dest)
-            return _finish(plan, stage, out, acc, inputs, None), None
         folder = out / "finn-build" / f"stage{stage.index}"
+        if target == "emulate":
+            if fabric_only:
+                acc = collect_emulated(models[stage.index], dest)
+                return _finish(plan, stage, out, acc, inputs, None), None
+            collect_emulated(models[stage.index], dest / "fabric")
+            outcome = run_local(env, folder, folder / "build.log", "estimate",
+                                workers=max(1, (os.cpu_count() or 1) // jobs))
+            if not outcome.ok:
+                return None, outcome.describe() + f" (log: {outcome.log})"
+            acc = collect_emulated_overlay(folder, dest, stage, plan.plan_hash)
+            return _finish(plan, stage, out, acc, inputs, round(outcome.seconds, 1)), None
         if target in LOCAL_TARGETS:
             outcome = run_local(env, folder, folder / "build.log", target.split("-")[1],
                                 workers=max(1, (os.cpu_count() or 1) // jobs))
@@ -310,7 +336,8 @@ def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
         return entry, None
 
     cpu = os.cpu_count() or 1
-    jobs = jobs or (default_jobs(len(queue)) if target == "finn" else cpu)
+    jobs = jobs or (default_jobs(len(queue)) if target == "finn" else
+                    1 if fabric_only else cpu)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress, ThreadPoolExecutor(jobs) as pool:
         tasks = {s.index: progress.add_task(f"stage {s.index} ({s.board['kind']}): building",
@@ -321,7 +348,7 @@ def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
             task = tasks[stage.index]
             try:
                 entry, why = fut.result()
-            except (CollectError, OSError) as exc:
+            except (CollectError, OverlayError, OSError) as exc:
                 entry, why = None, str(exc)
             except CompileError as exc:  # the emulated fabric cannot take the stage's model
                 entry, why = None, f"the emulated fabric cannot run it: {exc}"

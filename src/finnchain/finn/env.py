@@ -211,14 +211,16 @@ def find(path: Path | None = None) -> FinnEnv | None:
     return env
 
 
-def require(path: Path | None = None) -> FinnEnv:
+def require(path: Path | None = None, why: str | None = None) -> FinnEnv:
+    """The FINN environment at ``path`` (default location); FinnEnvError saying how to make
+    it, and ``why`` it is needed, when there is none."""
     env = find(path)
     if env is None:
         where = path or default_location()
         raise FinnEnvError(
             f"no FINN environment at {where}: make it with `finnchain finn-env` (or `make "
             "finn-env`), which takes FINN from $FINN_ROOT or from FINN's archives in "
-            "../shared/deps (FINNCHAIN_FINN_DEPS)")
+            "../shared/deps (FINNCHAIN_FINN_DEPS)" + (f"; {why}" if why else ""))
     return env
 
 

@@ -84,7 +84,7 @@ def whole_model_results(build: Path, manifest: dict, images: np.ndarray) -> np.n
     # the model file is not here: its stages, chained, compute the same (tests/test_split.py)
     x = images
     for entry in sorted(manifest["stages"], key=lambda e: e["index"]):
-        x = Executor(build / entry["dir"] / "model.onnx").run(x)
+        x = Executor(build / entry["dir"] / entry["accelerator"].get("model", "model.onnx")).run(x)
     return x.astype(np.int32)
 
 

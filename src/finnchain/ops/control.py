@@ -62,6 +62,12 @@ def _status(b: BoardHost) -> dict:
     m = scrape(b.address, METRICS_PORT, timeout=CONNECT_SECONDS)
     info = [s.labels for s in m.samples if s.name == "finnchain_stage_info"]
     row["plan"] = info[0].get("plan", "-") if info else "-"
+    # what runs the stage: the accelerator, and for FINN's the pynq library and the PL clock
+    labels = info[0] if info else {}
+    row["accelerator"] = " ".join(filter(None, (
+        labels.get("accelerator", "-"),
+        f"pynq {labels['pynq']}" if "pynq" in labels else "",
+        f"{labels['fclk_mhz']} MHz" if "fclk_mhz" in labels else "")))
     row["frames_in"] = int(m.total("finnchain_frames_total", direction="in"))
     row["errors"] = int(m.total("finnchain_errors_total"))
     row["uptime_s"] = round(m.get("finnchain_uptime_seconds", 0), 1)

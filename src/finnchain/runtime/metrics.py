@@ -24,10 +24,12 @@ class Metrics:
     """Counters and gauges of one stage: written by the stage's loop alone (no lock on the
     hot path), read by the HTTP thread."""
 
-    def __init__(self, stage: int, plan_hash: str, accelerator: str) -> None:
+    def __init__(self, stage: int, plan_hash: str, accelerator: str, **details: str) -> None:
         self.lock = threading.Lock()
         self.started = time.time()
-        self.info = {"stage": str(stage), "plan": plan_hash[:16], "accelerator": accelerator}
+        # details of the accelerator (FINN's: pynq's version, its device, the PL clock)
+        self.info = {"stage": str(stage), "plan": plan_hash[:16], "accelerator": accelerator,
+                     **details}
         self.frames = Counter()  # in, out
         self.bytes = Counter()
         self.errors = Counter()  # by kind

@@ -49,7 +49,13 @@ from pathlib import Path
 import zmq
 
 from finnchain.runtime import protocol as P
-from finnchain.runtime.accel import ACCELERATORS, Accelerator, FrameError, load_accelerator
+from finnchain.runtime.accel import (
+    ACCELERATORS,
+    Accelerator,
+    AcceleratorHang,
+    FrameError,
+    load_accelerator,
+)
 from finnchain.runtime.metrics import Metrics, serve
 
 POLL_MS = 100
@@ -163,7 +169,8 @@ class Stage:
             raise ConfigError("the last stage needs 'results' (where clients collect results)")
         if not self.last and not cfg.downstream:
             raise ConfigError(f"stage {self.index} needs 'downstream' (the next stage)")
-        self.metrics = Metrics(self.index, info["plan_hash"], accelerator.kind)
+        self.metrics = Metrics(self.index, info["plan_hash"], accelerator.kind,
+                               **accelerator.describe())
         # frames taken in and not yet handed on (ZeroMQ's own socket queues are not visible)
         frames = self.metrics.frames
         self.metrics.queues = {"stage": lambda: frames["in"] - frames["out"]}
@@ -173,6 +180,8 @@ class Stage:
         self.thread: threading.Thread | None = None
         self.http = None
         self.quiet = QuietLog()
+        self.ended = threading.Event()  # set by a signal, or when the accelerator hangs
+        self.fatal: str | None = None
 
     def _socket(self, kind: int, in_bytes: int = 0, out_bytes: int = 0) -> zmq.Socket:
         """A socket whose blocking calls give up after POLL_MS (to notice a stop), so that
@@ -267,7 +276,14 @@ class Stage:
                     batch.append(msg)
                     frames += msg[1].count
             if batch:
-                self._run(batch, frames)
+                try:
+                    self._run(batch, frames)
+                except AcceleratorHang as exc:  # the overlay must be loaded again: end here
+                    self.fatal = f"stage {self.index}: {exc}"
+                    log.error("%s; the stage ends so that it is started again", self.fatal)
+                    self.stop.set()
+                    self.ended.set()
+                    return
             self._flush()
 
     def _send(self, parts: list) -> None:
@@ -447,10 +463,12 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, FileNotFoundError, ValueError, zmq.ZMQError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
+        signal.signal(sig, lambda *_: stage.ended.set())
     print(f"stage {stage.index} ready", flush=True)
-    done.wait()
+    stage.ended.wait()
     stage.close()
+    if stage.fatal:
+        print(f"error: {stage.fatal}", file=sys.stderr)
+        return 1
     return 0

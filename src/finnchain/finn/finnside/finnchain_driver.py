@@ -16,13 +16,21 @@ with no producer is ``idma<k>``, one with no consumer ``odma<k>``, the others ke
 node's name, in graph order). The driver lands where FINN's own steps put it: ``output/driver``
 and ``output/deploy/driver``. In a full build (FINN's docker flow and Vivado) FINN's own steps
 write it and this step is not run.
+
+The step also records the block design's IPs that the PS addresses, in the order
+``MakeZYNQProject`` creates them (``report/finnchain_zynq.json``): each DMA's instance name,
+role (the stage's input or output, or a layer's weights) and bytes per frame, and the AXI-lite
+interfaces of the layers' partition (layers with runtime-writable weights). finnchain writes an
+emulated overlay's ``.hwh`` from it (``finnchain.finn.overlay``).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 from finn.transformation.fpgadataflow.create_dataflow_partition import CreateDataflowPartition
 from finn.transformation.fpgadataflow.floorplan import Floorplan
 from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
@@ -34,6 +42,8 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
 from qonnx.transformation.infer_data_layouts import InferDataLayouts
+
+ZYNQ_REPORT = "finnchain_zynq.json"
 
 
 def zynq_graph(model: ModelWrapper, board: str, fpga_part: str, partitions: Path
@@ -67,6 +77,31 @@ def name_instances(model: ModelWrapper) -> dict[str, str]:
     return names
 
 
+def zynq_ips(model: ModelWrapper, names: dict[str, str], driver: Path) -> list[dict]:
+    """The PS-addressed IPs of FINN's top-level graph, in block-design order: DMAs (role,
+    bytes per frame: what one repetition moves) and the AXI-lite interfaces of the rest."""
+    ips = []
+    for node in model.graph.node:
+        child = ModelWrapper(getCustomOp(node).get_nodeattr("model"))
+        first = child.graph.node[0]
+        if len(child.graph.node) == 1 and first.op_type == "IODMA_hls":
+            dma = getCustomOp(first)
+            if dma.get_nodeattr("burstMode") == "wrap":
+                role = "weights"
+                nbytes = int(np.load(driver / "runtime_weights" / f"{names[node.name]}.npy").size)
+            else:
+                role = "input" if dma.get_nodeattr("direction") == "in" else "output"
+                nbytes = int(np.prod(dma.get_nodeattr("numInputVectors"))
+                             * dma.get_nodeattr("NumChannels"))
+            ips.append({"name": names[node.name], "kind": "dma", "role": role,
+                        "bytes_per_frame": nbytes})
+            continue
+        axilite = [n.name for n in child.graph.node
+                   if getCustomOp(n).get_verilog_top_module_intf_names()["axilite"]]
+        ips.append({"name": names[node.name], "kind": "layers", "axilite": axilite})
+    return ips
+
+
 def step_finnchain_pynq_driver(model: ModelWrapper, cfg):
     """FINN's PYNQ driver for the stage, written by FINN's ``MakePYNQDriver`` on the graph of
     its Zynq flow (see the module), into ``output/driver`` and ``output/deploy/driver``. The
@@ -74,10 +109,14 @@ def step_finnchain_pynq_driver(model: ModelWrapper, cfg):
     out = Path(cfg.output_dir)
     top = zynq_graph(ModelWrapper(model.model), cfg.board, cfg._resolve_fpga_part(),
                      out / "intermediate_models" / "zynq_partitions")
-    name_instances(top)
+    names = name_instances(top)
     top = top.transform(MakePYNQDriver(cfg._resolve_driver_platform()))
     top.save(str(out / "intermediate_models" / "finnchain_pynq_driver.onnx"))
     for dest in (out / "driver", out / "deploy" / "driver"):
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(top.get_metadata_prop("pynq_driver_dir"), dest)
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    (out / "report" / ZYNQ_REPORT).write_text(json.dumps(
+        {"platform": "zynq-iodma", "ips": zynq_ips(top, names, out / "driver")}, indent=1)
+        + "\n")
     return model
