@@ -70,7 +70,7 @@ class Load(threading.Thread):
 
 def one_mode(mode: str, build_dir: Path, runs: int, freeze: float, settle: float,
              console: Console) -> dict:
-    from finnchain.models.digits_cnv import dataset
+    from finnchain.models.digits_data import dataset
     from finnchain.runtime.local import LocalChain
 
     if mode == "zmtp":

@@ -150,7 +150,7 @@ def end_to_end(workdir: Path, frames: int) -> dict:
     from finnchain.boards.catalogue import Catalogue
     from finnchain.fabric.executor import Executor
     from finnchain.graph.check import resolve_model
-    from finnchain.models.digits_cnv import dataset
+    from finnchain.models.digits_data import dataset
     from finnchain.plan.make import make_plan, write_plan
 
     catalogue = workdir / "small.yml"

@@ -88,7 +88,7 @@ def mobilenet(mobilenet_path):
 
 @pytest.fixture(scope="session")
 def digits_test_set():
-    from finnchain.models.digits_cnv import dataset
+    from finnchain.models.digits_data import dataset
 
     _, _, x, y = dataset(0)
     return x, y

@@ -98,7 +98,7 @@ def test_a_peer_without_keys_cannot_fill_a_stages_memory(chain, images, digits):
 
 GREEDY = """
 import sys, time
-from finnchain.models.digits_cnv import dataset
+from finnchain.models.digits_data import dataset
 from finnchain.runtime import protocol as P
 from finnchain.runtime.client import Chain
 images = dataset(0)[2]

@@ -68,7 +68,7 @@ def run_demo(full: bool = True) -> int:
             cuts = _plan(model, name, spec, catalogue, console)
         shape = tuple(model.get_tensor_shape(model.graph.input[0].name))
         if name == "digits-cnv":
-            from finnchain.models.digits_cnv import dataset
+            from finnchain.models.digits_data import dataset
 
             _, _, x, labels = dataset(0)
         else:

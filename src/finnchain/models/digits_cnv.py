@@ -13,6 +13,7 @@ from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
 from brevitas.quant import Int32Bias
 from torch import nn
 
+from finnchain.models.digits_data import dataset  # noqa: F401  (the data, without torch)
 from finnchain.models.quant import UintActPoT, WeightPerChannelPoT, WeightPerTensorPoT
 
 BITS = 4
@@ -47,19 +48,6 @@ class DigitsCNV(nn.Module):
         x = self.features(x).flatten(1)
         x = self.act1(self.bn1(self.fc1(x)))
         return self.fc2(x)
-
-
-def dataset(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(train images, train labels, test images, test labels); images uint8 (N, 1, 8, 8)."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    imgs = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[:, None]
-    xtr, xte, ytr, yte = train_test_split(
-        imgs, d.target, test_size=0.2, random_state=seed, stratify=d.target
-    )
-    return xtr, ytr.astype(np.int64), xte, yte.astype(np.int64)
 
 
 def build(seed: int = 0, epochs: int = 40, log=print) -> DigitsCNV:

@@ -37,7 +37,7 @@ def make_source(spec: str, shape: tuple[int, ...], model_name: str, seed: int = 
     if spec == "dataset":
         if model_name != "digits-cnv":
             raise ValueError("--source dataset exists for digits-cnv only; use seeded or a .npy")
-        from finnchain.models.digits_cnv import dataset
+        from finnchain.models.digits_data import dataset
 
         return Source("digits test set", dataset(seed)[2].astype(np.uint8))
     path = Path(spec)
