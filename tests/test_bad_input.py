@@ -46,14 +46,14 @@ def test_an_inventory_with_a_board_twice(build, tmp_path):
 def test_a_build_whose_overlay_changed_after_its_manifest(build, tmp_path):
     good, build = build, tmp_path / "build"
     shutil.copytree(good, build)
-    model = build / "stage1" / "model.onnx"
+    model = build / "stage1" / "fabric" / "model.onnx"  # the emulated bitstream's program
     data = bytearray(model.read_bytes())
     data[-1] ^= 0xFF  # one byte flipped: a corrupted copy
     model.write_bytes(bytes(data))
     (build / "stage2" / "stage.json").unlink()
     assert finnchain(["manifest", "verify", str(build)]) == 1
     inv = _inventory(tmp_path / "inv.yml", ["10.0.0.11", "10.0.0.12", "10.0.0.13"])
-    _refused(inv, build, "stage 1: stage1/model.onnx (changed); stage 2: stage2/stage.json "
+    _refused(inv, build, "stage 1: stage1/fabric/model.onnx (changed); stage 2: stage2/stage.json "
                          "(missing)")
     assert finnchain(["manifest", "verify", str(good)]) == 0
 

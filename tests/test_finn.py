@@ -290,6 +290,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 model = ModelWrapper("output/intermediate_models/step_finnchain_minimize_bit_width.onnx")
 cfg = DataflowBuildConfig(output_dir="output", synth_clk_period_ns=10.0, generate_outputs=[],
+                          fpga_part="xc7z020clg400-1",
                           verify_steps=[VerificationStepType.FOLDED_HLS_CPPSIM],
                           verify_input_npy="verify/input.npy",
                           verify_expected_output_npy="verify/expected_output.npy")
@@ -672,3 +673,61 @@ def test_finn_builds_a_model_written_as_tersely_as_onnx_allows(finn, bare_digits
     check, _ = _one_board_through_finn(finn, load(bare_digits_path), digits_test_set[0][:8],
                                        tmp_path)
     assert check.bit_exact and check.distinct_in >= 8, check
+
+
+# FINN's op classes, asked in FINN's environment: a JSON line {op_type: [node attributes]}
+_FINN_OP_ATTRS = """
+import json, sys, onnx
+from finn.custom_op.fpgadataflow.hls import custom_op as hls
+from finn.custom_op.fpgadataflow.rtl import custom_op as rtl
+out = {}
+for name in json.loads(sys.argv[1]):
+    cls = {**hls, **rtl}.get(name)
+    if cls is not None:  # its attribute table, without __init__'s checks of attribute values
+        inst = cls.__new__(cls)
+        inst.onnx_node = onnx.helper.make_node(name, [], [])
+    out[name] = None if cls is None else sorted(inst.get_nodeattr_types())
+print(json.dumps(out))
+"""
+
+
+def _every_op_at_every_fold() -> list[tuple[object, object]]:
+    """One op of each kind the cost model knows (and both glues of a split layer), each at
+    every fold the planner tries and with weights in URAM where it has weights."""
+    from dataclasses import replace
+
+    from finnchain.cost.ops import KINDS, Fold, StreamGlue
+
+    ops = [cls(name=kind, node="n") for kind, cls in KINDS.items()]
+    ops += [StreamGlue(name=g, node="n", glue=g) for g in ("DuplicateStreams", "StreamingConcat")]
+    ops += [replace(op, inw=8, outw=12) for op in ops if op.kind == "StreamingDataWidthConverter"]
+    out = []
+    for op in ops:
+        folds = op.folds() if hasattr(op, "channels") or hasattr(op, "labels") else [Fold()]
+        if hasattr(op, "front_folds"):
+            folds += op.front_folds(1, False) + op.front_folds(1, True)
+        out += [(op, f) for f in folds]
+    return out
+
+
+def test_every_op_kind_is_a_finn_op_that_takes_what_the_plan_sets(finn):
+    """Each op class's FINN type exists in FINN v0.10.1 as that implementation (HLS or RTL),
+    and FINN's class of it has every attribute the folding config sets on it and every
+    attribute its key is read from (what one home per op kind promises FINN)."""
+    pairs = _every_op_at_every_fold()
+    types = sorted({op.finn_type for op, _ in pairs})
+    r = subprocess.run([str(finn.python), "-c", _FINN_OP_ATTRS, json.dumps(types)],
+                       env=finn.environ(finn.path / "tmp"), capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    attrs = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {"MVAU_hls", "ConvolutionInputGenerator_rtl", "StreamingFIFO_rtl", "IODMA_hls",
+            "StreamingDataWidthConverter_hls", "StreamingDataWidthConverter_rtl"} <= set(types)
+    missing = [t for t, a in attrs.items() if a is None]
+    assert not missing, f"not op types of FINN v0.10.1: {missing}"
+    for op, fold in pairs:
+        have = set(attrs[op.finn_type])
+        config = op.finn_config(fold)
+        assert set(config) <= have, (op.finn_type, fold, set(config) - have)
+        assert set(op.key_attrs()) <= have, (op.finn_type, op.key_attrs())
+        assert len(op.key()) >= len(op.KEY)

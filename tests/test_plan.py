@@ -179,6 +179,30 @@ def test_plan_files_and_schema(digits_plan):
     assert "frames/s predicted" in stdout
 
 
+def test_each_planned_op_is_the_cost_models_op_again(digits_plan):
+    """plan.json's kind and shape rebuild the op the planner costed (``OpPlan.op``): the same
+    cycles and resources at the planned fold, FINN's type as the name's prefix and a key that
+    tells it from the stage's other layers of its kind (what FINN's steps name them by)."""
+    out, _ = digits_plan
+    plan = Plan.read(out / "plan.json")
+    kinds = set()
+    for s in plan.stages:
+        keys = []
+        for op in s.ops:
+            built = op.op()
+            kinds.add(built.kind)
+            assert built.cycles(op.fold_of()) == op.cycles, op.name
+            assert built.resources(op.fold_of()).to_dict() == op.resources, op.name
+            assert bool(op.finn_name) != built.inserted_by_finn, op.name
+            if op.finn_name:
+                assert op.finn_name.startswith(built.finn_type + "_"), op.name
+                keys.append([op.kind, *built.key()])
+        assert len(keys) == len({json.dumps(k) for k in keys}) or s.index, keys
+    assert {"MVAU", "ConvolutionInputGenerator", "StreamingFIFO", "LabelSelect"} <= kinds
+    with pytest.raises(ValueError, match="kind 'Conv' is none the cost model knows"):
+        replace(plan.stages[0].ops[0], kind="Conv").op()
+
+
 def test_plan_stage_models_chain_bit_exactly(digits_plan, digits, digits_test_set):
     out, _ = digits_plan
     plan = Plan.read(out / "plan.json")

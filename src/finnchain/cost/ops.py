@@ -58,8 +58,10 @@ place: it keeps FINN's figure (so that our prediction and FINN's report agree) o
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 UNESTIMATED_LUT = 300  # LUTs assumed for an op FINN gives no estimate
 AP_INT_MAX_W = 8191  # FINN v0.10.1: the widest ap_int an HLS layer's C++ may use (module notes)
@@ -149,15 +151,64 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+STYLES = ("block", "distributed")  # window buffers, stand-alone thresholds
+WEIGHT_STYLES = ("block", "distributed", "ultra")  # an MVAU's or VVAU's weights
+
+
 @dataclass(frozen=True)
 class Op:
-    """A FINN HW op. ``node`` is the QONNX node it comes from (for messages and folding)."""
+    """A FINN HW op. ``node`` is the QONNX node it comes from (for messages and folding).
+
+    Besides its costs, each class holds what FINN calls it and how FINN is told to build it, so
+    that adding an op kind touches one class: ``kind`` (FINN's op type before specialisation),
+    ``impl`` (after it: ``hls`` or ``rtl``, ``finn_type``), ``inserted_by_finn`` (FIFOs,
+    converters and DMAs FINN inserts itself: costed, never configured), ``KEY`` (the dimensions
+    that tell one layer from another of its kind, as our fields and FINN's node attributes),
+    ``finn_config`` (its folding-config entry), ``folds`` (the foldings the planner tries) and
+    ``out_bits``.
+    """
 
     name: str
     node: str
 
     kind = "Op"
-    hls = True  # FINN builds it from HLS C++: bounded by AP_INT_MAX_W (module notes)
+    impl = "hls"  # FINN builds it from HLS C++: bounded by AP_INT_MAX_W (module notes)
+    inserted_by_finn = False
+    KEY: ClassVar[tuple[tuple[str, str], ...]] = (("channels", "NumChannels"),)
+    FOLD_COUNT = "channels"  # what PE divides (``folds``)
+    FOLD_STYLES: ClassVar[tuple[str, ...]] = ("block",)  # the ram_style values ``folds`` tries
+
+    @property
+    def finn_type(self) -> str:
+        """FINN's node type after specialisation (``MVAU_hls``, ``FMPadding_rtl``)."""
+        return f"{self.kind}_{self.impl}"
+
+    def key(self) -> list[int]:
+        """The dimensions ``KEY`` names, flat (FINN's node attributes read the same)."""
+        dims: list[int] = []
+        for ours, _ in self.KEY:
+            v = getattr(self, ours)
+            dims += [int(x) for x in v] if isinstance(v, (tuple, list)) else [int(v)]
+        return dims
+
+    @classmethod
+    def key_attrs(cls) -> list[str]:
+        """FINN's node attributes that hold ``key()``, in its order."""
+        return [theirs for _, theirs in cls.KEY]
+
+    def finn_config(self, f: Fold) -> dict:
+        """This op's entry in FINN's folding config at ``f`` (none for an op FINN inserts and
+        sizes itself)."""
+        return {} if self.inserted_by_finn else {"PE": f.pe}
+
+    def folds(self) -> list[Fold]:
+        """The foldings the planner tries when this op is a layer's main op, in its order."""
+        count = getattr(self, self.FOLD_COUNT)
+        return [Fold(pe=pe, ram_style=s) for pe in divisors(count) for s in self.FOLD_STYLES]
+
+    def out_bits(self) -> int:
+        """Bits of one output value."""
+        return getattr(self, "obits", 0) or self.abits
 
     def cycles(self, f: Fold) -> int:
         raise NotImplementedError
@@ -184,7 +235,7 @@ class Op:
     def buildable(self, f: Fold) -> bool:
         """Whether FINN v0.10.1 generates this op at ``f``: an HLS op's widest ap_int is at
         most AP_INT_MAX_W."""
-        return not self.hls or self.ap_int_width(f) <= AP_INT_MAX_W
+        return self.impl != "hls" or self.ap_int_width(f) <= AP_INT_MAX_W
 
     def describe(self) -> dict:
         return {"kind": self.kind, **asdict(self)}
@@ -200,6 +251,26 @@ class _MacUnit:
     RUNGS: tuple[int, int, int] = (9, 18, 36)
     THR_CEIL = True
     THR_BLOCK = True  # FINN lets the thresholds go to block RAM (MVAU: ram_style_thresholds)
+    MEM_MODE = "internal_decoupled"  # FINN's mem_mode: the weights stream from a memory beside it
+
+    def memories(self) -> tuple[tuple[str, str], ...]:
+        """The (weights, thresholds) memory styles the planner tries, in its order: thresholds
+        in block RAM too where FINN allows it and there are thresholds."""
+        thresholds = STYLES if self.THR_BLOCK and self.obits else ("distributed",)
+        return tuple(itertools.product(WEIGHT_STYLES, thresholds))
+
+    def finn_config(self, f: Fold) -> dict:
+        entry = {"PE": f.pe, "SIMD": f.simd, "ram_style": f.ram_style, "resType": f.res_type,
+                 "mem_mode": self.MEM_MODE}
+        if self.THR_BLOCK:
+            entry["ram_style_thresholds"] = f.thr_style
+        if f.ram_style == "ultra":
+            entry["runtime_writeable_weights"] = 1  # FINN v0.10.1 requires it for URAM
+        return entry
+
+    def out_bits(self) -> int:
+        """The activation's bits, or the accumulator's without one."""
+        return self.obits or self.acc()
 
     def resources(self, f: Fold) -> Res:
         p, q, w, a = f.pe, f.simd, self.wbits, self.abits
@@ -251,6 +322,12 @@ class MVAU(_MacUnit, Op):
     obits: int = 0  # 0: no activation, the output is the accumulator
 
     kind = "MVAU"
+    KEY = (("mw", "MW"), ("mh", "MH"))
+
+    def folds(self) -> list[Fold]:
+        """PE over output channels, SIMD over the inputs, then each memory style."""
+        return [Fold(pe, simd, style, thr_style=thr) for pe in divisors(self.mh)
+                for simd in divisors(self.mw) for style, thr in self.memories()]
 
     def legal(self, f: Fold) -> bool:
         return self.mh % f.pe == 0 and self.mw % f.simd == 0
@@ -298,9 +375,16 @@ class VVAU(_MacUnit, Op):
     obits: int = 4
 
     kind = "VVAU"
+    KEY = (("channels", "Channels"), ("kernel", "Kernel"))
     RUNGS = (8, 16, 32)
     THR_CEIL = False
     THR_BLOCK = False  # FINN v0.10.1's VVAU has no ram_style_thresholds
+
+    def folds(self) -> list[Fold]:
+        """PE over channels, SIMD one or the whole window (a window generator gives a VVAU a
+        pixel or a whole window a cycle), then each memory style."""
+        return [Fold(pe, simd, style, thr_style=thr) for pe in divisors(self.channels)
+                for simd in (1, self.k2) for style, thr in self.memories()]
 
     @property
     def k2(self) -> int:
@@ -336,6 +420,13 @@ class _PerSimd:
     def legal(self, f: Fold) -> bool:
         return self.channels % f.simd == 0
 
+    def front_folds(self, simd: int, parallel: bool) -> list[Fold]:
+        """Its foldings in front of a layer's main op that takes ``simd`` values a cycle."""
+        return [Fold(simd=simd)]
+
+    def finn_config(self, f: Fold) -> dict:
+        return {"SIMD": f.simd}
+
     def in_width(self, f: Fold) -> int:
         return f.simd * self.abits
 
@@ -367,7 +458,15 @@ class SWG(_PerSimd, Op):
     depthwise: bool = False
 
     kind = "ConvolutionInputGenerator"
-    hls = False  # FINN v0.10.1's RTL window generator
+    impl = "rtl"  # FINN v0.10.1's RTL window generator
+    KEY = (("channels", "IFMChannels"), ("kernel", "ConvKernelDim"), ("stride", "Stride"))
+
+    def front_folds(self, simd: int, parallel: bool) -> list[Fold]:
+        """Each buffer style; ``parallel``: all of a window's pixels a cycle."""
+        return [Fold(simd=simd, ram_style=s, parallel_window=parallel) for s in STYLES]
+
+    def finn_config(self, f: Fold) -> dict:
+        return {"SIMD": f.simd, "ram_style": f.ram_style, "parallel_window": int(f.parallel_window)}
 
     def buffer_depth(self, f: Fold) -> int:
         (kh, kw), (_, iw), (sh, sw) = self.kernel, self.in_dims, self.stride
@@ -437,7 +536,7 @@ class FMPadding(_PerSimd, Op):
     abits: int = 4
 
     kind = "FMPadding"
-    hls = False  # FINN's RTL padding
+    impl = "rtl"  # FINN's RTL padding
 
     def cycles(self, f: Fold) -> int:
         return int(self.channels // f.simd * self.out_dims[0] * self.out_dims[1])
@@ -474,6 +573,10 @@ class Thresholding(_PerChannel, Op):
     obits: int = 4
 
     kind = "Thresholding"
+    FOLD_STYLES = STYLES
+
+    def finn_config(self, f: Fold) -> dict:
+        return {"PE": f.pe, "ram_style": f.ram_style}
 
     def cycles(self, f: Fold) -> int:
         return int(self.dims[0] * self.dims[1] * self.channels // f.pe)
@@ -577,6 +680,8 @@ class LabelSelect(Op):
     abits: int = 16
 
     kind = "LabelSelect"
+    KEY = (("labels", "Labels"),)
+    FOLD_COUNT = "labels"
 
     @property
     def obits(self) -> int:
@@ -614,6 +719,9 @@ class ChannelwiseOp(_PerChannel, Op):
 
     kind = "ChannelwiseOp"
 
+    def finn_config(self, f: Fold) -> dict:
+        return {"PE": f.pe, "ram_style": "distributed"}  # its parameters in LUTs
+
     def cycles(self, f: Fold) -> int:
         return int(self.dims[0] * self.dims[1] * self.channels // f.pe)
 
@@ -638,9 +746,15 @@ class StreamGlue(Op):
     abits: int = 4
     glue: str = "DuplicateStreams"
 
+    KEY = ()  # a split layer's stage keeps FINN's names (``finn.folder.folder_meta``)
+
     @property
     def kind(self) -> str:  # type: ignore[override]
         return self.glue
+
+    def finn_config(self, f: Fold) -> dict:
+        """DuplicateStreams by PE; FINN v0.10.1's StreamingConcat has no folding."""
+        return {"PE": f.pe} if self.glue == "DuplicateStreams" else {}
 
     def cycles(self, f: Fold) -> int:
         return -(-self.words // self.width)
@@ -664,7 +778,9 @@ class FIFO(Op):
     width: int = 8
 
     kind = "StreamingFIFO"
-    hls = False  # FINN's RTL FIFO, or a Vivado FIFO
+    impl = "rtl"  # FINN's RTL FIFO, or a Vivado FIFO
+    inserted_by_finn = True
+    KEY = ()  # never named by the plan
 
     def cycles(self, f: Fold) -> int:
         return 0
@@ -701,11 +817,13 @@ class DWC(Op):
     outw: int = 8
 
     kind = "StreamingDataWidthConverter"
+    inserted_by_finn = True
+    KEY = ()  # never named by the plan
 
     @property
-    def hls(self) -> bool:  # type: ignore[override]
+    def impl(self) -> str:  # type: ignore[override]
         """FINN specialises a converter to RTL where one width divides the other, else HLS."""
-        return self.inw % self.outw != 0 and self.outw % self.inw != 0
+        return "hls" if self.inw % self.outw and self.outw % self.inw else "rtl"
 
     def cycles(self, f: Fold) -> int:
         return 0
@@ -738,7 +856,12 @@ class IODMA(Op):
     bytes_per_frame: int = 0
 
     kind = "IODMA"
-    hls = False  # HLS, but FINN's IODMA_hls sets its ap_int width without the bound
+    inserted_by_finn = True
+    KEY = ()  # never named by the plan
+
+    def buildable(self, f: Fold) -> bool:
+        """Always: FINN's IODMA_hls sets its ap_int width without the bound."""
+        return True
 
     def cycles(self, f: Fold) -> int:
         return math.ceil(self.bytes_per_frame * 8 / IODMA_BITS)
@@ -750,6 +873,30 @@ class IODMA(Op):
         return IODMA_BITS
 
     out_width = in_width
+
+
+def _kinds() -> dict[str, type[Op]]:
+    out: dict[str, type[Op]] = {}
+    stack = list(Op.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack += cls.__subclasses__()
+        if isinstance(cls.__dict__.get("kind"), str):
+            out[cls.kind] = cls
+    return out
+
+
+KINDS = _kinds()  # op kind -> class (StreamGlue's kinds are its ``glue``)
+
+
+def op_of(kind: str, name: str, node: str, shape: dict) -> Op:
+    """The op a plan describes (plan.json's ``kind`` and ``shape``), to ask it its facts."""
+    cls = StreamGlue if "glue" in shape else KINDS.get(kind)
+    if cls is None:
+        raise ValueError(f"op {name}: kind {kind!r} is none the cost model knows "
+                         f"({', '.join(sorted(KINDS))})")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in shape.items()}
+    return cls(name=name, node=node, **fields)
 
 
 @dataclass

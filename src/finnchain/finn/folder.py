@@ -86,25 +86,15 @@ def split_mvaus(stage: StagePlan) -> list[dict]:
 
 def layer_keys(stage: StagePlan) -> list[list]:
     """The stage's planned HW layers in the plan's order, each as its name in FINN's graph, its
-    kind and the dimensions that tell it from others of its kind (finnside ``layer_key`` reads
-    the same from FINN's nodes, to give each the plan's name and so the plan's folding)."""
-    keys = []
-    for op in stage.ops:
-        if not op.finn_name:
-            continue
-        sh = op.shape
-        if op.kind == "MVAU":
-            dims = [sh["mw"], sh["mh"]]
-        elif op.kind == "VVAU":
-            dims = [sh["channels"], *sh["kernel"]]
-        elif op.kind == "ConvolutionInputGenerator":
-            dims = [sh["channels"], *sh["kernel"], *sh["stride"]]
-        elif op.kind == "LabelSelect":
-            dims = [sh["labels"]]
-        else:
-            dims = [sh["channels"]]
-        keys.append([op.finn_name, op.kind, *(int(d) for d in dims)])
-    return keys
+    kind and the dimensions that tell it from others of its kind (``Op.key``; finnside
+    ``layer_key`` reads the same from FINN's nodes, by the attributes ``layer_attrs`` names, to
+    give each the plan's name and so the plan's folding)."""
+    return [[op.finn_name, op.kind, *op.op().key()] for op in stage.ops if op.finn_name]
+
+
+def layer_attrs(stage: StagePlan) -> dict[str, list[str]]:
+    """Per planned kind, FINN's node attributes that hold its key (``Op.key_attrs``)."""
+    return {op.kind: op.op().key_attrs() for op in stage.ops if op.finn_name}
 
 
 def folder_meta(plan: Plan, stage: StagePlan) -> dict:
@@ -120,6 +110,7 @@ def folder_meta(plan: Plan, stage: StagePlan) -> dict:
         "split_mvaus": splits,
         # a split layer's glue has no channels of its own; its stage keeps FINN's order
         "layers": [] if splits else layer_keys(stage),
+        "layer_attrs": {} if splits else layer_attrs(stage),
     }
 
 

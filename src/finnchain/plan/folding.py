@@ -54,11 +54,6 @@ from finnchain.cost.ops import (
     fifo_depth,
 )
 
-STYLES = ("block", "distributed")  # window buffers, stand-alone thresholds
-WEIGHT_STYLES = ("block", "distributed", "ultra")
-# (weights, thresholds) memory styles of an MVAU; a VVAU's thresholds are always LUTs
-MEMORY = tuple(itertools.product(WEIGHT_STYLES, STYLES))
-VVAU_MEMORY = tuple((w, "distributed") for w in WEIGHT_STYLES)
 MAX_COMBOS = 20_000  # a segment's layer combinations costed at once; beyond, pruned layer by layer
 MAX_OPTIONS = 24  # options kept per segment (the cheapest in LUT for each RAMB18 count)
 
@@ -172,31 +167,26 @@ def _pareto_index(costs: np.ndarray, keep: int) -> list[int]:
 
 
 def _fronts(layer: Layer, simd: int, parallel: bool) -> list[list[Placed]]:
-    """Padding and window generator in front of the main op, one list per buffer style."""
-    front = []
-    for op in layer.ops[:-1]:
-        if isinstance(op, (FMPadding, DownSampler)):
-            front.append([Placed(op, Fold(simd=simd))])
-        elif isinstance(op, SWG):
-            front.append([Placed(op, Fold(simd=simd, ram_style=s, parallel_window=parallel))
-                          for s in STYLES])
+    """Padding and window generator in front of the main op, one list per combination of
+    their foldings (``front_folds``)."""
+    front = [[Placed(op, f) for f in op.front_folds(simd, parallel)] for op in layer.ops[:-1]]
     return [list(c) for c in itertools.product(*front)]
 
 
-def _mvau_folds(layer: Layer) -> list[tuple[Fold, list[list[Placed]]]]:
-    """Legal (PE, SIMD) of an MVAU layer with the window ops each implies."""
-    main: MVAU = layer.main
-    window = next((op for op in layer.ops if isinstance(op, (SWG, DownSampler))), None)
-    out = []
-    for pe in divisors(main.mh):
-        for simd in divisors(main.mw):
-            if window is None:
-                out.append((Fold(pe, simd), [[]]))
-            elif window.legal(Fold(simd=simd)):
-                out.append((Fold(pe, simd), _fronts(layer, simd, False)))
-            elif simd == main.mw and isinstance(window, SWG):
-                out.append((Fold(pe, simd), _fronts(layer, window.channels, True)))
-    return out
+def _main_fronts(layer: Layer, fold: Fold) -> list[list[Placed]]:
+    """What goes in front of the main op at ``fold``: none when its window generator cannot
+    feed it (the window generator's SIMD must divide its channels)."""
+    main, window = layer.main, next((op for op in layer.ops if isinstance(op, (SWG, DownSampler))),
+                                    None)
+    if isinstance(main, VVAU):
+        return _fronts(layer, fold.pe, fold.simd > 1)
+    if isinstance(main, MVAU) and window is not None:
+        if window.legal(Fold(simd=fold.simd)):
+            return _fronts(layer, fold.simd, False)
+        if fold.simd == main.mw and isinstance(window, SWG):
+            return _fronts(layer, window.channels, True)
+        return []
+    return [[]]
 
 
 def _candidates(layer: Layer) -> list[Option]:
@@ -208,29 +198,12 @@ def _candidates(layer: Layer) -> list[Option]:
 def _all_candidates(layer: Layer) -> list[Option]:
     main = layer.main
     out: list[Option] = []
-    if isinstance(main, MVAU):
-        memory = MEMORY if main.obits else tuple((w, "distributed") for w in WEIGHT_STYLES)
-        for fold, fronts in _mvau_folds(layer):
-            for (style, thr), front in itertools.product(memory, fronts):
-                out.append(_option([*front, Placed(main, replace(fold, ram_style=style,
-                                                                 thr_style=thr))]))
-        if len(layer.ops) == 1:
-            out += _split_candidates(layer)
-    elif isinstance(main, VVAU):
-        for pe in divisors(main.channels):
-            for simd in (1, main.k2):
-                for (style, thr), front in itertools.product(VVAU_MEMORY,
-                                                             _fronts(layer, pe, simd > 1)):
-                    out.append(_option([*front, Placed(main, Fold(pe, simd, style,
-                                                                  thr_style=thr))]))
-    else:
-        count = getattr(main, "channels", None) or getattr(main, "labels", 1)
-        styles = STYLES if main.kind == "Thresholding" else ("block",)
-        for pe in divisors(count):
-            for style in styles:
-                fold = Fold(pe=pe, ram_style=style)
-                skip = [Placed(main.skip_fifo(fold), Fold())] if isinstance(main, AddStreams) else []
-                out.append(_option([*skip, Placed(main, fold)]))
+    for fold in main.folds():
+        skip = [Placed(main.skip_fifo(fold), Fold())] if isinstance(main, AddStreams) else []
+        for front in _main_fronts(layer, fold):
+            out.append(_option([*front, *skip, Placed(main, fold)]))
+    if isinstance(main, MVAU) and len(layer.ops) == 1:
+        out += _split_candidates(layer)
     return out
 
 
@@ -325,13 +298,6 @@ def aligned(values: int, channels: int, bits: int) -> bool:
     return values == channels or (values * bits % 8 == 0 and channels * bits % 8 == 0)
 
 
-def _out_bits(op) -> int:
-    obits = getattr(op, "obits", 0)
-    if obits:
-        return obits
-    return op.acc() if hasattr(op, "acc") else op.abits
-
-
 def _ends(option: Option) -> tuple[Placed, Placed]:
     ops = [p for p in option.placed if not isinstance(p.op, (FIFO, DWC))]
     return ops[0], ops[-1]
@@ -371,7 +337,7 @@ class Candidates:
         cut = segment.cut
         for o in self.layers[-1]:
             last = _ends(o)[1]
-            if cut is None or aligned(last.op.out_width(last.fold) // _out_bits(last.op),
+            if cut is None or aligned(last.op.out_width(last.fold) // last.op.out_bits(),
                                       cut.shape[1], _bits_of(cut.datatype)):
                 self.ends_ok.add(id(o))
 

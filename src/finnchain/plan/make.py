@@ -25,7 +25,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from finnchain.boards.catalogue import Board
 from finnchain.cost.lower import input_bytes, segments
-from finnchain.cost.ops import DWC, FIFO, IODMA, Placed
+from finnchain.cost.ops import Placed
 from finnchain.graph.cuts import CutPoint
 from finnchain.graph.model import input_name, load, output_name, save
 from finnchain.graph.split import split
@@ -33,17 +33,6 @@ from finnchain.plan.partition import Search, best_chain
 from finnchain.plan.schema import SCHEMA, OpPlan, Plan, StagePlan, Tensor
 from finnchain.plan.stage import Stage
 
-# FINN's node type after specialisation for each kind the cost model knows
-FINN_TYPES = {
-    "MVAU": "MVAU_hls", "VVAU": "VVAU_hls",
-    "ConvolutionInputGenerator": "ConvolutionInputGenerator_rtl", "FMPadding": "FMPadding_rtl",
-    "DownSampler": "DownSampler_hls",
-    "Thresholding": "Thresholding_hls", "GlobalAccPool": "GlobalAccPool_hls",
-    "LabelSelect": "LabelSelect_hls", "StreamingMaxPool": "StreamingMaxPool_hls",
-    "DuplicateStreams": "DuplicateStreams_hls", "StreamingConcat": "StreamingConcat_hls",
-    "ChannelwiseOp": "ChannelwiseOp_hls", "AddStreams": "AddStreams_hls",
-}
-INSERTED_BY_FINN = (FIFO, DWC, IODMA)  # FINN inserts these itself; they are costed only
 OUTPUTS = ["estimate_reports", "bitfile", "pynq_driver", "deployment_package"]
 
 
@@ -83,8 +72,8 @@ def _ops(stage: Stage) -> list[OpPlan]:
     out = []
     for p in stage.placed:
         finn = ""
-        if not isinstance(p.op, INSERTED_BY_FINN):
-            ftype = FINN_TYPES.get(p.op.kind, p.op.kind)
+        if not p.op.inserted_by_finn:
+            ftype = p.op.finn_type
             finn = f"{ftype}_{count[ftype]}"
             count[ftype] += 1
         out.append(OpPlan(name=p.op.name, finn_name=finn, kind=p.op.kind, node=p.op.node,
@@ -173,30 +162,8 @@ def folding_config(stage: StagePlan) -> dict:
     """FINN's folding config for one stage: one entry per node FINN will have."""
     cfg: dict = {"Defaults": {}}
     for op in stage.ops:
-        if not op.finn_name:
-            continue
-        f, entry = op.fold, {}
-        if op.kind in ("MVAU", "VVAU"):
-            entry = {"PE": f["pe"], "SIMD": f["simd"], "ram_style": f["ram_style"],
-                     "resType": f["res_type"], "mem_mode": "internal_decoupled"}
-            if op.kind == "MVAU":
-                entry["ram_style_thresholds"] = f["thr_style"]
-        elif op.kind == "ConvolutionInputGenerator":
-            entry = {"SIMD": f["simd"], "ram_style": f["ram_style"],
-                     "parallel_window": int(f["parallel_window"])}
-        elif op.kind in ("FMPadding", "DownSampler"):
-            entry = {"SIMD": f["simd"]}
-        elif op.kind == "Thresholding":
-            entry = {"PE": f["pe"], "ram_style": f["ram_style"]}
-        elif op.kind in ("GlobalAccPool", "LabelSelect", "StreamingMaxPool"):
-            entry = {"PE": f["pe"]}
-        elif op.kind == "ChannelwiseOp":
-            entry = {"PE": f["pe"], "ram_style": "distributed"}
-        elif op.kind in ("DuplicateStreams", "AddStreams"):
-            entry = {"PE": f["pe"]}
-        if f["ram_style"] == "ultra" and op.kind in ("MVAU", "VVAU"):
-            entry["runtime_writeable_weights"] = 1  # FINN v0.10.1 requires it for URAM
-        cfg[op.finn_name] = entry
+        if op.finn_name:
+            cfg[op.finn_name] = op.op().finn_config(op.fold_of())
     return cfg
 
 
@@ -207,8 +174,7 @@ def specialize_config(stage: StagePlan) -> dict:
     for op in stage.ops:
         if not op.finn_name:
             continue
-        style = op.finn_name.rsplit("_", 2)[-2]
-        cfg[f"{op.kind}_{count[op.kind]}"] = {"preferred_impl_style": style}
+        cfg[f"{op.kind}_{count[op.kind]}"] = {"preferred_impl_style": op.op().impl}
         count[op.kind] += 1
     return cfg
 

@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from finnchain.cost.ops import Fold, Op, op_of
 from finnchain.files import read_document, write_document
 
 SCHEMA = "finnchain.plan/1"
@@ -58,6 +59,13 @@ class OpPlan:
     def __post_init__(self) -> None:
         if self.cycles < 0:
             raise ValueError(f"op {self.name}: cycles must be at least 0, got {self.cycles}")
+
+    def op(self) -> Op:
+        """The cost model's op it describes (its FINN type, key, folding-config entry)."""
+        return op_of(self.kind, self.name, self.node, self.shape)
+
+    def fold_of(self) -> Fold:
+        return Fold(**self.fold)
 
 
 @dataclass

@@ -374,25 +374,20 @@ class MergeTwinTransposes(Transformation):
         return model, False
 
 
-# what tells one layer from another of its kind, from FINN's node attributes (the plan writes
-# the same from its ops' shapes: finnchain.finn.folder ``layer_keys``)
-KEY_ATTRS = {"MVAU": ("MW", "MH"), "VVAU": ("Channels", "Kernel"),
-             "ConvolutionInputGenerator": ("IFMChannels", "ConvKernelDim", "Stride"),
-             "LabelSelect": ("Labels",)}
-
-
-def layer_key(node) -> list:
-    """A HW node's kind (its op type without _hls/_rtl) and dimensions, as finnchain.json's
-    ``layers`` list them after the plan's name."""
+def layer_key(node, attrs: dict) -> list:
+    """A HW node's kind (its op type without _hls/_rtl) and the dimensions that tell it from
+    others of its kind, read from the node attributes finnchain.json's ``layer_attrs`` name
+    for its kind (finnchain's op classes hold them), as its ``layers`` list them after the
+    plan's name. A kind the plan does not make matches no planned layer."""
     kind = node.op_type.removesuffix("_hls").removesuffix("_rtl")
     inst = getCustomOp(node)
     key = []
-    for attr in KEY_ATTRS.get(kind, ("NumChannels",)):
+    for attr in attrs.get(kind, ()):
         if attr not in inst.get_nodeattr_types():
-            return [kind]  # a kind the plan does not make: it matches no planned layer
+            return [kind]
         v = inst.get_nodeattr(attr)
         key += [int(x) for x in v] if isinstance(v, (list, tuple)) else [int(v)]
-    return [kind, *key]
+    return [kind, *key] if kind in attrs else [kind]
 
 
 class NameAsPlanned(Transformation):
@@ -404,9 +399,10 @@ class NameAsPlanned(Transformation):
     dimensions not yet taken. Nothing is renamed when a node matches no planned layer (FINN
     made another layer: the check against the plan names it)."""
 
-    def __init__(self, planned: list[list]):
+    def __init__(self, planned: list[list], attrs: dict[str, list[str]]):
         super().__init__()
         self.planned = planned
+        self.attrs = attrs
 
     def apply(self, model):
         free = list(range(len(self.planned)))
@@ -414,7 +410,7 @@ class NameAsPlanned(Transformation):
         for node in model.graph.node:
             if not is_fpgadataflow_node(node):
                 continue
-            key = layer_key(node)
+            key = layer_key(node, self.attrs)
             at = next((j for j in free if self.planned[j][1:] == key), None)
             if at is None:
                 return model, False
@@ -618,7 +614,7 @@ def step_finnchain_apply_folding(model: ModelWrapper, cfg):
     model = model.transform(GiveUniqueNodeNames())
     planned = meta().get("layers")
     if planned:
-        model = model.transform(NameAsPlanned(planned))
+        model = model.transform(NameAsPlanned(planned, meta()["layer_attrs"]))
     return model.transform(ApplyConfig(cfg.folding_config_file))
 
 
