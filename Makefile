@@ -13,7 +13,7 @@ BOARD_VENV := .venv-board
 BOARD_PYTHON ?= $(shell for p in python3.10 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10*/bin/python3.10 2>/dev/null); do $$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && command -v $$p && break; done)
 BOARD_PINS := numpy==1.21.6 pyzmq==22.3.0 onnxruntime==1.23.2 pynq==3.0.1 'pycparser<3' bitstring==3.1.7
 
-.PHONY: demo demo-mobilenet test bench soak ops models venv board finn-env clean
+.PHONY: demo demo-mobilenet test test-all bench soak ops models venv board finn-env clean
 
 $(VENV)/.installed-%: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ demo-mobilenet: models finn-env
 
 test: venv finn-env board
 	$(VENV)/bin/python -m pytest
+
+# also the slow tests (MobileNetV1 through FINN's front-end, every single cut): about 40 min more
+test-all: venv finn-env board
+	$(VENV)/bin/python -m pytest -m ''
 
 bench: venv finn-env
 	$(VENV)/bin/python bench/executor.py

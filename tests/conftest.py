@@ -225,17 +225,18 @@ def boards(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def make_build(tmp_path_factory):
-    """``make_build(model, boards, name, overlay=False)``: the model planned onto ``boards`` (a
-    list of catalogue boards) and built for emulation in a fresh folder; returns the build
+    """``make_build(model, boards, name, overlay=False, **plan_args)``: the model planned onto
+    ``boards`` (a list of catalogue boards; ``plan_args`` for ``make_plan``) and built for
+    emulation in a fresh folder; returns the build
     folder. ``overlay``: the emulated overlay an emulated board loads (FINN's own driver, the
     emulated bitstream; FINN's environment is made when missing), else the fabric alone (what
     stages on this machine run with the emulated accelerator)."""
     from finnchain.finn.command import build as build_command
     from finnchain.plan.make import make_plan, write_plan
 
-    def make(model, boards, name: str = "build", overlay: bool = False):
+    def make(model, boards, name: str = "build", overlay: bool = False, **plan_args):
         folder = tmp_path_factory.mktemp(name)
-        plan, _, models = make_plan(model, boards, "digits-cnv", "x")
+        plan, _, models = make_plan(model, boards, "digits-cnv", "x", **plan_args)
         write_plan(plan, models, folder / "plan")
         if overlay:
             from finnchain.finn import env as finn_env

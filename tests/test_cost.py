@@ -14,6 +14,7 @@ from finnchain.cost.lower import LoweringError, segments
 from finnchain.cost.ops import (
     DWC,
     FIFO,
+    IODMA,
     MVAU,
     SWG,
     VVAU,
@@ -91,6 +92,34 @@ def test_mvau_without_activation_has_no_thresholds():
     # mult = 4*3*8 = 96, adder = 8*7 = 56 -> 300 + 1.1*(96 + 56 + 19)
     assert fc.resources(f).lut == pytest.approx(300 + 1.1 * (96 + 56 + 19))
     assert fc.out_width(f) == 19
+
+
+def test_external_weights_by_hand():
+    """A dense MVAU with its weights in DDR: no weight memory, a weight DMA beside it that
+    reads MW*MH*W bits a frame through the 64-bit HP port; FINN's mem_mode external. Only a
+    dense layer may (a convolution's MVAU reads its weights once per pixel), only with
+    whole-byte weight words (FINN's driver packs them so)."""
+    fc = MVAU(name="fc", node="Gemm_0", mw=1024, mh=1000, vectors=1, obits=0)
+    f = Fold(pe=1, simd=4, ram_style="external")
+    assert f in fc.folds() and fc.buildable(f)
+    r = fc.resources(f)
+    assert r.bram18 == 0 and r.uram == 0 and r.lutram == 0
+    assert r.lut == pytest.approx(fc.resources(Fold(pe=1, simd=4)).lut)  # compute alone
+    (dma,) = fc.attached(f)
+    assert isinstance(dma.op, IODMA) and dma.op.role == "weights" and not dma.op.on_stream
+    # 1024*1000 weights of 4 bits = 512,000 bytes a frame, 64 bits a cycle: 64,000 cycles
+    assert dma.op.bytes_per_frame == 512_000 and dma.cycles == 64_000
+    # the DMA's LUTs and its depth-8 FIFO of 16 bits: 2*3 + ceil(8/32)*ceil(16/2) = 14
+    assert dma.res.lut == 800 + 14 and dma.res.bram18 == 0
+    assert fc.finn_config(f)["mem_mode"] == "external"
+    assert fc.finn_config(Fold(pe=1, simd=4))["mem_mode"] == "internal_decoupled"
+    assert not fc.attached(Fold(pe=1, simd=4))
+    # 1*1*4 bits a word: half a byte, which FINN v0.10.1's driver cannot pack
+    assert not fc.buildable(Fold(pe=1, simd=1, ram_style="external"))
+    conv = MVAU(name="conv", node="Conv_1", mw=288, mh=64, vectors=196, obits=4)
+    assert not any(x.ram_style == "external" for x in conv.folds())
+    dw = VVAU(name="dw", node="Conv_2", channels=64, kernel=(3, 3), out_dims=(14, 14))
+    assert not any(x.ram_style == "external" for x in dw.folds())
 
 
 def test_vvau_by_hand():

@@ -251,18 +251,48 @@ def test_plan_errors_name_the_problem(digits_path, tiny_file, tmp_path):
     assert not (tmp_path / "plan.json").exists()
 
 
-@pytest.mark.slow
-def test_mobilenet_on_six_zedboards(mobilenet_path, tmp_path):
-    r = _plan_cli(mobilenet_path, "--boards", "zedboard:6", "--out", tmp_path, "--no-chart")
+def test_mobilenet_on_five_zedboards_streams_the_classifiers_weights(mobilenet_path, tmp_path):
+    """MobileNetV1 on five Zedboards, faster than the reference system on six: the
+    classifier's 4.1 Mbit of weights stream from DDR (FINN's mem_mode external) instead of
+    taking a board's block RAM, and the plan says so with the DMAs' traffic."""
+    r = _plan_cli(mobilenet_path, "--boards", "zedboard:5", "--out", tmp_path, "--no-chart")
     assert r.returncode == 0, r.stderr
     plan = Plan.read(tmp_path / "plan.json")
-    assert len(plan.stages) == 6 and plan.predicted_fps > 118.3  # the reference system
+    assert len(plan.stages) == 5 and plan.predicted_fps > 118.3  # the reference system
     for s in plan.stages:
         assert all(s.utilization[k] <= 1.0 for k in ("lut", "bram18", "dsp", "lutram"))
         assert s.board["part"] == "xc7z020clg484-1"
-    # the last layers do not fit one board's block RAM whole: they are split
-    split = [op for s in plan.stages for op in s.ops if op.kind == "StreamingConcat"]
-    assert split, "expected at least one layer split between block RAM and LUTs"
+    ddr = [(s.index, op) for s in plan.stages for op in s.ops if op.fold["ram_style"] == "external"]
+    assert [op.node for _, op in ddr] == ["Gemm_0"]
+    k, fc = ddr[0]
+    assert fc.resources["bram18"] == 0 and fc.op().finn_config(fc.fold_of())["mem_mode"] == "external"
+    dma = [op for op in plan.stages[k].ops if op.shape.get("role") == "weights"]
+    assert [op.shape["bytes_per_frame"] for op in dma] == [1024 * 1000 * 4 // 8]
+    assert re.search(rf"stage {k}: weights from DDR: Gemm_0 \(512,000 B/frame\); all DMAs "
+                     r"[\d.,]+ MB/s of the HP port's 800 MB/s", r.stdout), r.stdout
+
+
+def test_weights_from_ddr_on_request_and_refused_where_finn_cannot(digits_path, tmp_path):
+    """--weights-from-ddr: a fully connected layer's weights stream from DDR as asked; a
+    convolution, an op without weights or a node the model lacks is refused by name, with why."""
+    r = _plan_cli(digits_path, "--boards", "zedboard:1", "--out", tmp_path / "p", "--no-chart",
+                  "--weights-from-ddr", "MatMul_0")
+    assert r.returncode == 0, r.stderr
+    ops = {op.name: op for op in Plan.read(tmp_path / "p" / "plan.json").stages[0].ops}
+    assert ops["MVAU_MatMul_0"].fold["ram_style"] == "external"
+    mv, fold = ops["MVAU_MatMul_0"].op(), ops["MVAU_MatMul_0"].fold_of()
+    # no block RAM for the weights (the thresholds may have some): as many as with LUT weights
+    assert mv.resources(fold).bram18 == mv.resources(replace(fold, ram_style="distributed")).bram18
+    assert ops["IODMA_weights_MVAU_MatMul_0"].shape["role"] == "weights"
+    assert ops["MVAU_Gemm_0"].fold["ram_style"] != "external"  # not asked, not chosen here
+    assert "weights from DDR: MatMul_0" in r.stdout
+    for node, why in (("Conv_1", "a convolution, whose MVAU reads each weight 64 times"),
+                      ("MaxPool_0", "a StreamingMaxPool, which has no weights"),
+                      ("Conv_9", "the model has no layer 'Conv_9'")):
+        r = _plan_cli(digits_path, "--boards", "zedboard:1", "--out", tmp_path / node,
+                      "--no-chart", "--weights-from-ddr", node)
+        assert r.returncode == 2 and f"--weights-from-ddr {node}: {why}" in r.stderr, r.stderr
+        assert not (tmp_path / node).exists()
 
 
 def test_layer_by_layer_pruning_keeps_the_cheapest_builds(mobilenet, monkeypatch):

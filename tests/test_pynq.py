@@ -243,3 +243,68 @@ def test_an_overlay_that_is_not_what_the_driver_or_plan_say_is_refused_at_start(
     for w in words:
         assert w in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def ddr_build(digits, make_build):
+    """digits-cnv on one Zedboard with both fully connected layers' weights in DDR (FINN's
+    mem_mode external): FINN's driver loads them into buffers its weight DMAs read."""
+    from finnchain.boards.catalogue import Catalogue
+
+    return make_build(digits, Catalogue().chain("zedboard:1"), "ddr", overlay=True,
+                      weights_from_ddr=["MatMul_0", "Gemm_0"])
+
+
+WEIGHTS = """
+acc = load_accelerator(build / "stage0", batch=4)[0]
+labels = [bytes(acc.run(frames[lo:lo + 16].transpose(0, 2, 3, 1).tobytes(), 16))
+          for lo in (0, 16, 32)]
+import pynq
+dev = pynq.Device.active_device
+out.update(labels=[int(v) for v in np.frombuffer(b"".join(labels), np.uint8)],
+           weights=sorted((name, int(buf.nbytes)) for _, buf, name in acc.overlay.external_weights),
+           dmas={d.name: d.role for d in dev.dmas.values()}, faults=dev.faults)
+print(json.dumps(out))
+"""
+
+
+def test_weights_from_ddr_through_finns_driver_and_the_weight_dmas(ddr_build, board_python,
+                                                                   frames, digits_test_set):
+    """FINN's driver loads the weight files FINN's MakePYNQDriver wrote (runtime_weights/) into
+    DDR buffers and starts each weight DMA with every batch; the emulated PL runs a transfer
+    only when they run too, reading the weights once a frame: the labels are the model's."""
+    plan = json.loads((ddr_build / "stage0" / "stage.json").read_text())
+    got = _board(board_python, WEIGHTS, ddr_build, frames)
+    want = _whole(ddr_build, digits_test_set[0][:48])
+    assert np.array_equal(np.array(got["labels"]), want) and distinct(want) >= 8
+    # the plan's weight bytes, MW*MH weights of W bits: what FINN's driver put in DDR
+    (stage,) = json.loads((ddr_build.parent / "plan" / "plan.json").read_text())["stages"]
+    ops = {op["node"]: op["shape"] for op in stage["ops"] if op["kind"] == "MVAU"}
+    assert sorted(n for _, n in got["weights"]) == sorted(
+        ops[k]["mw"] * ops[k]["mh"] * ops[k]["wbits"] // 8 for k in ("MatMul_0", "Gemm_0"))
+    assert sorted(got["dmas"].values()) == ["input", "output", "weights", "weights"]
+    assert got["faults"] == [] and plan["accelerator"]["kind"] == "finn"
+
+
+def test_weights_from_another_build_or_none_are_not_computed_with(ddr_build, board_python,
+                                                                 frames, tmp_path):
+    """A weight file that is not the build's (one byte changed) stops the first transfer (the
+    one FINN's driver runs as it loads), the PL naming the weight DMA; without the weight
+    files (FINN's driver then loads none, silently) the accelerator refuses to start."""
+    bad = tmp_path / "bad"
+    shutil.copytree(ddr_build, bad)
+    weights = bad / "stage0" / "driver" / "runtime_weights"
+    first = sorted(weights.glob("*.npy"))[0]
+    w = np.load(first)
+    w[len(w) // 2] ^= 0x11
+    np.save(first, w)
+    r = subprocess.run([str(board_python), "-c", RUN + WEIGHTS, str(bad), str(frames)],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode != 0 and "WeightsError" in r.stderr, r.stderr[-2000:]
+    assert f"{first.stem} read weights other than the build's" in r.stderr, r.stderr[-2000:]
+    shutil.rmtree(weights)
+    r = subprocess.run([str(board_python), "-c", RUN + WEIGHTS, str(bad), str(frames)],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode != 0
+    assert "FINN's driver loaded 0 of the 2 weight files its weight DMAs read" in r.stderr, \
+        r.stderr[-2000:]

@@ -18,7 +18,7 @@ integer (got 'many')``.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -38,6 +38,8 @@ class PartSpec(BaseModel):
     dsp: int = Field(ge=0)
     lutram: int = Field(ge=0)
     dsp_kind: str = "DSP48E1"
+    # the processing system FINN's Zynq shell targets (its templates' ZYNQ_TYPE)
+    zynq: Literal["zynq_7000", "zynq_us+"] = "zynq_7000"
 
 
 class Limits(BaseModel):

@@ -15,6 +15,7 @@ import yaml
 
 CATALOGUE = Path(__file__).with_name("catalogue.yaml")
 RESOURCES = ("lut", "ff", "bram18", "uram", "dsp")
+HP_PORT_BITS = {"zynq_7000": 64, "zynq_us+": 128}  # FINN v0.10.1's pynq_native_port_width
 
 
 class CatalogueError(ValueError):
@@ -40,8 +41,15 @@ class Board:
     resources: dict[str, int]  # lut, ff, bram18, uram, dsp of the part
     lutram: int  # LUTs usable as distributed memory
     dsp_kind: str
+    zynq: str  # "zynq_7000" or "zynq_us+": the processing system FINN's shell targets
     limits: dict[str, float]  # usable share of each resource
     shell: dict[str, int]  # estimate: resources of the shell around the dataflow
+
+    @property
+    def hp_port_bits(self) -> int:
+        """The width of the AXI HP port FINN's DMAs use (FINN's ``pynq_native_port_width``:
+        64 on a Zynq-7000, 128 on a Zynq UltraScale+)."""
+        return HP_PORT_BITS[self.zynq]
 
     @property
     def finn_name(self) -> str:
@@ -70,6 +78,7 @@ class Board:
             "ethernet_mbps": self.ethernet_mbps, "link_efficiency": self.link_efficiency,
             "power_w_estimate": self.power_w, "resources": dict(self.resources),
             "lutram": self.lutram, "limits": dict(self.limits), "shell": dict(self.shell),
+            "zynq": self.zynq, "hp_port_bits": self.hp_port_bits,
         }
 
 
@@ -132,7 +141,8 @@ class Catalogue:
             link_efficiency=spec.link_efficiency, power_w=spec.power_w,
             arm_frame_us=spec.arm.frame_us, arm_byte_ns=spec.arm.byte_ns,
             resources={r: getattr(part, r) for r in RESOURCES}, lutram=part.lutram,
-            dsp_kind=part.dsp_kind, limits=limits, shell=spec.shell.model_dump())
+            dsp_kind=part.dsp_kind, zynq=part.zynq, limits=limits,
+            shell=spec.shell.model_dump())
 
     def board(self, kind: str) -> Board:
         try:

@@ -42,6 +42,15 @@ place: it keeps FINN's figure (so that our prediction and FINN's report agree) o
 - UltraRAM: an MVAU's or VVAU's weights may live in URAM (``ram_style="ultra"``, which FINN
   v0.10.1 allows only with runtime-writable weights: the driver loads them at start), costed
   with FINN's ``uram_estimation``: ceil(P*Q*W/72)*ceil(WMEM/4096).
+- External weights (``mem_mode="external"``, weight style ``external``): a dense MVAU's
+  weights stream from DDR through an IODMA of their own (FINN's ``InsertIODMA``, burst mode
+  ``wrap``: the whole weight buffer once per frame), so FINN counts 0 block RAM and 0 LUTs of
+  weight memory. FINN v0.10.1 builds this correctly only where each weight is used once per
+  frame: an MVAU of a fully connected layer (``vectors == 1``); never a convolution's MVAU or
+  a VVAU (``InsertIODMA`` asserts 2-D weights, ``create_stitched_ip`` exposes the weight
+  stream of MVAUs only). The weight DMA is costed as an op of its own (``IODMA`` role
+  ``weights``): IODMA_LUT LUTs and its depth-8 FIFO, and its cycles, MW*MH*W/64 per frame
+  through the board's one HP port, which every DMA of the stage shares (``plan.stage``).
 - Stream widths: FINN v0.10.1 generates an HLS layer only if the widest ``ap_int`` its C++
   uses is at most 8191 bits (``HLSBackend.get_ap_int_max_w``: the input and output streams; an
   MVAU also its weight stream P*Q*W and one PE's Q*W, a Thresholding its threshold stream);
@@ -66,6 +75,10 @@ from typing import ClassVar
 UNESTIMATED_LUT = 300  # LUTs assumed for an op FINN gives no estimate
 AP_INT_MAX_W = 8191  # FINN v0.10.1: the widest ap_int an HLS layer's C++ may use (module notes)
 IODMA_BITS = 64  # width of the AXI port an IODMA streams through per cycle
+# estimate: an HLS IODMA (FINN gives none); the catalogue's shell counts ~800 LUT for each of
+# the stage's two frame DMAs, a weight DMA is one more
+IODMA_LUT = 800
+EXTERNAL = "external"  # the weight style of an MVAU whose weights stream from DDR
 FIFO_RTL_MAX_DEPTH = 256  # deeper FIFOs go to a Vivado FIFO in block RAM
 
 
@@ -210,6 +223,12 @@ class Op:
         """Bits of one output value."""
         return getattr(self, "obits", 0) or self.abits
 
+    on_stream = True  # on the stage's stream (False: beside it, as a weight DMA)
+
+    def attached(self, f: Fold) -> list[Placed]:
+        """Ops FINN adds beside this one at ``f`` (an MVAU's weight DMA), costed with it."""
+        return []
+
     def cycles(self, f: Fold) -> int:
         raise NotImplementedError
 
@@ -262,6 +281,8 @@ class _MacUnit:
     def finn_config(self, f: Fold) -> dict:
         entry = {"PE": f.pe, "SIMD": f.simd, "ram_style": f.ram_style, "resType": f.res_type,
                  "mem_mode": self.MEM_MODE}
+        if f.ram_style == EXTERNAL:  # no weight memory: FINN's ram_style stays its default
+            entry.update(ram_style="auto", mem_mode="external")
         if self.THR_BLOCK:
             entry["ram_style_thresholds"] = f.thr_style
         if f.ram_style == "ultra":
@@ -291,7 +312,9 @@ class _MacUnit:
         c2 = p * q * w * math.ceil(self.wmem(f) / 64) if distributed else 0
         lut = 300 + 1.1 * p * (mult + adder + acc + thr + comp) + c2
         uram = 0
-        if f.ram_style == "ultra":
+        if f.ram_style == EXTERNAL:  # in DDR: the weight DMA is costed beside (``attached``)
+            weights = 0
+        elif f.ram_style == "ultra":
             weights, uram = 0, math.ceil(p * q * w / 72) * math.ceil(self.wmem(f) / 4096)
         else:
             weights = 0 if distributed else bram_ladder(self.wmem(f), p * q * w, self.RUNGS)
@@ -324,10 +347,36 @@ class MVAU(_MacUnit, Op):
     kind = "MVAU"
     KEY = (("mw", "MW"), ("mh", "MH"))
 
+    def memories(self) -> tuple[tuple[str, str], ...]:
+        """As every MAC unit's, and weights in DDR for a dense layer (module notes)."""
+        styles = super().memories()
+        if self.external_ok:
+            styles += tuple((EXTERNAL, thr) for thr in dict.fromkeys(t for _, t in styles))
+        return styles
+
+    @property
+    def external_ok(self) -> bool:
+        """Whether FINN v0.10.1 streams this layer's weights from DDR correctly: each weight
+        used once a frame (a fully connected layer, not a convolution)."""
+        return self.vectors == 1
+
     def folds(self) -> list[Fold]:
         """PE over output channels, SIMD over the inputs, then each memory style."""
         return [Fold(pe, simd, style, thr_style=thr) for pe in divisors(self.mh)
                 for simd in divisors(self.mw) for style, thr in self.memories()]
+
+    def weight_bytes(self) -> int:
+        """Bytes of weights a frame reads from DDR with external weights (FINN's packing:
+        P*Q weights a word, padded to whole nibbles, the words in bytes)."""
+        return self.mw * self.mh * self.wbits // 8
+
+    def attached(self, f: Fold) -> list[Placed]:
+        if f.ram_style != EXTERNAL:
+            return []
+        width = -(-f.pe * f.simd * self.wbits // 8) * 8  # FINN pads the weight stream to bytes
+        return [Placed(IODMA(name=f"IODMA_weights_{self.name}", node=self.node,
+                             bytes_per_frame=self.weight_bytes(), role="weights",
+                             stream_bits=width))]
 
     def legal(self, f: Fold) -> bool:
         return self.mh % f.pe == 0 and self.mw % f.simd == 0
@@ -349,6 +398,14 @@ class MVAU(_MacUnit, Op):
 
     def out_width(self, f: Fold) -> int:
         return f.pe * (self.obits or self.acc())
+
+    def buildable(self, f: Fold) -> bool:
+        """As every HLS op; with external weights also FINN v0.10.1's packing of them: its
+        driver writes each P*Q*W-bit word as whole bytes (``to_external_tensor`` fails on an
+        odd number of hex digits), which also gives its weight DMA a whole-byte interface."""
+        if f.ram_style == EXTERNAL and f.pe * f.simd * self.wbits % 8:
+            return False
+        return super().buildable(f)
 
     def ap_int_width(self, f: Fold) -> int:
         """FINN's MVAU_hls: the streams, the weight stream P*Q*W and one PE's Q*W."""
@@ -854,10 +911,16 @@ class IODMA(Op):
     """
 
     bytes_per_frame: int = 0
+    role: str = "frame"  # "frame" (the stage's input or output) or "weights" (an MVAU's)
+    stream_bits: int = 0  # a weight DMA's stream into its MVAU (P*Q*W padded to bytes)
 
     kind = "IODMA"
     inserted_by_finn = True
     KEY = ()  # never named by the plan
+
+    @property
+    def on_stream(self) -> bool:  # type: ignore[override]
+        return self.role != "weights"
 
     def buildable(self, f: Fold) -> bool:
         """Always: FINN's IODMA_hls sets its ap_int width without the bound."""
@@ -867,7 +930,12 @@ class IODMA(Op):
         return math.ceil(self.bytes_per_frame * 8 / IODMA_BITS)
 
     def resources(self, f: Fold) -> Res:
-        return Res()
+        """The frame DMAs are in the board's shell figure; a weight DMA is IODMA_LUT and the
+        depth-8 FIFO FINN puts between it and its MVAU."""
+        if self.role != "weights":
+            return Res()
+        return Res(lut=IODMA_LUT) + FIFO(name="", node="", depth=8,
+                                         width=self.stream_bits).resources(f)
 
     def in_width(self, f: Fold) -> int:
         return IODMA_BITS

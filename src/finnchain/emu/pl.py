@@ -21,7 +21,13 @@ whose
   writes what the next ``invalidate`` (``sync_from_device``) brings back, as on the board;
 - **fabric** computes a transfer once its input, output and weight DMAs have all been
   started with the same number of frames: the input read from DDR, the stage's integer program
-  run on it (``finnchain.fabric``), the result written to DDR at the output DMA's address. The
+  run on it (``finnchain.fabric``), the result written to DDR at the output DMA's address. A
+  weight DMA (an MVAU with external weights; burst mode ``wrap``) reads its buffer once for
+  every frame; the fabric checks that what it read are the weights the build's driver carries
+  (their SHA-256 in the bitstream) and computes with the program's copy of them. Weights from
+  another build, or never flushed, would make a board compute wrong answers; the emulated
+  fabric cannot compute with them, so the register write that starts the transfer raises
+  ``WeightsError`` naming the weight DMA (and the fault is logged and kept). The
   output DMA reports done only once the plan's cycles per frame have passed at the PL clock:
   the pacing the emulated board's accelerator used to add itself.
 
@@ -37,6 +43,7 @@ pynq finds its own ``EmbeddedDevice``.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import logging
 import time
@@ -70,6 +77,11 @@ DDR_BASE = 0x1000_0000  # where allocations start (the PS DDR of a Zynq-7000)
 DDR_SIZE = 0x1000_0000  # 256 MiB for buffers, about what a 512 MB board leaves to them
 
 
+class WeightsError(RuntimeError):
+    """A weight DMA read weights that are not the build's (raised at the register write that
+    starts the transfer, as a bus error is; see the module)."""
+
+
 class BitstreamError(ValueError):
     """An emulated overlay that cannot be loaded; the message names the file and the field
     (a ValueError: refused at the stage's start, as any overlay that is not the plan's)."""
@@ -95,6 +107,7 @@ class Dma:
     span: int
     role: str  # "input", "output" or "weights"
     bytes_per_frame: int
+    sha256: str = ""  # a weight DMA's: of the weights the build's driver loads
     regs: dict[int, int] = field(default_factory=dict)
     running: bool = False
     done: bool = False
@@ -176,7 +189,7 @@ class EmulatedPL(pynq.Device):
                     f"{', '.join(sorted(k for k in ip if ip[k].get('phys_addr')))})")
             dmas[d["name"]] = Dma(d["name"], int(ip[d["name"]]["phys_addr"]),
                                   int(ip[d["name"]]["addr_range"]), d["role"],
-                                  int(d["bytes_per_frame"]))
+                                  int(d["bytes_per_frame"]), d.get("sha256", ""))
         fabric = path.parent / config["program"]
         from finnchain.fabric.program import Runner
 
@@ -310,16 +323,33 @@ class EmulatedPL(pynq.Device):
             return
         spans = {}
         for d in group:
-            where = self._buffer(d, n * d.bytes_per_frame)
+            # a weight DMA (burst mode wrap) reads its one buffer again for every frame
+            nbytes = d.bytes_per_frame * (1 if d.role == "weights" else n)
+            where = self._buffer(d, nbytes)
             if isinstance(where, str):
                 self._hang(group, f"{d.name} ({d.role}, {n} frames of {d.bytes_per_frame} "
                            f"bytes): {where}")
                 return
-            spans[d.role] = (where, n * d.bytes_per_frame)
-        (alloc, offset), nbytes = spans["input"]
+            spans[d.name] = (where, nbytes)
+            if d.role == "weights":
+                (alloc, offset), _ = spans[d.name]
+                got = hashlib.sha256(bytes(alloc.ddr[offset: offset + nbytes])).hexdigest()
+                if got != d.sha256:
+                    why = (f"{d.name} read weights other than the build's (sha256 {got[:12]}, "
+                           f"the build's {d.sha256[:12]}): a runtime_weights file of another "
+                           "build, or one not flushed to DDR. A board would compute wrong "
+                           "answers with them; the emulated fabric computes with the build's "
+                           "weights only, so it stops the transfer")
+                    for x in group:
+                        x.running = False
+                    self.faults.append(why)
+                    log.error("emulated PL: %s", why)
+                    raise WeightsError(why)
+        roles = {d.role: d.name for d in group}
+        (alloc, offset), nbytes = spans[roles["input"]]
         payload = bytes(alloc.ddr[offset: offset + nbytes])
         out = self.fabric.run(payload, n)
-        (alloc, offset), nbytes = spans["output"]
+        (alloc, offset), nbytes = spans[roles["output"]]
         alloc.ddr[offset: offset + nbytes] = bytes(out)
         start = max(d.started_at for d in group)  # the transfer runs once every DMA runs
         seconds = n * self.cycles / (self.fclk0_mhz * 1e6)

@@ -36,7 +36,6 @@ from finnchain.plan.schema import Plan, StagePlan
 
 FINNSIDE = Path(__file__).with_name("finnside")
 STATIC_FILES = ("build.py", "finnchain_steps.py", "finnchain_cppsim.py", "finnchain_driver.py")
-HP_PORT_BITS = 64  # the AXI HP ports of a Zynq-7000, for boards FINN does not know
 INPUTS = (*STATIC_FILES, "model.onnx", "folding_config.json", "specialize_layers.json",
           "build_config.json", "finnchain.json")
 
@@ -106,7 +105,8 @@ def folder_meta(plan: Plan, stage: StagePlan) -> dict:
         "stages": len(plan.stages),
         "board": {"kind": board["kind"], "title": board["title"], "finn_name": board["finn_name"],
                   "part": board["part"], "vivado_board_part": board["vivado_board_part"],
-                  "clock_mhz": board["clock_mhz"], "port_bits": HP_PORT_BITS},
+                  "clock_mhz": board["clock_mhz"], "port_bits": board["hp_port_bits"],
+                  "zynq": board["zynq"]},
         "split_mvaus": splits,
         # a split layer's glue has no channels of its own; its stage keeps FINN's order
         "layers": [] if splits else layer_keys(stage),

@@ -12,12 +12,14 @@ an emulated board the same layout, the bitstream being the only stand-in:
   address FINN's ``assign_axi_addr_proc`` gives it (from 0x40000000 on a Zynq-7000, each at
   least 4 KiB and aligned to its range, in the order the DMAs are created);
 - ``bitfile/finn-accel.bit``: not a bitstream but what the emulated PL is configured with
-  (``emu.pl``): each DMA's role and bytes per frame, the stage's cycles per frame, its wire
+  (``emu.pl``): each DMA's role and bytes per frame (a weight DMA's also the SHA-256 of the
+  weights FINN's driver loads into its buffer), the stage's cycles per frame, its wire
   ends and where the fabric program lies (``fabric/``: the stage's integer program).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -106,17 +108,30 @@ def hwh(ips: list[dict], stage: StagePlan) -> str:
         "  </MODULES>\n</EDKSYSTEM>\n")
 
 
-def bitstream(ips: list[dict], stage: StagePlan, plan_hash: str, fabric: str) -> dict:
-    """The emulated PL's configuration for the stage (see the module)."""
+def bitstream(ips: list[dict], stage: StagePlan, plan_hash: str, fabric: str,
+              weights: Path | None = None) -> dict:
+    """The emulated PL's configuration for the stage (see the module); ``weights``: the
+    driver's ``runtime_weights`` folder, whose files' SHA-256 each weight DMA carries."""
     from dataclasses import asdict
 
+    import numpy as np
+
+    dmas = []
+    for ip in ips:
+        if ip["kind"] != "dma":
+            continue
+        dma = {"name": ip["name"], "role": ip["role"], "bytes_per_frame": ip["bytes_per_frame"]}
+        if ip["role"] == "weights":
+            path = (weights or Path()) / f"{ip['name']}.npy"
+            if not path.is_file():
+                raise OverlayError(f"{path} is missing: FINN's MakePYNQDriver writes a weight "
+                                   f"file for the weight DMA {ip['name']}")
+            dma["sha256"] = hashlib.sha256(np.load(path).tobytes()).hexdigest()
+        dmas.append(dma)
     return {"format": FORMAT, "stage": stage.index, "plan_hash": plan_hash,
             "board": stage.board["kind"], "clock_mhz": stage.board["clock_mhz"],
             "cycles": stage.cycles, "program": fabric,
-            "input": asdict(stage.input), "output": asdict(stage.output),
-            "dmas": [{"name": ip["name"], "role": ip["role"],
-                      "bytes_per_frame": ip["bytes_per_frame"]}
-                     for ip in ips if ip["kind"] == "dma"]}
+            "input": asdict(stage.input), "output": asdict(stage.output), "dmas": dmas}
 
 
 def collect_emulated_overlay(folder: Path, dest: Path, stage: StagePlan,
@@ -140,7 +155,8 @@ def collect_emulated_overlay(folder: Path, dest: Path, stage: StagePlan,
     bits.mkdir(parents=True, exist_ok=True)
     (bits / "finn-accel.hwh").write_text(hwh(ips, stage))
     (bits / "finn-accel.bit").write_text(
-        json.dumps(bitstream(ips, stage, plan_hash, "../fabric"), indent=1) + "\n")
+        json.dumps(bitstream(ips, stage, plan_hash, "../fabric",
+                             dest / "driver" / "runtime_weights"), indent=1) + "\n")
     return {"kind": "finn", "emulated": True, "bitfile": "bitfile/finn-accel.bit",
             "hwh": "bitfile/finn-accel.hwh", "driver": "driver",
             "model": "fabric/model.onnx", "program": "fabric/program.onnx"}

@@ -28,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalogue", action="append", default=[],
                    help="a YAML file overriding or adding board kinds (repeatable)")
     p.add_argument("--no-chart", action="store_true", help="do not write plan.png")
+    p.add_argument("--weights-from-ddr", default="", metavar="NODE[,NODE...]",
+                   help="stream these fully connected layers' weights from DDR (FINN's "
+                        "mem_mode external; QONNX node names, e.g. Gemm_0) instead of letting "
+                        "the planner choose per layer")
 
 
 def _suggest(model, catalogue, boards, target) -> str:
@@ -57,12 +61,13 @@ def _suggest(model, catalogue, boards, target) -> str:
 def run(args: argparse.Namespace) -> int:
     """``finnchain plan`` (and ``build/plan.py``)."""
     return plan(args.model, boards=args.boards, out=Path(args.out), target_fps=args.target_fps,
-                catalogues=args.catalogue, draw=not args.no_chart)
+                catalogues=args.catalogue, draw=not args.no_chart,
+                weights_from_ddr=args.weights_from_ddr)
 
 
 def plan(model_spec: str, boards: str = "zedboard:6", out: Path = Path("plan"),
          target_fps: float | None = None, catalogues: list[str] | tuple = (),
-         draw: bool = True) -> int:
+         draw: bool = True, weights_from_ddr: str = "") -> int:
     """Plan the model ``model_spec`` (a known name or a QONNX file) onto the chain ``boards``
     (KIND:COUNT,...) and write it into ``out``; 0 when planned, 1 when the model cannot fit
     (naming the layer and resource), 2 on bad input."""
@@ -71,6 +76,7 @@ def plan(model_spec: str, boards: str = "zedboard:6", out: Path = Path("plan"),
     from finnchain.boards.catalogue import Catalogue, CatalogueError
     from finnchain.cost.lower import LoweringError
     from finnchain.graph.check import resolve_model
+    from finnchain.plan.folding import WeightsFromDdrError
     from finnchain.plan.make import make_plan, write_plan
     from finnchain.plan.partition import PlanError
     from finnchain.plan.report import chart, print_plan
@@ -92,9 +98,10 @@ def plan(model_spec: str, boards: str = "zedboard:6", out: Path = Path("plan"),
         name = path.parent.name if path.stem == "model" and path.parent.name else path.stem
     try:
         with console.status(f"planning {name} onto {len(chain)} boards ..."):
-            result, _, stage_models = make_plan(model, chain, name, str(model_spec),
-                                                target_fps=target_fps)
-    except LoweringError as exc:
+            result, _, stage_models = make_plan(
+                model, chain, name, str(model_spec), target_fps=target_fps,
+                weights_from_ddr=[n for n in weights_from_ddr.split(",") if n])
+    except (LoweringError, WeightsFromDdrError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except PlanError as exc:

@@ -47,6 +47,7 @@ from finnchain.cost.ops import (
     DownSampler,
     FMPadding,
     Fold,
+    Op,
     Placed,
     Res,
     StreamGlue,
@@ -189,10 +190,44 @@ def _main_fronts(layer: Layer, fold: Fold) -> list[list[Placed]]:
     return [[]]
 
 
-def _candidates(layer: Layer) -> list[Option]:
+def _candidates(layer: Layer, ddr: bool = False) -> list[Option]:
     """Every candidate build of one layer FINN can generate, costed (independent of the
-    target)."""
-    return [o for o in _all_candidates(layer) if o.buildable]
+    target); ``ddr``: only those whose weights stream from DDR (``external_weights``)."""
+    out = [o for o in _all_candidates(layer) if o.buildable]
+    if ddr:
+        out = [o for o in out if any(not p.op.on_stream for p in o.placed)]
+    return out
+
+
+class WeightsFromDdrError(ValueError):
+    """A layer asked to stream its weights from DDR that cannot; the message says why."""
+
+
+def external_weights(segments: list[Segment], nodes: list[str]) -> frozenset[str]:
+    """The layers a user asks to stream their weights from DDR (``plan --weights-from-ddr``),
+    checked: WeightsFromDdrError naming a node that is no layer, or one whose weights FINN
+    v0.10.1 cannot stream (``cost.ops`` module notes)."""
+    layers: dict[str, list[Op]] = {}
+    for seg in segments:
+        for layer in seg.layers:
+            layers.setdefault(layer.node, []).extend(layer.ops)
+    for node in nodes:
+        ops = layers.get(node)
+        if ops is None:
+            raise WeightsFromDdrError(f"--weights-from-ddr {node}: the model has no layer "
+                                      f"{node!r} (its layers: {', '.join(layers)})")
+        main = next((op for op in ops if isinstance(op, (MVAU, VVAU))), ops[-1])
+        if isinstance(main, VVAU):
+            raise WeightsFromDdrError(f"--weights-from-ddr {node}: a depthwise convolution (VVAU); FINN "
+                             "v0.10.1 streams weights from DDR into an MVAU only (InsertIODMA "
+                             "takes 2-D weights)")
+        if not isinstance(main, MVAU):
+            raise WeightsFromDdrError(f"--weights-from-ddr {node}: a {main.kind}, which has no weights")
+        if not main.external_ok:
+            raise WeightsFromDdrError(f"--weights-from-ddr {node}: a convolution, whose MVAU reads each "
+                             f"weight {main.vectors} times a frame, while FINN v0.10.1's weight "
+                             "DMA sends them once a frame; only a fully connected layer's can")
+    return frozenset(nodes)
 
 
 def _all_candidates(layer: Layer) -> list[Option]:
@@ -200,8 +235,9 @@ def _all_candidates(layer: Layer) -> list[Option]:
     out: list[Option] = []
     for fold in main.folds():
         skip = [Placed(main.skip_fifo(fold), Fold())] if isinstance(main, AddStreams) else []
+        beside = main.attached(fold)  # a weight DMA
         for front in _main_fronts(layer, fold):
-            out.append(_option([*front, *skip, Placed(main, fold)]))
+            out.append(_option([*front, *skip, Placed(main, fold), *beside]))
     if isinstance(main, MVAU) and len(layer.ops) == 1:
         out += _split_candidates(layer)
     return out
@@ -299,7 +335,7 @@ def aligned(values: int, channels: int, bits: int) -> bool:
 
 
 def _ends(option: Option) -> tuple[Placed, Placed]:
-    ops = [p for p in option.placed if not isinstance(p.op, (FIFO, DWC))]
+    ops = [p for p in option.placed if p.op.on_stream and not isinstance(p.op, (FIFO, DWC))]
     return ops[0], ops[-1]
 
 
@@ -317,10 +353,11 @@ class Candidates:
     that way (``end``: the segment ends a stage), and for options within a board's URAM
     (``uram``; 0 for boards that have none: an option that needs more can never fit)."""
 
-    def __init__(self, segment: Segment) -> None:
+    def __init__(self, segment: Segment, ddr: frozenset[str] = frozenset()) -> None:
         self.segment = segment
         self._pruned: dict[tuple, list[Option]] = {}
-        self.layers = [_candidates(layer) for layer in segment.layers]
+        self.layers = [_candidates(layer, layer.node in ddr and isinstance(layer.main, MVAU))
+                       for layer in segment.layers]
         # the segment's input FIFO depends on how its first layer is folded; so does the
         # converter FINN puts in front of it when the producer's width differs
         self.layers[0] = [_with_input(segment, o) for o in self.layers[0]]

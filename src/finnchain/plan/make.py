@@ -29,6 +29,7 @@ from finnchain.cost.ops import Placed
 from finnchain.graph.cuts import CutPoint
 from finnchain.graph.model import input_name, load, output_name, save
 from finnchain.graph.split import split
+from finnchain.plan.folding import external_weights
 from finnchain.plan.partition import Search, best_chain
 from finnchain.plan.schema import SCHEMA, OpPlan, Plan, StagePlan, Tensor
 from finnchain.plan.stage import Stage
@@ -112,12 +113,15 @@ def _rates(stages: list[Stage]) -> tuple[float, dict]:
 
 
 def make_plan(model: ModelWrapper, boards: list[Board], model_name: str, model_file: str,
-              target_fps: float | None = None) -> tuple[Plan, list[Stage], list[ModelWrapper]]:
-    """Plan ``model`` onto ``boards`` (fastest chain, or fewest boards for ``target_fps``)."""
+              target_fps: float | None = None, weights_from_ddr: list[str] = ()
+              ) -> tuple[Plan, list[Stage], list[ModelWrapper]]:
+    """Plan ``model`` onto ``boards`` (fastest chain, or fewest boards for ``target_fps``);
+    ``weights_from_ddr``: layers (QONNX node names) whose weights must stream from DDR
+    (ValueError naming one that cannot)."""
     t0 = time.perf_counter()
     model = load(model)  # its windows written out, as a model read from a file has them
     segs = segments(model)
-    search = Search(segs, boards)
+    search = Search(segs, boards, ddr=external_weights(segs, list(weights_from_ddr)))
     _, stages = best_chain(search, fewest_at=target_fps)
     seconds = time.perf_counter() - t0
     fps, bottleneck = _rates(stages)

@@ -41,9 +41,10 @@ class Search:
     boards: list[Board]
     options: dict[tuple, list[Option]] = field(default_factory=dict)
     evaluations: int = 0
+    ddr: frozenset[str] = frozenset()  # layers whose weights must stream from DDR
 
     def __post_init__(self) -> None:
-        self.candidates = [Candidates(s) for s in self.segments]
+        self.candidates = [Candidates(s, self.ddr) for s in self.segments]
 
     def opts(self, seg: int, board: Board, target: int, start: bool = False,
              end: bool = False) -> list[Option]:

@@ -33,11 +33,33 @@ def print_plan(plan: Plan, console: Console | None = None, reference: dict | Non
     console.print(f"rate set by stage {b['stage']} ({b['limit']}: {b['what']}); "
                   f"{plan.estimates['power_w']} W, {plan.estimates['mj_per_frame']} mJ/frame "
                   f"(estimates); planned in {plan.search['seconds']} s")
+    for line in ddr_lines(plan):
+        console.print(line)
     if reference:
         console.print(f"reference: {reference['fps']} frames/s on {reference['boards']} "
                       f"{reference['kind']} ({reference['source']})")
     console.print("LUT, RAMB18 and DSP as a share of the board's usage limit; "
                   "LUT RAM as a share of the part's LUTs usable as memory.")
+
+
+def ddr_lines(plan: Plan) -> list[str]:
+    """Per stage with weights in DDR: which layers, and every DMA's traffic at the planned rate
+    against the board's HP port (IODMA_BITS a PL cycle, shared by all the stage's DMAs)."""
+    from finnchain.cost.ops import IODMA_BITS
+
+    out = []
+    for s in plan.stages:
+        dmas = [o for o in s.ops if o.kind == "IODMA"]
+        weights = [o for o in dmas if o.shape.get("role") == "weights"]
+        if not weights:
+            continue
+        frame = sum(o.shape["bytes_per_frame"] for o in dmas)
+        port = IODMA_BITS / 8 * s.board["clock_mhz"]  # MB/s
+        used = frame * plan.predicted_fps / 1e6
+        names = ", ".join(f"{o.node} ({o.shape['bytes_per_frame']:,} B/frame)" for o in weights)
+        out.append(f"stage {s.index}: weights from DDR: {names}; all DMAs {used:,.1f} MB/s "
+                   f"of the HP port's {port:,.0f} MB/s ({used / port:.0%})")
+    return out
 
 
 def chart(plan: Plan, path: Path) -> Path:

@@ -86,13 +86,14 @@ def assemble(board: Board, segments: list[Segment], options: list[Option]) -> St
             if (k, s) in swapped:
                 p = ops[sw.op_index]
                 ops[sw.op_index] = Placed(p.op, replace(p.fold, res_type="dsp"))
-        first = next(p for p in ops if not isinstance(p.op, FIFO))
-        prev = next(p for p in reversed(placed) if not isinstance(p.op, (FIFO, DWC)))
+        first = next(p for p in ops if p.op.on_stream and not isinstance(p.op, FIFO))
+        prev = next(p for p in reversed(placed)
+                    if p.op.on_stream and not isinstance(p.op, (FIFO, DWC)))
         conv = _dwc(prev.op.out_width(prev.fold), first, f"StreamingDataWidthConverter_seg{seg.index}")
         if conv is not None:
             placed.append(conv)
         placed.extend(ops)
-    last = placed[-1]
+    last = next(p for p in reversed(placed) if p.op.on_stream)
     out_bytes = segments[-1].cut.bytes_per_frame if segments[-1].cut else 0
     dma_out = Placed(IODMA(name=f"IODMA_out_seg{segments[-1].index}", node="",
                            bytes_per_frame=out_bytes))
@@ -105,4 +106,10 @@ def assemble(board: Board, segments: list[Segment], options: list[Option]) -> St
     for p in placed:
         res = res + p.res
     bottleneck = max(placed, key=lambda p: p.cycles)
+    dmas = [p.op for p in placed if isinstance(p.op, IODMA)]
+    if len(dmas) > 2:  # a weight DMA: every DMA of the stage shares the board's one HP port
+        port = Placed(IODMA(name="HP port (all DMAs)", node="",
+                            bytes_per_frame=sum(d.bytes_per_frame for d in dmas)))
+        if port.cycles > bottleneck.cycles:
+            bottleneck = port
     return Stage(board, segments, placed, res, bottleneck.cycles, bottleneck)

@@ -190,6 +190,14 @@ class FinnAccelerator(Accelerator):
             platform="zynq-iodma", io_shape_dict=io_shape_dict, batch_size=batch,
             fclk_mhz=float(stage["clock_mhz"]),
             runtime_weight_dir=str(driver / "runtime_weights") + "/")
+        wanted = int(io_shape_dict.get("number_of_external_weights", 0))
+        if len(self.overlay.external_weights) != wanted:  # FINN's driver checks only a folder
+            found = sorted(p.name for p in (driver / "runtime_weights").glob("*.npy"))
+            raise AcceleratorUnavailable(
+                f"FINN's driver loaded {len(self.overlay.external_weights)} of the {wanted} "
+                f"weight files its weight DMAs read ({driver / 'runtime_weights'}: "
+                f"{', '.join(found) or 'none'}); without them the accelerator never finishes "
+                "a frame")
         self.in_bytes = int(np.prod(self.overlay.ishape_packed(0)[1:]))
         self.out_bytes = int(np.prod(self.overlay.oshape_packed(0)[1:]))
         self.seconds_per_frame = int(stage["cycles"]) / (float(stage["clock_mhz"]) * 1e6)

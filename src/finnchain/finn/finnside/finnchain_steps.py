@@ -104,7 +104,8 @@ def register_board(board: dict) -> None:
         select = ("    set_property board_part [lindex [get_board_parts -quiet {}] end] "
                   "[current_project]\n".format(board["vivado_board_part"]))
     anchor = '} elseif {$BOARD == "Pynq-Z1"} {'
-    branch = f'}} elseif {{$BOARD == "{name}"}} {{\n    set ZYNQ_TYPE "zynq_7000"\n{select}{anchor}'
+    branch = (f'}} elseif {{$BOARD == "{name}"}} {{\n    set ZYNQ_TYPE "{board["zynq"]}"\n'
+              f'{select}{anchor}')
     templates.custom_zynq_shell_template = templates.custom_zynq_shell_template.replace(
         anchor, branch, 1)
 
