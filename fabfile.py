@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from finnchain.ops import control
-from finnchain.ops.inventory import DEFAULT_INVENTORY, boards
+from finnchain.ops.inventory import DEFAULT_INVENTORY, InventoryError, boards
 
 warnings.filterwarnings("ignore", message="fast_hadamard_transform")  # brevitas, not needed
 BUILD = "artifacts/deploy"
@@ -32,14 +32,30 @@ console = Console(width=max(Console().width, 120))
 def benchmark(c, build=BUILD, frames=1000, duration=0.0, window=16, source="seeded",
               out="artifacts/reports", timeout=30.0):
     """Stream frames through the chain; report rate, latency, load, links, losses, bits, energy."""
-    from finnchain.ops.benchmark import print_report, run
+    from finnchain.ops.benchmark import BenchmarkError, print_report, run
 
-    result, path = run(Path(build), frames=int(frames), duration=float(duration),
-                       window=int(window), source=source, timeout=float(timeout), out=Path(out),
-                       console=console)
+    try:
+        result, path = run(Path(build), frames=int(frames), duration=float(duration),
+                           window=int(window), source=source, timeout=float(timeout),
+                           out=Path(out), console=console)
+    except BenchmarkError as exc:
+        _fail(exc, 2)
     print_report(result, path, console)
     if result["frames_lost"] or result["frames_failed"] or not result["bit_exact"]:
         raise SystemExit(1)
+
+
+def _fail(exc: Exception, code: int = 1):
+    console.print(f"[bold red]error: {exc}[/]")
+    raise SystemExit(code) from exc
+
+
+def _boards(inventory: str):
+    """The inventory's boards, or exit 2 naming what is wrong with it."""
+    try:
+        return boards(inventory)
+    except InventoryError as exc:
+        _fail(exc, 2)
 
 
 @task(help={"inventory": f"Ansible inventory (default {DEFAULT_INVENTORY})"})
@@ -47,7 +63,7 @@ def status(c, inventory=str(DEFAULT_INVENTORY)):
     """Per board: service state, overlay checksum, plan hash, accelerator (FINN's: the pynq
     library's version and the PL clock), counters, uptime, memory.
     Exits 1 when a board's stage is not running or the board does not answer."""
-    rows = control.status(boards(inventory))
+    rows = control.status(_boards(inventory))
     t = Table(title="boards")
     for col in rows[0]:
         t.add_column(col)
@@ -64,7 +80,7 @@ def status(c, inventory=str(DEFAULT_INVENTORY)):
 @task(help={"inventory": "Ansible inventory", "lines": "lines per board (default 20)"})
 def logs(c, inventory=str(DEFAULT_INVENTORY), lines=20):
     """The last lines of every stage's log."""
-    for name, text in control.logs(boards(inventory), int(lines)).items():
+    for name, text in control.logs(_boards(inventory), int(lines)).items():
         console.rule(name)
         console.print(text.rstrip(), markup=False, highlight=False)
 
@@ -73,9 +89,8 @@ def _control(action: str, inventory: str, build: str) -> None:
     try:
         control.control(action, inventory, build)
     except control.ControlError as exc:
-        console.print(f"[bold red]{exc}[/]")
-        raise SystemExit(1) from exc
-    names = [b.name for b in boards(inventory)]
+        _fail(exc)
+    names = [b.name for b in _boards(inventory)]
     order = names if action == "stop" else names[::-1]  # the order the stages came up in
     past = {"start": "started", "stop": "stopped", "restart": "restarted"}[action]
     console.print(f"{past}: " + ", ".join(order))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 
-from clusterkit import inventory_file, playbook
+from clusterkit import fab, inventory_file, playbook
 from finnchain.cli import main as finnchain
 
 
@@ -96,3 +96,23 @@ def test_two_boards_stating_the_same_stage(build, tmp_path):
                      zed1={"finnchain_stage": 1}, zed2={"finnchain_stage": 1})
     _refused(inv, build, "zed1 says finnchain_stage 1, but it is board 0 of group boards "
                          "(stage 0 first), and another board says the same stage")
+
+
+def test_fab_names_a_missing_inventory_a_missing_build_and_bad_numbers(build, tmp_path):
+    """fab refuses, in one line and without a traceback, an inventory that does not exist, a
+    build folder without a manifest and benchmark numbers out of range, before sending a frame
+    (a report of an earlier run is not overwritten)."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "keep.json").write_text("{}")
+    for args, words in (
+            (("status", "--inventory", str(tmp_path / "nope.yml")), "inventory not found"),
+            (("logs", "--inventory", str(tmp_path / "nope.yml")), "inventory not found"),
+            (("benchmark", "--build", str(tmp_path)), "has no manifest.json"),
+            (("benchmark", "--build", str(build), "--frames", "-5"), "--frames -5: at least 1"),
+            (("benchmark", "--build", str(build), "--window", "0"), "--window 0: at least 1"),
+            (("benchmark", "--build", str(build), "--duration", "nan"), "--duration nan")):
+        r = fab(*args, "--out", str(reports)) if args[0] == "benchmark" else fab(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert words in r.stdout and "Traceback" not in r.stdout + r.stderr, (args, r.stdout)
+    assert sorted(p.name for p in reports.iterdir()) == ["keep.json"]

@@ -26,6 +26,11 @@ def test_check_refuses_bad_input_clearly(digits_path, tmp_path):
     garbage.write_bytes(b"not a model")
     r = _run(str(garbage))
     assert r.returncode == 2 and "not an ONNX model" in r.stderr
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")  # parses as an empty ModelProto
+    r = _run(str(empty))
+    assert r.returncode == 2 and "empty.onnx is not an ONNX model: it has no graph" in r.stderr
+    assert "Traceback" not in r.stderr
     r = _run(str(digits_path), "--cuts", "77")
     assert r.returncode == 2 and "77" in r.stderr
     r = _run("no-such-model")
@@ -54,3 +59,12 @@ def test_the_deployments_helpers_are_subcommands(tmp_path, capsys):
         "client.key", "client.key_secret", "stage0.key", "stage0.key_secret"]
     assert main(["keys", str(tmp_path / "keys"), "client", "stage1"]) == 0
     assert capsys.readouterr().out.strip() == "made stage1"
+
+
+def test_plan_refuses_a_rate_that_is_no_number(digits_path, tmp_path):
+    for bad in ("nan", "inf", "-3"):
+        r = subprocess.run([sys.executable, "build/plan.py", str(digits_path), "--boards",
+                            "zedboard:1", "--target-fps", bad, "--out", str(tmp_path / bad)],
+                           capture_output=True, text=True, timeout=600, check=False)
+        assert r.returncode == 2 and "--target-fps must be a positive number" in r.stderr
+        assert not (tmp_path / bad).exists()

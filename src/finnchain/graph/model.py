@@ -27,6 +27,10 @@ def load(model: str | Path | ModelWrapper | onnx.ModelProto) -> ModelWrapper:
         wrapped = ModelWrapper(str(path))
     except Exception as exc:  # onnx raises DecodeError and friends
         raise ValueError(f"{path} is not an ONNX model: {exc}") from exc
+    if not wrapped.graph.node or not wrapped.graph.input or not wrapped.graph.output:
+        # an empty file parses as an empty ModelProto
+        raise ValueError(f"{path} is not an ONNX model: it has no graph (no nodes, inputs or "
+                         f"outputs; {path.stat().st_size} bytes)")
     return explicit_windows(wrapped)
 
 

@@ -11,6 +11,7 @@ plan's prediction and the reference system. Writes JSON and a PNG.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +89,23 @@ def whole_model_results(build: Path, manifest: dict, images: np.ndarray) -> np.n
     return x.astype(np.int32)
 
 
+class BenchmarkError(ValueError):
+    """Arguments or a build the benchmark cannot run with; the message names them."""
+
+
+def check_arguments(frames: int, duration: float, window: int, timeout: float) -> None:
+    """BenchmarkError naming the first argument out of range (before anything is sent, so
+    that no earlier report is overwritten)."""
+    for ok, what in ((duration >= 0 and math.isfinite(duration), f"--duration {duration}: "
+                      "seconds, 0 or more"),
+                     (duration > 0 or frames >= 1, f"--frames {frames}: at least 1"),
+                     (window >= 1, f"--window {window}: at least 1 frame in flight"),
+                     (timeout > 0 and math.isfinite(timeout), f"--timeout {timeout}: seconds, "
+                      "more than 0")):
+        if not ok:
+            raise BenchmarkError(what)
+
+
 def run(build: Path, frames: int = 1000, duration: float = 0.0, window: int = 16,
         source: str = "seeded", timeout: float = 30.0, out: Path | None = None,
         console=None) -> tuple[dict, Path]:
@@ -95,6 +113,10 @@ def run(build: Path, frames: int = 1000, duration: float = 0.0, window: int = 16
 
     from finnchain.boards.catalogue import Catalogue
 
+    check_arguments(frames, duration, window, timeout)
+    if not (build / "manifest.json").is_file():
+        raise BenchmarkError(f"{build} is no deployed build: it has no manifest.json "
+                             "(`finnchain build` writes one; --build names the folder)")
     manifest = json.loads((build / "manifest.json").read_text())
     stages = [json.loads((build / e["dir"] / "stage.json").read_text())
               for e in sorted(manifest["stages"], key=lambda e: e["index"])]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -89,8 +90,9 @@ def plan(model_spec: str, boards: str = "zedboard:6", out: Path = Path("plan"),
     except (CatalogueError, ValueError, KeyError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if target_fps is not None and target_fps <= 0:
-        print("error: --target-fps must be positive", file=sys.stderr)
+    if target_fps is not None and not (math.isfinite(target_fps) and target_fps > 0):
+        print(f"error: --target-fps must be a positive number of frames/s, not {target_fps}",
+              file=sys.stderr)
         return 2
     name = model_spec
     if model_spec.endswith(".onnx"):  # artifacts/<name>/model.onnx or <name>.onnx
