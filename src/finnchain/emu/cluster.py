@@ -203,8 +203,9 @@ def operator_key(progress=print) -> str:
     return key.with_suffix(".pub").read_text().strip()
 
 
-def _host_key(state: Path) -> str:
-    """A new SSH host key for a board (kept in its state); returns its public line."""
+def _host_key(state: Path) -> list[str]:
+    """A new SSH host key for a board (kept in its state); returns its public key's type and
+    base64 (the first two fields of its public line)."""
     keys = state / "hostkey"
     shutil.rmtree(keys, ignore_errors=True)
     keys.mkdir(parents=True)
@@ -454,7 +455,7 @@ def down(progress=print) -> int:
 def status() -> list[dict]:
     out = []
     for b in load():
-        alive = Path(f"/proc/{b.pid}").exists()
+        alive = _alive(b.pid)  # a zombie is not running
         try:
             with socket.create_connection((b.address, 22), timeout=0.5):
                 ssh = True

@@ -195,18 +195,3 @@ def compare_stage(stage: StagePlan, built: Path | None, error: str | None = None
     cmp.fits = not cmp.over
     return cmp
 
-
-def layer_ratios(comparisons: list[StageComparison]) -> dict:
-    """FINN's figure over the plan's, per op kind and resource, summed over the layers both
-    have (a ratio above 1 means the plan is low)."""
-    sums: dict = {}
-    for c in comparisons:
-        for layer in c.layers:
-            if layer.finn is None:
-                continue
-            kind = sums.setdefault(layer.kind, {k: [0.0, 0.0] for k, _ in RESOURCES})
-            for k, _ in RESOURCES:
-                kind[k][0] += layer.finn[k]
-                kind[k][1] += layer.plan[k]
-    return {kind: {k: (round(f / p, 3) if p else (None if f == 0 else float("inf")))
-                   for k, (f, p) in res.items()} for kind, res in sums.items()}

@@ -30,6 +30,10 @@ class Source:
     images: np.ndarray  # uint8 (N, C, H, W), cycled
 
 
+class BenchmarkError(ValueError):
+    """Arguments or a build the benchmark cannot run with; the message names them."""
+
+
 def make_source(spec: str, shape: tuple[int, ...], model_name: str, seed: int = 0) -> Source:
     """``seeded`` (random images), ``dataset`` (digits-cnv's test set) or a .npy file."""
     if spec == "seeded":
@@ -37,16 +41,17 @@ def make_source(spec: str, shape: tuple[int, ...], model_name: str, seed: int = 
         return Source("seeded", rng.integers(0, 256, size=(256, *shape), dtype=np.uint8))
     if spec == "dataset":
         if model_name != "digits-cnv":
-            raise ValueError("--source dataset exists for digits-cnv only; use seeded or a .npy")
+            raise BenchmarkError("--source dataset exists for digits-cnv only; use seeded or a "
+                                 ".npy")
         from finnchain.models.digits_data import dataset
 
         return Source("digits test set", dataset(seed)[2].astype(np.uint8))
     path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"--source {spec}: not seeded, dataset, or an existing .npy file")
+        raise BenchmarkError(f"--source {spec}: not seeded, dataset, or an existing .npy file")
     images = np.load(path)
     if images.dtype != np.uint8 or images.shape[1:] != shape:
-        raise ValueError(f"{path}: images must be uint8 (N, {', '.join(map(str, shape))}), "
+        raise BenchmarkError(f"{path}: images must be uint8 (N, {', '.join(map(str, shape))}), "
                          f"got {images.dtype} {images.shape}")
     return Source(str(path), images)
 
@@ -87,10 +92,6 @@ def whole_model_results(build: Path, manifest: dict, images: np.ndarray) -> np.n
     for entry in sorted(manifest["stages"], key=lambda e: e["index"]):
         x = Executor(build / entry["dir"] / entry["accelerator"].get("model", "model.onnx")).run(x)
     return x.astype(np.int32)
-
-
-class BenchmarkError(ValueError):
-    """Arguments or a build the benchmark cannot run with; the message names them."""
 
 
 def check_arguments(frames: int, duration: float, window: int, timeout: float) -> None:

@@ -17,7 +17,7 @@ def _pct(x: float) -> str:
 def print_plan(plan: Plan, console: Console | None = None, reference: dict | None = None) -> None:
     """One row per board: use against limits, cycles, bottleneck, link at the predicted rate."""
     console = console or Console()
-    table = Table(title=f"{plan.model['name']} on {len(plan.stages)} boards: "
+    table = Table(title=f"{plan.model['name']} on {_boards(len(plan.stages))}: "
                         f"{plan.predicted_fps:.1f} frames/s predicted")
     for col in ("stage", "board", "segments", "LUT", "RAMB18", "DSP", "LUT RAM", "cycles",
                 "fabric fps", "bottleneck", "link in MB/s"):
@@ -35,11 +35,21 @@ def print_plan(plan: Plan, console: Console | None = None, reference: dict | Non
                   f"(estimates); planned in {plan.search['seconds']} s")
     for line in ddr_lines(plan):
         console.print(line)
+    given = len(plan.boards)
+    if len(plan.stages) < given:
+        why = (f"the fewest that reach {plan.objective['target_fps']:g} frames/s"
+               if plan.objective.get("kind") == "fewest-boards" else
+               "more would not be faster (what binds is above)")
+        console.print(f"{_boards(len(plan.stages))} of the {given} given: {why}")
     if reference:
         console.print(f"reference: {reference['fps']} frames/s on {reference['boards']} "
                       f"{reference['kind']} ({reference['source']})")
     console.print("LUT, RAMB18 and DSP as a share of the board's usage limit; "
                   "LUT RAM as a share of the part's LUTs usable as memory.")
+
+
+def _boards(n: int) -> str:
+    return f"{n} board" if n == 1 else f"{n} boards"
 
 
 def ddr_lines(plan: Plan) -> list[str]:
@@ -82,7 +92,7 @@ def chart(plan: Plan, path: Path) -> Path:
     top.set_ylabel("% of limit")
     top.legend(ncol=4, fontsize="small")
     top.set_title(f"{plan.model['name']}: {plan.predicted_fps:.1f} frames/s on "
-                  f"{len(stages)} boards")
+                  f"{_boards(len(stages))}")
     bottom.bar(x, [s.fabric_fps for s in stages], color="tab:gray", label="stage fabric rate")
     bottom.axhline(plan.predicted_fps, color="tab:red", label="chain rate")
     bottom.set_ylabel("frames/s")

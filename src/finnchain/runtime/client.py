@@ -291,10 +291,6 @@ class Chain:
                  else f"stage {s['index']} (at {s['host']}:{s['metrics']})", "uptime": u}
                 for s, u in zip(stages, uptimes)]
 
-    def unreachable(self, timeout: float = 1.0) -> list[str]:
-        """The stages whose metrics endpoint does not answer within ``timeout`` seconds."""
-        return [s["name"] for s in self.survey(timeout) if s["uptime"] is None]
-
     def _why(self, age: float, every: float) -> str:
         """Why a frame sent ``age`` seconds ago went unanswered, from the stages' endpoints
         (asked again when the last survey is older than ``every`` seconds)."""
