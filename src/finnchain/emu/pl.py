@@ -23,11 +23,11 @@ whose
   started with the same number of frames: the input read from DDR, the stage's integer program
   run on it (``finnchain.fabric``), the result written to DDR at the output DMA's address. A
   weight DMA (an MVAU with external weights; burst mode ``wrap``) reads its buffer once for
-  every frame; the fabric checks that what it read are the weights the build's driver carries
-  (their SHA-256 in the bitstream) and computes with the program's copy of them. Weights from
-  another build, or never flushed, would make a board compute wrong answers; the emulated
-  fabric cannot compute with them, so the register write that starts the transfer raises
-  ``WeightsError`` naming the weight DMA (and the fault is logged and kept). The
+  every frame, and the fabric computes with what it read: FINN's weight words decoded
+  (``graph.pack.unpack_external_weights``) and FINN's rows put in the program's order (the
+  bitstream holds both, found at build time by decoding FINN's own weight file), replacing the
+  program's weights of that layer. Weights of another build, or never flushed, therefore give
+  what a board would compute with them; the PL logs that they are not the build's. The
   output DMA reports done only once the plan's cycles per frame have passed at the PL clock:
   the pacing the emulated board's accelerator used to add itself.
 
@@ -78,8 +78,8 @@ DDR_SIZE = 0x1000_0000  # 256 MiB for buffers, about what a 512 MB board leaves 
 
 
 class WeightsError(RuntimeError):
-    """A weight DMA read weights that are not the build's (raised at the register write that
-    starts the transfer, as a bus error is; see the module)."""
+    """A weight DMA's bytes that cannot be read as the bitstream lays them out (raised at the
+    register write that starts the transfer, as a bus error is)."""
 
 
 class BitstreamError(ValueError):
@@ -108,6 +108,7 @@ class Dma:
     role: str  # "input", "output" or "weights"
     bytes_per_frame: int
     sha256: str = ""  # a weight DMA's: of the weights the build's driver loads
+    layout: dict = field(default_factory=dict)  # a weight DMA's: node, FINN's words, row order
     regs: dict[int, int] = field(default_factory=dict)
     running: bool = False
     done: bool = False
@@ -147,6 +148,7 @@ class EmulatedPL(pynq.Device):
         self.fabric = None  # the stage's EmulatedAccelerator, once an overlay is loaded
         self.cycles = 0
         self.faults: list[str] = []
+        self._build_weights = self._weights_key = ()  # the weight DMAs' bytes (their SHA-256)
         self.transfers = 0
         self.last_transfer: dict = {}  # frames, seconds (paced), fclk_mhz
         self.bitfile_name = None
@@ -189,13 +191,18 @@ class EmulatedPL(pynq.Device):
                     f"{', '.join(sorted(k for k in ip if ip[k].get('phys_addr')))})")
             dmas[d["name"]] = Dma(d["name"], int(ip[d["name"]]["phys_addr"]),
                                   int(ip[d["name"]]["addr_range"]), d["role"],
-                                  int(d["bytes_per_frame"]), d.get("sha256", ""))
+                                  int(d["bytes_per_frame"]), d.get("sha256", ""),
+                                  {k: d[k] for k in ("node", "mw", "mh", "pe", "simd",
+                                                     "datatype", "rows") if k in d})
         fabric = path.parent / config["program"]
         from finnchain.fabric.program import Runner
 
         self.fabric = EmulatedAccelerator(Runner.load(fabric, threads=1), config["input"],
                                           config["output"])
         self.dmas, self.cycles, self.config = dmas, int(config["cycles"]), config
+        # the program computes with the build's weights: no decoding while the DMAs read them
+        self._build_weights = self._weights_key = tuple(
+            d.sha256 for _, d in sorted(dmas.items()) if d.role == "weights")
         self.bitfile_name = str(path)
         self.timestamp = time.strftime("%Y/%m/%d %H:%M:%S")
 
@@ -331,20 +338,12 @@ class EmulatedPL(pynq.Device):
                            f"bytes): {where}")
                 return
             spans[d.name] = (where, nbytes)
+        weights = {}
+        for d in group:
             if d.role == "weights":
-                (alloc, offset), _ = spans[d.name]
-                got = hashlib.sha256(bytes(alloc.ddr[offset: offset + nbytes])).hexdigest()
-                if got != d.sha256:
-                    why = (f"{d.name} read weights other than the build's (sha256 {got[:12]}, "
-                           f"the build's {d.sha256[:12]}): a runtime_weights file of another "
-                           "build, or one not flushed to DDR. A board would compute wrong "
-                           "answers with them; the emulated fabric computes with the build's "
-                           "weights only, so it stops the transfer")
-                    for x in group:
-                        x.running = False
-                    self.faults.append(why)
-                    log.error("emulated PL: %s", why)
-                    raise WeightsError(why)
+                (alloc, offset), nbytes = spans[d.name]
+                weights[d.name] = bytes(alloc.ddr[offset: offset + nbytes])
+        self._load_weights(group, weights)
         roles = {d.role: d.name for d in group}
         (alloc, offset), nbytes = spans[roles["input"]]
         payload = bytes(alloc.ddr[offset: offset + nbytes])
@@ -357,6 +356,38 @@ class EmulatedPL(pynq.Device):
             d.done, d.done_at = True, start + seconds
         self.transfers += 1
         self.last_transfer = {"frames": n, "seconds": seconds, "fclk_mhz": self.fclk0_mhz}
+
+    def _load_weights(self, group: list[Dma], weights: dict[str, bytes]) -> None:
+        """The fabric computes with what the weight DMAs read (FINN's words decoded, FINN's
+        rows put in the program's order); decoded again only when the bytes change."""
+        key = tuple(hashlib.sha256(weights[k]).hexdigest() for k in sorted(weights))
+        if not weights or key == self._weights_key:
+            return
+        from finnchain.graph.pack import PackError, unpack_external_weights
+
+        codes = {}
+        for d in group:
+            if d.role != "weights":
+                continue
+            lay = d.layout
+            try:
+                finn = unpack_external_weights(weights[d.name], lay["mw"], lay["mh"], lay["pe"],
+                                               lay["simd"], lay["datatype"])
+            except (KeyError, PackError) as exc:
+                why = f"{d.name}: its weights cannot be read as the bitstream lays them out: {exc}"
+                for x in group:
+                    x.running = False
+                self.faults.append(why)
+                log.error("emulated PL: %s", why)
+                raise WeightsError(why) from exc
+            ours = np.empty_like(finn)
+            ours[lay["rows"] if lay.get("rows") is not None else slice(None)] = finn
+            codes[lay["node"]] = ours
+        self.fabric.executor.with_weights(codes)
+        self._weights_key = key
+        if key != self._build_weights:
+            log.warning("emulated PL: the weight DMAs read weights other than the build's "
+                        "(%s): computing with them", ", ".join(sorted(weights)))
 
     def describe(self) -> str:
         """The DMAs' registers, as the driver sees them (for a timeout's message)."""

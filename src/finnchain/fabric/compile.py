@@ -129,6 +129,10 @@ class Program:
     # quantizer node -> FINN's thresholds the program took for it, (C, L) on sign * accumulator
     # (as FINN's streamlined MultiThreshold holds them where every sign is +1), and the signs
     finn_thresholds: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # fully connected node -> the program's constant holding its weight codes, as (inputs,
+    # outputs) ("in_out") or transposed ("out_in"), and (inputs, outputs): what a weight DMA
+    # may replace
+    weights: dict[str, tuple] = field(default_factory=dict)
 
 
 def integer_codes(values: np.ndarray, axis: int | None, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -193,6 +197,7 @@ class _Compiler:
         self.grids: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # weight quantizer scale, zp
         self.stats = {"lut": 0, "affine": 0, "thresholds": 0, "linear": 0, "finn_order": 0}
         self.finn_thresholds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.weights: dict[str, tuple] = {}
 
     # ---- helpers -------------------------------------------------------------------------
     def shape(self, tensor: str) -> tuple[int, ...]:
@@ -330,7 +335,7 @@ class _Compiler:
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         return Program(model, tuple(shp[1:]), (int(dt.min()), int(dt.max())), out_name, self.stats,
-                       self.finn_thresholds)
+                       self.finn_thresholds, self.weights)
 
     def _out_type(self, out: str) -> int:
         elem = self.m.get_tensor_valueinfo(out).type.tensor_type.elem_type
@@ -574,7 +579,9 @@ class _Compiler:
         bias = _plus(bias, offset)
 
         def emit(xname: str) -> str:
-            return self.b.op("Gemm", [xname, self.b.const(codes)], hint="acc", transB=1)
+            w = self.b.const(codes)
+            self.weights[node.name] = (w, "out_in", *codes.shape[::-1])
+            return self.b.op("Gemm", [xname, w], hint="acc", transB=1)
 
         self._linear(node, x, codes, scale.reshape(-1), bias, emit)
 
@@ -586,7 +593,9 @@ class _Compiler:
         codes, scale = self.weight_codes(node.input[1], node, transpose=True)
 
         def emit(xname: str) -> str:
-            return self.b.op("MatMul", [xname, self.b.const(codes.T)], hint="acc")
+            w = self.b.const(codes.T)
+            self.weights[node.name] = (w, "in_out", *codes.shape[::-1])
+            return self.b.op("MatMul", [xname, w], hint="acc")
 
         self._linear(node, x, codes, scale.reshape(-1), offset, emit)
 

@@ -39,4 +39,5 @@ class Executor(Runner):
         raw = elem != 1  # int64 (TopK indices) rather than float codes
         dtype = np.dtype(np.int64) if raw else numpy_dtype(self.output_datatype)
         super().__init__(self.program.model.SerializeToString(), self.program.input_shape,
-                         self.program.input_range, raw, dtype.str, threads)
+                         self.program.input_range, raw, dtype.str, threads,
+                         self.program.weights)

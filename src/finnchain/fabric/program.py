@@ -28,30 +28,73 @@ class Runner:
     """An integer program, its input shape and range, and how its output reads back."""
 
     def __init__(self, program: bytes, input_shape: tuple[int, ...], input_range: tuple[int, int],
-                 raw_output: bool, output_dtype: str, threads: int = 0) -> None:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(program, opts, providers=["CPUExecutionProvider"],
-                                            disabled_optimizers=UNSAFE_FUSIONS)
+                 raw_output: bool, output_dtype: str, threads: int = 0,
+                 weights: dict[str, tuple] | None = None) -> None:
+        self.threads = threads
+        self.session = self._session(program, {})
         self.program_bytes = program
         self.input_shape = tuple(input_shape)
         self.input_range = tuple(input_range)
         self._raw_output = raw_output  # int64 (TopK indices) rather than float codes
         self.output_dtype = np.dtype(output_dtype)
+        # fully connected node -> (constant, layout, inputs, outputs) of its weight codes
+        self.weights = {k: tuple(v) for k, v in (weights or {}).items()}
+
+    def _session(self, program: bytes, overrides: dict[str, np.ndarray]) -> ort.InferenceSession:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        values = [(k, ort.OrtValue.ortvalue_from_numpy(v)) for k, v in overrides.items()]
+        for name, value in values:
+            opts.add_initializer(name, value)
+        self._overrides = values  # onnxruntime keeps no reference to them
+        return ort.InferenceSession(program, opts, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=UNSAFE_FUSIONS)
+
+    def weight_codes(self, node: str) -> np.ndarray:
+        """Node ``node``'s weight codes as the program holds them, (inputs, outputs)."""
+        import onnx
+        from onnx import numpy_helper
+
+        name, layout, *_ = self._weight(node)
+        init = next(i for i in onnx.load_from_string(self.program_bytes).graph.initializer
+                    if i.name == name)
+        w = numpy_helper.to_array(init)
+        return w if layout == "in_out" else w.T
+
+    def with_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Compute from now on with other weight codes for fully connected nodes (node ->
+        (inputs, outputs) integer matrix, the program's shape): what a weight DMA read."""
+        overrides = {}
+        for node, w in weights.items():
+            name, layout, *want = self._weight(node)
+            if list(w.shape) != want:
+                raise InputError(f"weights of {node}: shape {w.shape}, the program's "
+                                 f"{tuple(want)}")
+            w = np.asarray(w, np.float32)
+            overrides[name] = np.ascontiguousarray(w if layout == "in_out" else w.T)
+        self.session = self._session(self.program_bytes, overrides)
+
+    def _weight(self, node: str) -> tuple:
+        if node not in self.weights:
+            raise InputError(f"the program has no fully connected node {node!r} whose weights "
+                             f"can be replaced ({', '.join(self.weights) or 'none'})")
+        return self.weights[node]
 
     def save(self, folder: Path) -> None:
         (folder / PROGRAM).write_bytes(self.program_bytes)
         (folder / META).write_text(json.dumps({
             "input_shape": list(self.input_shape), "input_range": list(self.input_range),
-            "raw_output": self._raw_output, "output_dtype": self.output_dtype.str}) + "\n")
+            "raw_output": self._raw_output, "output_dtype": self.output_dtype.str,
+            "weights": {k: list(v) for k, v in self.weights.items()}}) + "\n")
 
     @classmethod
     def load(cls, folder: Path, threads: int = 0) -> Runner:
         meta = json.loads((folder / META).read_text())
         return cls((folder / PROGRAM).read_bytes(), tuple(meta["input_shape"]),
-                   tuple(meta["input_range"]), meta["raw_output"], meta["output_dtype"], threads)
+                   tuple(meta["input_range"]), meta["raw_output"], meta["output_dtype"], threads,
+                   meta.get("weights"))
 
     def check(self, x: np.ndarray) -> np.ndarray:
         """Validate a batch and return it as float32 codes."""

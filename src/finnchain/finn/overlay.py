@@ -25,6 +25,8 @@ import shutil
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+import numpy as np
+
 from finnchain.emu.bitstream import FORMAT
 from finnchain.plan.schema import StagePlan
 
@@ -108,13 +110,47 @@ def hwh(ips: list[dict], stage: StagePlan) -> str:
         "  </MODULES>\n</EDKSYSTEM>\n")
 
 
+def weight_layout(ip: dict, raw: bytes, stage: StagePlan, fabric_dir: Path | None) -> dict:
+    """What the emulated PL needs to compute with what a weight DMA reads: the fully connected
+    node it feeds (the plan's op of FINN's layer), FINN's word layout, and the order of FINN's
+    weight rows among the program's (FINN reorders a layer's inputs after a Flatten to NHWC),
+    found by decoding FINN's own weight file; OverlayError when no order makes them equal."""
+    from finnchain.fabric.program import Runner
+    from finnchain.graph.pack import unpack_external_weights
+
+    feeds = ip.get("feeds")
+    if not feeds or fabric_dir is None:
+        raise OverlayError(f"the weight DMA {ip['name']} names no layer it feeds (FINN's "
+                           f"{ZYNQ_REPORT} from an older finnchain: rebuild the stage)")
+    ops = [op for op in stage.ops if op.kind == "MVAU" and op.fold.get("ram_style") == "external"]
+    named = [op for op in ops if op.finn_name == feeds["layer"]]
+    same = [op for op in ops if (op.shape["mw"], op.shape["mh"]) == (feeds["mw"], feeds["mh"])]
+    op = (named or (same if len(same) == 1 else [None]))[0]
+    if op is None:
+        raise OverlayError(f"the weight DMA {ip['name']} feeds FINN's {feeds['layer']}, which is "
+                           "no layer the plan streams from DDR")
+    layout = {k: int(feeds[k]) for k in ("mw", "mh", "pe", "simd")}
+    finn = unpack_external_weights(raw, **layout, dt=feeds["datatype"])
+    ours = Runner.load(fabric_dir).weight_codes(op.node).astype(np.int64)
+    rows: dict[bytes, list[int]] = {}
+    for k, row in enumerate(ours):
+        rows.setdefault(row.tobytes(), []).append(k)
+    order = []
+    for row in finn:
+        taken = rows.get(row.tobytes())
+        if not taken:
+            raise OverlayError(f"FINN's weights for {op.node} ({ip['name']}.npy) are not the "
+                               "emulated fabric's in any order of their rows")
+        order.append(taken.pop(0))
+    return {"node": op.node, **layout, "datatype": feeds["datatype"],
+            "rows": None if order == list(range(len(order))) else order}
+
+
 def bitstream(ips: list[dict], stage: StagePlan, plan_hash: str, fabric: str,
-              weights: Path | None = None) -> dict:
+              weights: Path | None = None, fabric_dir: Path | None = None) -> dict:
     """The emulated PL's configuration for the stage (see the module); ``weights``: the
     driver's ``runtime_weights`` folder, whose files' SHA-256 each weight DMA carries."""
     from dataclasses import asdict
-
-    import numpy as np
 
     dmas = []
     for ip in ips:
@@ -126,7 +162,9 @@ def bitstream(ips: list[dict], stage: StagePlan, plan_hash: str, fabric: str,
             if not path.is_file():
                 raise OverlayError(f"{path} is missing: FINN's MakePYNQDriver writes a weight "
                                    f"file for the weight DMA {ip['name']}")
-            dma["sha256"] = hashlib.sha256(np.load(path).tobytes()).hexdigest()
+            raw = np.load(path).tobytes()
+            dma.update(sha256=hashlib.sha256(raw).hexdigest(),
+                       **weight_layout(ip, raw, stage, fabric_dir))
         dmas.append(dma)
     return {"format": FORMAT, "stage": stage.index, "plan_hash": plan_hash,
             "board": stage.board["kind"], "clock_mhz": stage.board["clock_mhz"],
@@ -156,7 +194,8 @@ def collect_emulated_overlay(folder: Path, dest: Path, stage: StagePlan,
     (bits / "finn-accel.hwh").write_text(hwh(ips, stage))
     (bits / "finn-accel.bit").write_text(
         json.dumps(bitstream(ips, stage, plan_hash, "../fabric",
-                             dest / "driver" / "runtime_weights"), indent=1) + "\n")
+                             dest / "driver" / "runtime_weights", dest / "fabric"),
+                   indent=1) + "\n")
     return {"kind": "finn", "emulated": True, "bitfile": "bitfile/finn-accel.bit",
             "hwh": "bitfile/finn-accel.hwh", "driver": "driver",
             "model": "fabric/model.onnx", "program": "fabric/program.onnx"}

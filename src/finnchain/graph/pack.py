@@ -158,3 +158,33 @@ def unpack(data: np.ndarray | bytes, dt, shape: tuple[int, ...]) -> np.ndarray:
     if u.size and (u.min() < dt.min() or u.max() > dt.max()):
         raise PackError(f"packed data holds values outside {dt.name} (a narrow or garbled frame)")
     return u
+
+
+def unpack_external_weights(data: np.ndarray | bytes, mw: int, mh: int, pe: int, simd: int,
+                            dt) -> np.ndarray:
+    """An MVAU's weight matrix (MW inputs x MH outputs) from the bytes FINN's weight DMA reads
+    (the ``runtime_weights/<dma>.npy`` FINN v0.10.1's ``MakePYNQDriver`` writes).
+
+    FINN's layout (``InsertIODMA.get_mem_init``, ``to_external_tensor``): one word per (output
+    fold ``fr``, input fold ``fc``), ``fr`` outer; word element ``p*SIMD + s`` is weight
+    (``fc*SIMD + s``, ``fr*PE + p``) and sits at bits ``(p*SIMD + s)*W`` of the word, each word
+    little-endian in whole bytes (P*Q*W a multiple of 8: the only words FINN's driver packs).
+    """
+    dt = _dt(dt)
+    w = _bits(dt)
+    if mw % simd or mh % pe or pe * simd * w % 8:
+        raise PackError(f"no FINN weight words for MW={mw}, MH={mh}, PE={pe}, SIMD={simd}, "
+                        f"{w}-bit weights")
+    raw = np.frombuffer(bytes(data), dtype=np.uint8)
+    words = (mw // simd) * (mh // pe)
+    if raw.size != words * pe * simd * w // 8:
+        raise PackError(f"{raw.size} bytes of weights; MW={mw} x MH={mh} of {w} bits in FINN's "
+                        f"words are {words * pe * simd * w // 8}")
+    bits = np.unpackbits(raw, bitorder="little").reshape(words, pe * simd, w)
+    v = (bits.astype(np.int64) << np.arange(w)).sum(axis=-1)
+    if dt.name == "BIPOLAR":
+        v = 2 * v - 1
+    elif dt.signed():
+        v = np.where(v >= 1 << (w - 1), v - (1 << w), v)
+    v = v.reshape(mh // pe, mw // simd, pe, simd)  # [fr, fc, p, s]
+    return v.transpose(1, 3, 0, 2).reshape(mw, mh)

@@ -77,9 +77,24 @@ def name_instances(model: ModelWrapper) -> dict[str, str]:
     return names
 
 
+def _weights_consumer(model: ModelWrapper, tensor: str) -> dict:
+    """The MVAU a weight DMA's stream (``tensor``) feeds, in the layers' partition: its name
+    and what lays its weights out (MW, MH, PE, SIMD, weight datatype)."""
+    for node in model.graph.node:
+        child = ModelWrapper(getCustomOp(node).get_nodeattr("model"))
+        for n in child.graph.node:
+            if tensor in n.input and n.op_type.startswith("MVAU"):
+                mv = getCustomOp(n)
+                return {"layer": n.name, "mw": mv.get_nodeattr("MW"), "mh": mv.get_nodeattr("MH"),
+                        "pe": mv.get_nodeattr("PE"), "simd": mv.get_nodeattr("SIMD"),
+                        "datatype": mv.get_nodeattr("weightDataType")}
+    raise RuntimeError(f"no MVAU reads the weight stream {tensor}")
+
+
 def zynq_ips(model: ModelWrapper, names: dict[str, str], driver: Path) -> list[dict]:
     """The PS-addressed IPs of FINN's top-level graph, in block-design order: DMAs (role,
-    bytes per frame: what one repetition moves) and the AXI-lite interfaces of the rest."""
+    bytes per frame: what one repetition moves; a weight DMA also the MVAU it feeds) and the
+    AXI-lite interfaces of the rest."""
     ips = []
     for node in model.graph.node:
         child = ModelWrapper(getCustomOp(node).get_nodeattr("model"))
@@ -93,8 +108,11 @@ def zynq_ips(model: ModelWrapper, names: dict[str, str], driver: Path) -> list[d
                 role = "input" if dma.get_nodeattr("direction") == "in" else "output"
                 nbytes = int(np.prod(dma.get_nodeattr("numInputVectors"))
                              * dma.get_nodeattr("NumChannels"))
-            ips.append({"name": names[node.name], "kind": "dma", "role": role,
-                        "bytes_per_frame": nbytes})
+            ip = {"name": names[node.name], "kind": "dma", "role": role,
+                  "bytes_per_frame": nbytes}
+            if role == "weights":
+                ip["feeds"] = _weights_consumer(model, child.graph.output[0].name)
+            ips.append(ip)
             continue
         axilite = [n.name for n in child.graph.node
                    if getCustomOp(n).get_verilog_top_module_intf_names()["axilite"]]
