@@ -27,6 +27,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from finnchain.boards.catalogue import HP_PORT_BITS
 from finnchain.files import sha256_file
 from finnchain.finn import vectors
 from finnchain.finn.prepare import prepare_for_finn
@@ -98,6 +99,9 @@ def layer_attrs(stage: StagePlan) -> dict[str, list[str]]:
 
 def folder_meta(plan: Plan, stage: StagePlan) -> dict:
     board = stage.board
+    # a plan of before 2026-12-07 names neither: a Zynq UltraScale+ part is xczu* or xck*
+    zynq = board.get("zynq") or ("zynq_us+" if board["part"].startswith(("xczu", "xck"))
+                                 else "zynq_7000")
     splits = split_mvaus(stage)
     return {
         "schema": "finnchain.finn-folder/1",
@@ -105,8 +109,8 @@ def folder_meta(plan: Plan, stage: StagePlan) -> dict:
         "stages": len(plan.stages),
         "board": {"kind": board["kind"], "title": board["title"], "finn_name": board["finn_name"],
                   "part": board["part"], "vivado_board_part": board["vivado_board_part"],
-                  "clock_mhz": board["clock_mhz"], "port_bits": board["hp_port_bits"],
-                  "zynq": board["zynq"]},
+                  "clock_mhz": board["clock_mhz"],
+                  "port_bits": board.get("hp_port_bits", HP_PORT_BITS[zynq]), "zynq": zynq},
         "split_mvaus": splits,
         # a split layer's glue has no channels of its own; its stage keeps FINN's order
         "layers": [] if splits else layer_keys(stage),
