@@ -66,8 +66,11 @@ def _check_accepted(comparisons: list[dict]) -> None:
     for c in comparisons:
         assert c["accepted"], (c["index"], c["problems"])
         assert c["fits"], (c["index"], c["over"])
-        assert c["finn_cycles"] == c["plan_cycles"] and c["finn_fps"] == pytest.approx(
-            c["plan_fps"], rel=1e-3)
+        # FINN's estimate has no DDR term: where the stage's DMAs bind (weights streamed from
+        # DDR) the plan is slower than FINN's figure, never faster
+        assert c["finn_cycles"] == c["plan_layer_cycles"] <= c["plan_cycles"]
+        if c["plan_cycles"] == c["plan_layer_cycles"]:
+            assert c["finn_fps"] == pytest.approx(c["plan_fps"], rel=1e-3)
         for layer in c["layers"]:
             plan, finn = layer["plan"], layer["finn"]
             assert finn is not None, layer["name"]
