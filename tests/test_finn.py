@@ -445,7 +445,9 @@ def _finn_equals_emulator(finn, plan_dir: Path, stages: list, out: Path) -> int:
 
 
 # (cnv_2w2a, all its stages accepted and bit-exact too, is in bench/models.py: CI's time)
-@pytest.mark.parametrize("name, boards", [("tfc_1w1a", "zedboard:1"), ("cnv_1w1a", "zedboard:3")])
+@pytest.mark.parametrize("name, boards", [
+    ("tfc_1w1a", "zedboard:1"),
+    pytest.param("cnv_1w1a", "zedboard:3", marks=pytest.mark.slow)])  # 3 min: make test-all
 def test_brevitas_examples_are_what_finn_builds_and_executes(finn, name, boards, tmp_path):
     """Brevitas' bnn_pynq networks as `finnchain export` gives them (random weights): every
     stage planned onto Zedboards goes through FINN's front-end as the plan costed it
@@ -598,6 +600,7 @@ def test_the_emulator_collapses_multiplications_in_finns_order(finn, tmp_path):
     assert parted >= 1, parted  # the grouping matters on these factors
 
 
+@pytest.mark.slow  # 3 min: make test-all
 def test_residual_stages_are_what_finn_builds(finn, tmp_path):
     """The tail of Brevitas' resnet18_4w4a from its last downsampling block, planned onto two
     ZCU102s and through FINN's front-end. Each stage starts at a fork (the skip reads the

@@ -273,6 +273,7 @@ def test_a_card_is_written_and_seeded_and_refused_when_unsafe(image, tmp_path):
     print(f"\n{len(refusals) + 2} unsafe writes refused, the card untouched each time")
 
 
+@pytest.mark.slow  # 4 min (a board booted from its card, a deploy): make test-all
 def test_a_board_boots_from_its_seeded_card_and_deploys(boards, deployed, build, image,
                                                         digits, digits_test_set, tmp_path):
     """board2 is replaced by a board with a freshly seeded card: it comes up with its name,
