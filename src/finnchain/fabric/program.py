@@ -52,17 +52,6 @@ class Runner:
         return ort.InferenceSession(program, opts, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=UNSAFE_FUSIONS)
 
-    def weight_codes(self, node: str) -> np.ndarray:
-        """Node ``node``'s weight codes as the program holds them, (inputs, outputs)."""
-        import onnx
-        from onnx import numpy_helper
-
-        name, layout, *_ = self._weight(node)
-        init = next(i for i in onnx.load_from_string(self.program_bytes).graph.initializer
-                    if i.name == name)
-        w = numpy_helper.to_array(init)
-        return w if layout == "in_out" else w.T
-
     def with_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Compute from now on with other weight codes for fully connected nodes (node ->
         (inputs, outputs) integer matrix, the program's shape): what a weight DMA read."""
@@ -120,3 +109,19 @@ class Runner:
         xf = self.check(x)
         (y,) = self.session.run(None, {"x": xf})
         return y if self._raw_output else y.astype(self.output_dtype)
+
+
+def weight_codes(folder: Path) -> dict[str, np.ndarray]:
+    """Each replaceable fully connected node's weight codes as the saved program in ``folder``
+    holds them, (inputs, outputs): read from its files, without an inference session (the
+    controller's side; needs onnx, which a board lacks)."""
+    import onnx
+    from onnx import numpy_helper
+
+    weights = json.loads((folder / META).read_text()).get("weights", {})
+    inits = {i.name: i for i in onnx.load(str(folder / PROGRAM)).graph.initializer}
+    out = {}
+    for node, (name, layout, *_) in weights.items():
+        w = numpy_helper.to_array(inits[name])
+        out[node] = w if layout == "in_out" else w.T
+    return out

@@ -110,16 +110,16 @@ def hwh(ips: list[dict], stage: StagePlan) -> str:
         "  </MODULES>\n</EDKSYSTEM>\n")
 
 
-def weight_layout(ip: dict, raw: bytes, stage: StagePlan, fabric_dir: Path | None) -> dict:
+def weight_layout(ip: dict, raw: bytes, stage: StagePlan, program: dict[str, np.ndarray]
+                  ) -> dict:
     """What the emulated PL needs to compute with what a weight DMA reads: the fully connected
     node it feeds (the plan's op of FINN's layer), FINN's word layout, and the order of FINN's
     weight rows among the program's (FINN reorders a layer's inputs after a Flatten to NHWC),
     found by decoding FINN's own weight file; OverlayError when no order makes them equal."""
-    from finnchain.fabric.program import Runner
     from finnchain.graph.pack import unpack_external_weights
 
     feeds = ip.get("feeds")
-    if not feeds or fabric_dir is None:
+    if not feeds:
         raise OverlayError(f"the weight DMA {ip['name']} names no layer it feeds (FINN's "
                            f"{ZYNQ_REPORT} from an older finnchain: rebuild the stage)")
     ops = [op for op in stage.ops if op.kind == "MVAU" and op.fold.get("ram_style") == "external"]
@@ -131,7 +131,7 @@ def weight_layout(ip: dict, raw: bytes, stage: StagePlan, fabric_dir: Path | Non
                            "no layer the plan streams from DDR")
     layout = {k: int(feeds[k]) for k in ("mw", "mh", "pe", "simd")}
     finn = unpack_external_weights(raw, **layout, dt=feeds["datatype"])
-    ours = Runner.load(fabric_dir).weight_codes(op.node).astype(np.int64)
+    ours = program[op.node].astype(np.int64)
     rows: dict[bytes, list[int]] = {}
     for k, row in enumerate(ours):
         rows.setdefault(row.tobytes(), []).append(k)
@@ -149,9 +149,13 @@ def weight_layout(ip: dict, raw: bytes, stage: StagePlan, fabric_dir: Path | Non
 def bitstream(ips: list[dict], stage: StagePlan, plan_hash: str, fabric: str,
               weights: Path | None = None, fabric_dir: Path | None = None) -> dict:
     """The emulated PL's configuration for the stage (see the module); ``weights``: the
-    driver's ``runtime_weights`` folder, whose files' SHA-256 each weight DMA carries."""
+    driver's ``runtime_weights`` folder, whose files' SHA-256 each weight DMA carries;
+    ``fabric_dir``: the saved program, whose weights FINN's files are matched against."""
     from dataclasses import asdict
 
+    from finnchain.fabric.program import weight_codes
+
+    program = None  # the program's weights, read once where a stage has weight DMAs
     dmas = []
     for ip in ips:
         if ip["kind"] != "dma":
@@ -162,9 +166,13 @@ def bitstream(ips: list[dict], stage: StagePlan, plan_hash: str, fabric: str,
             if not path.is_file():
                 raise OverlayError(f"{path} is missing: FINN's MakePYNQDriver writes a weight "
                                    f"file for the weight DMA {ip['name']}")
+            if fabric_dir is None:
+                raise OverlayError(f"the weight DMA {ip['name']}: no fabric program to match "
+                                   "FINN's weights against")
+            program = weight_codes(fabric_dir) if program is None else program
             raw = np.load(path).tobytes()
             dma.update(sha256=hashlib.sha256(raw).hexdigest(),
-                       **weight_layout(ip, raw, stage, fabric_dir))
+                       **weight_layout(ip, raw, stage, program))
         dmas.append(dma)
     return {"format": FORMAT, "stage": stage.index, "plan_hash": plan_hash,
             "board": stage.board["kind"], "clock_mhz": stage.board["clock_mhz"],
