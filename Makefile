@@ -49,7 +49,7 @@ demo-mobilenet: models finn-env
 test: venv finn-env board
 	$(VENV)/bin/python -m pytest
 
-# also the slow tests (MobileNetV1 through FINN's front-end, every single cut): about 40 min more
+# also the slow tests (MobileNetV1 through FINN's front-end, every single cut, Molecule): about 50 min more
 test-all: venv finn-env board
 	$(VENV)/bin/python -m pytest -m ''
 

@@ -17,7 +17,8 @@ from clusterkit import ROOT
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the emulated cluster needs root")
 
 
-def test_molecule_converges_idempotently_and_verifies():
+@pytest.mark.slow  # 7 min and a second cluster; CI's one (test_cluster) deploys twice and runs
+def test_molecule_converges_idempotently_and_verifies():  # health/ too: make test-all
     from finnchain.emu import cluster
 
     if cluster.load():
