@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -63,7 +64,8 @@ def run_plan(label, name, spec, fps, catalogue, work: Path, frames: int, jobs: i
         console.print(f"{label}: [red]not planned[/red]: {exc}")
         return {"plan": label, "planned": False, "why": str(exc)}
     plan_seconds = time.perf_counter() - t
-    plan_dir = work / label.replace(" ", "-") / "plan"
+    plan_dir = work / re.sub(r"[^A-Za-z0-9_.-]+", "-", label) / "plan"  # make takes no ':'
+
     write_plan(plan, stage_models, plan_dir)
     out = plan_dir.parent / "finn-cppsim"
     console.print(f"{label}: {len(plan.stages)} stages, building with FINN ...", highlight=False)

@@ -3,9 +3,10 @@ the next board. A failing check names the board (pytest's id ``ansible://<board>
 
 from __future__ import annotations
 
+import json
 import time
 
-from finnchain.runtime.ports import DATA_PORT, METRICS_PORT
+from finnchain.runtime.ports import DATA_PORT, METRICS_PORT, RESULTS_PORT
 
 JUPYTER_PORT = 9090
 
@@ -33,7 +34,14 @@ def test_overlay_is_exactly_the_manifest(host, board, stage):
             f = host.file(path)
             assert f.exists and f.sha256sum == digest, path
         present = set(host.check_output(f"find {me.stage_dir} -type f").split())
+        # nothing else either: no link (to a file outside the overlay), no directory a
+        # redeploy left empty
+        links = host.check_output(f"find {me.stage_dir} -mindepth 1 ! -type f ! -type d")
+        empty = host.check_output(f"find {me.stage_dir} -mindepth 1 -type d -empty")
     assert present == set(expected), sorted(present ^ set(expected))
+    strays = ([f"not files of the overlay: {links.split()}"] if links else []) + \
+        ([f"empty directories in the overlay: {empty.split()}"] if empty else [])
+    assert not strays, "; ".join(strays)
 
 
 def test_password_logins_off_and_default_passwords_locked(host):
@@ -55,15 +63,39 @@ def test_clock_in_sync(host):
 
 
 def test_stage_log_is_rotated(host, board, stage):
+    """The rule is there and logrotate (installed, as the board's cron runs it) reads it
+    without an error: ``logrotate -d`` (debug: reads the rule, rotates nothing)."""
     me, _ = board
-    rule = host.file(f"/etc/logrotate.d/{me.service}")
-    assert rule.exists and me.log in rule.content_string and "rotate" in rule.content_string
+    rule = f"/etc/logrotate.d/{me.service}"
+    assert host.file(rule).exists, f"no log rotation rule {rule}"
+    with host.sudo():
+        r = host.run(f"logrotate -d {rule}")
+    out = r.stdout + r.stderr
+    assert r.rc == 0 and "error:" not in out, f"logrotate -d {rule}: {out[-1500:]}"
+    assert f"rotating pattern: {me.log}" in out and f"considering log {me.log}" in out, out
 
 
-def test_next_board_reachable(host, board):
+def test_stage_sends_where_the_inventory_says(host, board, stage, manifest):
+    """The stage's configuration names the next board's address as its downstream, or, on
+    the last stage's board, no downstream and the results port at its own address."""
     me, nxt = board
-    if nxt is None:
-        return  # the last board has no next board
+    path = f"{host.ansible.get_variables()['finnchain_config_dir']}/stage-config.json"
+    with host.sudo():
+        config = json.loads(host.file(path).content_string)
+    assert config["listen"] == f"tcp://{me.address}:{DATA_PORT}", config
+    if me.stage == len(manifest["stages"]) - 1:
+        assert "downstream" not in config, config
+        assert config["results"] == f"tcp://{me.address}:{RESULTS_PORT}", config
+    else:
+        assert config["downstream"] == f"tcp://{nxt.address}:{DATA_PORT}", config
+        assert "results" not in config, config
+
+
+def test_next_board_reachable(host, board, stage, manifest):
+    me, nxt = board
+    if me.stage == len(manifest["stages"]) - 1:  # the last stage answers the clients itself
+        assert host.socket(f"tcp://{me.address}:{RESULTS_PORT}").is_listening
+        return
     # the network path to the next board (its SSH port; its stage is checked on that board)
     probe = (f"{me.venv}/bin/python -c 'import socket; "
              f"socket.create_connection((\"{nxt.address}\", 22), 3)'")

@@ -38,6 +38,18 @@ def test_roles_follow_one_layout_and_state_their_contract():
         options = spec["argument_specs"]["main"]["options"]
         assert set(defaults) <= set(options), (role, set(defaults) - set(options))
         assert all("type" in o and o.get("description") for o in options.values()), role
+        # and the spec agrees with the defaults: an input with a default is not required, and
+        # a default the spec states is the role's own (a templated one the spec leaves out)
+        for entry in spec["argument_specs"].values():
+            for name, o in entry.get("options", {}).items():
+                if name not in defaults:
+                    continue
+                assert not o.get("required"), (role, name, "has a default: not required")
+                value = defaults[name]
+                if isinstance(value, str) and "{{" in value:
+                    assert "default" not in o, (role, name, value)
+                elif "default" in o:
+                    assert o["default"] == value, (role, name, o["default"], value)
         # no placeholders: a handlers file only where something is notified, no empty files
         if (folder / "handlers").exists():
             handlers = yaml.safe_load((folder / "handlers" / "main.yml").read_text())

@@ -31,6 +31,24 @@ def test_check_refuses_bad_input_clearly(digits_path, tmp_path):
     r = _run(str(empty))
     assert r.returncode == 2 and "empty.onnx is not an ONNX model: it has no graph" in r.stderr
     assert "Traceback" not in r.stderr
+    # four bytes overwritten in a tensor name: still parses, but one node reads a tensor
+    # nothing writes (the cut finder once read that as two branches and exited 0)
+    import onnx
+
+    name = onnx.load(str(digits_path)).graph.node[5].output[0]
+    data = bytearray(digits_path.read_bytes())
+    at = data.find(name.encode(), data.find(name.encode()) + 1)  # where a node reads it
+    data[at:at + 4] = b"XXXX"
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(bytes(data))
+    for command in (["cuts", str(damaged), "--why"],
+                    ["plan", str(damaged), "--boards", "zedboard:2", "--out", str(tmp_path)]):
+        r = subprocess.run([sys.executable, "-m", "finnchain.cli", *command], capture_output=True,
+                           text=True, timeout=600, check=False)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert "damaged.onnx is not a whole ONNX graph: node" in r.stderr
+        assert f"reads 'XXXX{name[4:]}', which no node" in r.stderr
+    assert not list(tmp_path.glob("plan.json"))
     r = _run(str(digits_path), "--cuts", "77")
     assert r.returncode == 2 and "77" in r.stderr
     r = _run("no-such-model")

@@ -107,13 +107,20 @@ def test_fab_benchmark_status_and_health(boards, build, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:]
     assert "skipped" not in r.stdout.splitlines()[-1]
 
-    # a stage stopped by hand: the health checks fail and name that board, and only it
-    assert ssh("127.77.0.12", "sudo /etc/init.d/finnchain-stage stop").returncode == 0
+    # a stage stopped by hand, a link planted in its overlay and a directory left empty: the
+    # health checks fail and name that board, and only it
+    planted = "/opt/finnchain/stage/shadow /opt/finnchain/stage/leftover"
+    assert ssh("127.77.0.12", "sudo /etc/init.d/finnchain-stage stop && sudo ln -s /etc/shadow "
+               "/opt/finnchain/stage/shadow && sudo mkdir /opt/finnchain/stage/leftover"
+               ).returncode == 0
     r = subprocess.run(health, cwd=ROOT, capture_output=True, text=True, timeout=600,
                        check=False, env=env)
+    assert ssh("127.77.0.12", f"sudo rm -r {planted}").returncode == 0
     failed = [line for line in r.stdout.splitlines() if line.startswith("FAILED")]
     assert r.returncode == 1 and failed, r.stdout[-3000:]
     assert all("board2" in line for line in failed), failed
+    assert "not files of the overlay: ['/opt/finnchain/stage/shadow']" in r.stdout, r.stdout[-3000:]
+    assert "empty directories in the overlay: ['/opt/finnchain/stage/leftover']" in r.stdout
     r = fab("status", "--inventory", str(boards))
     assert r.returncode == 1 and "board2 (127.77.0.12): stopped" in r.stdout, r.stdout + r.stderr
     # fab start brings the stopped stage back (last stage first); the checks pass again

@@ -97,8 +97,10 @@ def digits_estimate(finn, digits_plan, tmp_path_factory):
     (``finn-cppsim``: the estimate flow, FINN's driver, and each HLS layer's C++ compiled and
     run on the verification vectors)."""
     out = tmp_path_factory.mktemp("digits-estimate")
-    r = _build(digits_plan, "--target", "finn-cppsim", "--out", out, "--jobs", "2",
-               "--frames", DIGITS_FRAMES)
+    # --out relative to where the command runs, as a user types it (Verilator's models of
+    # the RTL layers once failed to load from a relative build folder)
+    r = _build(digits_plan, "--target", "finn-cppsim", "--out", os.path.relpath(out, ROOT),
+               "--jobs", "2", "--frames", DIGITS_FRAMES)
     return r, out
 
 
@@ -130,6 +132,17 @@ def test_every_digits_stage_is_what_finn_builds(digits_plan, digits_estimate):
     again = _build(digits_plan, "--target", "finn-cppsim", "--out", out, "--frames",
                    DIGITS_FRAMES)
     assert again.returncode == 0 and again.stdout.count("up to date") == 3, again.stdout
+
+
+def test_a_cppsim_build_where_make_cannot_go_is_refused(finn, digits_plan, tmp_path):
+    """make (Verilator's models of the RTL layers) cannot take ':' or a space in a path: said
+    before any work, where FINN's own error was 'cannot open shared object file'."""
+    for name in ("demo-small:3", "two words"):
+        r = _build(digits_plan, "--target", "finn-cppsim", "--out", tmp_path / name)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert f"{tmp_path / name}: FINN's C++ simulation builds its RTL layers with " \
+            "Verilator and make, and make cannot take a path holding ':' or a space" in r.stderr
+        assert not (tmp_path / name).exists()
 
 
 def test_finns_cpp_simulation_of_every_digits_stage_equals_the_emulator(digits_plan,

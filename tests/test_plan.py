@@ -51,6 +51,21 @@ def test_folding_respects_finn_constraints_and_targets(mobilenet):
                     assert a.op.out_width(a.fold) == b.op.in_width(b.fold)
 
 
+def test_a_dsp_swap_changes_only_where_the_multipliers_go(mobilenet):
+    """A swap's saving is the LUT its layer saves with DSP multipliers and all else as placed
+    (thresholds in block RAM stay there; once the swap was costed with LUT thresholds)."""
+    seen = set()
+    for seg in segments(mobilenet):
+        for opt in Candidates(seg).at(401_408):
+            for sw in opt.swaps:
+                p = opt.placed[sw.op_index]
+                dsp = p.op.resources(replace(p.fold, res_type="dsp"))
+                assert (sw.dsp, sw.lut_saved) == (dsp.dsp, p.res.lut - dsp.lut)
+                assert sw.lut_saved > 0, (p.op.name, p.fold)
+                seen.add(p.fold.thr_style)
+    assert seen == {"block", "distributed"}  # both kinds of threshold memory were swapped
+
+
 def test_a_slower_target_never_removes_the_cheapest_fit(mobilenet):
     cands = [Candidates(s) for s in segments(mobilenet)]
     for c in cands:

@@ -240,6 +240,11 @@ def build(plan_path: Path, target: str = "emulate", out: Path | None = None,
         return 2
     verify = VectorSpec(frames=frames) if target in ("finn", "finn-cppsim") else None
     out = out if out is not None else Path("artifacts") / plan.model["name"] / cluster_name(plan)
+    if target == "finn-cppsim" and any(c in str(out.resolve()) for c in ": "):
+        print(f"error: {out.resolve()}: FINN's C++ simulation builds its RTL layers with "
+              "Verilator and make, and make cannot take a path holding ':' or a space; give "
+              "--out a folder whose path has neither", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     old = None
     if (out / "manifest.json").is_file() and not force:

@@ -88,6 +88,7 @@ def run_local(env: FinnEnv, folder: Path, log: Path, mode: str = "estimate",
     (``workers``: FINN's parallel compilations of the stage's layers)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    folder = folder.resolve()  # FINN runs in it, and Verilator's models load by this path
     (folder / STATUS).unlink(missing_ok=True)
     shutil.rmtree(folder / "output", ignore_errors=True)
     scratch = folder / "finn-tmp"

@@ -31,7 +31,27 @@ def load(model: str | Path | ModelWrapper | onnx.ModelProto) -> ModelWrapper:
         # an empty file parses as an empty ModelProto
         raise ValueError(f"{path} is not an ONNX model: it has no graph (no nodes, inputs or "
                          f"outputs; {path.stat().st_size} bytes)")
+    dangling = dangling_tensors(wrapped.model)
+    if dangling:
+        raise ValueError(f"{path} is not a whole ONNX graph: {dangling[0]}"
+                         + (f" (and {len(dangling) - 1} more)" if len(dangling) > 1 else "")
+                         + "; a damaged or hand-edited file? Export the model again")
     return explicit_windows(wrapped)
+
+
+def dangling_tensors(model: onnx.ModelProto) -> list[str]:
+    """Where a tensor is read that nothing defines (no graph input, initializer or node output)
+    or a graph output that no node writes: what a damaged file or a renamed tensor leaves. A
+    few overwritten bytes in a tensor name still parse, and the cut finder then reads the
+    graph as two branches; this names the first such place instead."""
+    graph = model.graph
+    defined = {t.name for t in graph.input} | {t.name for t in graph.initializer}
+    defined |= {o for n in graph.node for o in n.output if o}
+    found = [f"node {n.name or n.op_type} ({n.op_type}) reads {t!r}, which no node, input or "
+             f"initializer defines" for n in graph.node for t in n.input if t and t not in defined]
+    found += [f"the graph output {o.name!r} is written by no node" for o in graph.output
+              if o.name not in defined]
+    return found
 
 
 WINDOWED = ("Conv", "MaxPool", "AveragePool")

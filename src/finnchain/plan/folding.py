@@ -99,7 +99,7 @@ def _option(placed: list[Placed]) -> Option:
         op = p.op
         # an MVAU without activation stays on LUTs (FINN would make it an RTL MVAU)
         if isinstance(op, VVAU) or (isinstance(op, MVAU) and op.obits):
-            dsp = op.resources(Fold(p.fold.pe, p.fold.simd, p.fold.ram_style, "dsp"))
+            dsp = op.resources(replace(p.fold, res_type="dsp"))  # all else as placed
             swaps.append(DspSwap(i, dsp.dsp, p.res.lut - dsp.lut))
     return Option(tuple(placed), res, max(p.cycles for p in placed), tuple(swaps),
                   max(p.op.bound_cycles(p.fold) for p in placed))
