@@ -21,8 +21,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from finnchain.check import resolve_model
 from finnchain.fabric.executor import Executor
-from finnchain.graph.check import resolve_model
 from finnchain.graph.model import with_batch
 from finnchain.graph.reference import run_reference
 from finnchain.models import zoo

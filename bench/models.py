@@ -33,12 +33,12 @@ from rich.table import Table
 
 from finnchain.benchresult import RESULTS, save
 from finnchain.boards.catalogue import Catalogue
+from finnchain.check import inexact_scales
 from finnchain.fabric.compile import CompileError
 from finnchain.fabric.executor import Executor
 from finnchain.finn import env as finn_env
 from finnchain.finn.estimate import read_stage
 from finnchain.finn.verify import check_stage
-from finnchain.graph.check import inexact_scales
 from finnchain.graph.cuts import examine
 from finnchain.graph.model import load
 from finnchain.graph.reference import run_reference

@@ -148,8 +148,8 @@ def run_bare(payload: int, frames: int) -> dict:
 
 def end_to_end(workdir: Path, frames: int) -> dict:
     from finnchain.boards.catalogue import Catalogue
+    from finnchain.check import resolve_model
     from finnchain.fabric.executor import Executor
-    from finnchain.graph.check import resolve_model
     from finnchain.models.digits_data import dataset
     from finnchain.plan.make import make_plan, write_plan
 

@@ -339,7 +339,8 @@ def test_brevitas_examples_split_three_ways_run_bit_exactly(bnn_pynq, name):
     """Each exported model in three stages on the emulated fabric, the float tail before the
     TopK included, equals qonnx's reference of the whole model, with the codes at every cut
     not degenerate (2-bit: at least 3 of 4 codes seen; BIPOLAR: both)."""
-    from finnchain.graph.check import check_split, even_cuts
+    from finnchain.check import check_split
+    from finnchain.graph.cuts import even_cuts
     from finnchain.graph.model import load
     from finnchain.models.zoo import recipe, sample_inputs
 
@@ -401,8 +402,7 @@ def test_brevitas_mobilenet_with_learned_scales_runs_as_the_integer_function(
 
     from finnchain.boards.catalogue import Catalogue
     from finnchain.fabric.executor import Executor
-    from finnchain.graph.check import even_cuts
-    from finnchain.graph.cuts import cut_points
+    from finnchain.graph.cuts import cut_points, even_cuts
     from finnchain.graph.model import is_pow2, load
     from finnchain.graph.reference import run_reference
     from finnchain.graph.split import split

@@ -213,13 +213,13 @@ def test_a_stray_sigterm_is_not_a_stop_and_logs_rotate(boards, deployed):
 def test_what_ansible_renders_fits_the_schemas(boards, deployed):
     """Each board's stage config, as the chain role rendered it, and the chain file it wrote
     for clients, checked against finnchain.schemas (the controller's one schema of each)."""
-    from finnchain import schemas
-    from finnchain.runtime.client import ChainFile
+    from finnchain import documents
+    from finnchain.runtime.chainfile import ChainFile
 
     for k, address in enumerate(("127.77.0.11", "127.77.0.12", "127.77.0.13")):
         r = ssh(address, "cat /etc/finnchain/stage-config.json")
         assert r.returncode == 0, r.stderr
-        cfg = schemas.check("stage-config", json.loads(r.stdout), f"board{k + 1}")
+        cfg = documents.check_document("stage-config", json.loads(r.stdout), f"board{k + 1}")
         assert cfg.listen.startswith("tcp://") and (cfg.results is None) == (k < 2)
         assert cfg.curve and set(cfg.curve) >= {"secret", "allow"}
     spec = ChainFile.read(deployed / "chain.json")

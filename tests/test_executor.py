@@ -7,10 +7,10 @@ import pytest
 from onnx import numpy_helper
 
 from conftest import distinct
+from finnchain.check import inexact_scales
 from finnchain.fabric import compile as emc
 from finnchain.fabric.compile import CompileError, compile_model, integer_codes
 from finnchain.fabric.executor import Executor, InputError
-from finnchain.graph.check import inexact_scales
 from finnchain.graph.model import load
 from finnchain.graph.reference import run_reference
 from finnchain.graph.split import split

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from finnchain import schemas
+from finnchain import documents
 from finnchain.boards.catalogue import Catalogue
 from finnchain.finn.manifest import Manifest, ManifestError
 from finnchain.plan.schema import Plan, PlanFileError
-from finnchain.runtime.client import ChainFile, ChainFileError
+from finnchain.runtime.chainfile import ChainFile
+from finnchain.runtime.errors import ChainFileError
 from finnchain.runtime.local import stage_configs
 from finnchain.runtime.stage import ConfigError, StageConfig
 
@@ -33,9 +36,24 @@ def _edit(src: Path, dest: Path, change) -> Path:
 
 def test_every_document_has_a_json_schema():
     for kind in ("plan", "manifest", "chain", "stage-config", "catalogue"):
-        assert schemas.json_schema(kind)["type"] == "object", kind
-    with pytest.raises(KeyError, match="no schema 'recipe'"):
-        schemas.adapter("recipe")
+        assert documents.json_schema(kind)["type"] == "object", kind
+    with pytest.raises(KeyError, match="no document 'recipe'"):
+        documents.json_schema("recipe")
+
+
+def test_the_documents_import_nothing_above_them():
+    """Reading a plan, a manifest or the catalogue imports no runtime and no pyzmq (the
+    schema checker once kept a registry of every document, and so imported the client); the
+    stream imports the client's errors, not the client."""
+    code = ("import sys\nfrom finnchain.plan.schema import Plan\n"
+            "from finnchain.finn.manifest import Manifest\n"
+            "from finnchain.boards.catalogue import Catalogue\nCatalogue()\n"
+            "import finnchain.runtime.stream\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'zmq' or m in "
+            "('finnchain.runtime.client', 'finnchain.documents')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
 
 
 def test_a_plan_with_fields_of_the_wrong_type_or_range(built, tmp_path):
@@ -79,7 +97,7 @@ def test_chain_files_and_stage_configs_as_the_tools_write_them(built, tmp_path):
     assert spec.first.startswith("tcp://") and set(spec.curve) == {"secret", "first", "last"}
     for p in paths:
         data = json.loads(p.read_text())
-        cfg = schemas.check("stage-config", data, str(p))
+        cfg = documents.check_document("stage-config", data, str(p))
         assert isinstance(cfg, StageConfig) and cfg.batch == 1
         assert StageConfig.read(p).listen == data["listen"]  # the board's own reader agrees
 
@@ -96,7 +114,7 @@ def test_chain_files_and_stage_configs_as_the_tools_write_them(built, tmp_path):
     bad = _edit(paths[0], tmp_path / "run" / "bad-stage.json",
                 lambda d: d.update(batch=0, accelerator="gpu"))
     with pytest.raises(ValueError) as info:
-        schemas.check("stage-config", json.loads(bad.read_text()), str(bad))
+        documents.check_document("stage-config", json.loads(bad.read_text()), str(bad))
     assert "batch must be a whole number of at least 1" in str(info.value)
     with pytest.raises(ConfigError, match="bad-stage.json: batch must be a whole number"):
         StageConfig.read(bad)  # the board refuses it too, without pydantic

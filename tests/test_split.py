@@ -8,8 +8,8 @@ import pytest
 from qonnx.core.datatype import DataType
 
 from conftest import distinct
-from finnchain.graph.check import check_split, even_cuts
-from finnchain.graph.cuts import cut_points
+from finnchain.check import check_split
+from finnchain.graph.cuts import cut_points, even_cuts
 from finnchain.graph.pack import packed_bytes
 from finnchain.graph.reference import run_reference
 from finnchain.graph.split import SplitError, split

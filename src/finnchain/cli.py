@@ -35,7 +35,7 @@ def _cuts(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from finnchain.graph.check import resolve_model
+    from finnchain.check import resolve_model
     from finnchain.graph.cuts import examine
 
     try:
@@ -74,7 +74,8 @@ def _cuts(args: argparse.Namespace) -> int:
 
 
 def _split(args: argparse.Namespace) -> int:
-    from finnchain.graph.check import even_cuts, resolve_model
+    from finnchain.check import resolve_model
+    from finnchain.graph.cuts import even_cuts
     from finnchain.graph.model import save
     from finnchain.graph.split import split
 
@@ -93,7 +94,7 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from finnchain.graph import check
+    from finnchain import check
 
     return check.run(args)
 
@@ -168,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=_split)
 
-    from finnchain.graph.check import add_arguments
+    from finnchain.check import add_arguments
 
     k = sub.add_parser("check", help="split, run the chain and the whole model, compare bits")
     add_arguments(k)

@@ -12,7 +12,8 @@ import numpy as np
 from rich.console import Console
 
 from finnchain.boards.catalogue import Catalogue
-from finnchain.graph.check import check_split, even_cuts, print_result
+from finnchain.check import check_split, print_result
+from finnchain.graph.cuts import even_cuts
 from finnchain.graph.model import load
 from finnchain.models import zoo
 from finnchain.plan.command import REFERENCE

@@ -1,12 +1,7 @@
-"""One schema for each document the controller reads or writes, checked with pydantic.
-
-- ``plan``: plan.json (``plan.schema.Plan`` and its dataclasses)
-- ``manifest``: a build's manifest.json (``finn.manifest.Manifest``)
-- ``chain``: the chain file clients read (``runtime.client.ChainFile``)
-- ``stage-config``: a stage daemon's config, as the deployment renders it
-  (``runtime.stage.StageConfig``; the board reads it without pydantic, with the same dataclass
-  and its own range checks)
-- ``catalogue``: the board catalogue and its override files (``CatalogueSpec`` below)
+"""Checking a document the controller reads or writes against its schema, with pydantic.
+Each reader passes its own class; ``finnchain.documents`` names them all (JSON Schemas).
+It holds the catalogue's schema (``CatalogueSpec``, below), as the catalogue is the one
+document without a dataclass of its own.
 
 The dataclasses are the schemas: pydantic checks every field's type, nested ones included, and
 runs their ``__post_init__`` range checks; unknown keys are refused where the dataclass says so
@@ -84,22 +79,10 @@ class CatalogueSpec(BaseModel):
     boards: dict[str, BoardSpec]
 
 
-def _documents() -> dict[str, type]:
-    from finnchain.finn.manifest import Manifest
-    from finnchain.plan.schema import Plan
-    from finnchain.runtime.client import ChainFile
-    from finnchain.runtime.stage import StageConfig
-
-    return {"plan": Plan, "manifest": Manifest, "chain": ChainFile,
-            "stage-config": StageConfig, "catalogue": CatalogueSpec}
-
-
 @cache
-def adapter(kind: str) -> TypeAdapter:
-    documents = _documents()
-    if kind not in documents:
-        raise KeyError(f"no schema {kind!r}; known: {', '.join(documents)}")
-    return TypeAdapter(documents[kind])
+def adapter(document: type) -> TypeAdapter:
+    """pydantic's validator of a document class (a dataclass or a model), made once."""
+    return TypeAdapter(document)
 
 
 def describe(exc: ValidationError) -> str:
@@ -122,15 +105,10 @@ def describe(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def check(kind: str, data: Any, source: str, error: type[Exception] = ValueError) -> Any:
-    """``data`` as the document ``kind`` (its dataclass or model), or ``error`` naming
+def check(document: type, data: Any, source: str, error: type[Exception] = ValueError) -> Any:
+    """``data`` as a ``document`` (the reader's own dataclass or model), or ``error`` naming
     ``source`` and every field that does not fit."""
     try:
-        return adapter(kind).validate_python(data)
+        return adapter(document).validate_python(data)
     except ValidationError as exc:
         raise error(f"{source}: {describe(exc)}") from None
-
-
-def json_schema(kind: str) -> dict:
-    """The document's JSON Schema (for editors and other tools)."""
-    return adapter(kind).json_schema()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from finnchain.schemas import CatalogueSpec, check
+
 CATALOGUE = Path(__file__).with_name("catalogue.yaml")
 RESOURCES = ("lut", "ff", "bram18", "uram", "dsp")
 HP_PORT_BITS = {"zynq_7000": 64, "zynq_us+": 128}  # FINN v0.10.1's pynq_native_port_width
@@ -110,14 +112,12 @@ class Catalogue:
     checked against the catalogue's schema (``finnchain.schemas.CatalogueSpec``)."""
 
     def __init__(self, *overrides: str | Path) -> None:
-        from finnchain.schemas import check
-
         data = _read(CATALOGUE)
         for path in overrides:
             data = _merge(data, _read(Path(path)))
         source = "the board catalogue" + (
             f" ({CATALOGUE.name} with {', '.join(map(str, overrides))})" if overrides else "")
-        self.spec = check("catalogue", data, source, CatalogueError)
+        self.spec = check(CatalogueSpec, data, source, CatalogueError)
         self.boards = {kind: self._board(kind, spec) for kind, spec in self.spec.boards.items()}
 
     def _board(self, kind: str, spec) -> Board:

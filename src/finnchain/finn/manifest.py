@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from finnchain.files import read_document, sha256_file, write_document
+from finnchain.schemas import check
 
 SCHEMA = "finnchain.manifest/1"
 TARGETS = ("emulate", "finn", "finn-estimate", "finn-cppsim")
@@ -63,10 +64,8 @@ class Manifest:
 
     @classmethod
     def read(cls, path: str | Path) -> Manifest:
-        from finnchain.schemas import check
-
         data = read_document(path, "manifest", SCHEMA, ManifestError)
-        return check("manifest", data, str(path), ManifestError)
+        return check(cls, data, str(path), ManifestError)
 
     def stage(self, index: int) -> StageEntry | None:
         return next((s for s in self.stages if s.index == index), None)

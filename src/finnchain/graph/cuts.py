@@ -214,3 +214,20 @@ def nhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
         n, c, h, w = shape
         return (n, h, w, c)
     return tuple(shape)
+
+
+def even_cuts(model: ModelWrapper, stages: int) -> list[CutPoint]:
+    """``stages - 1`` legal cuts spread evenly over the model's legal cuts."""
+    legal = cut_points(model)
+    if stages < 1:
+        raise ValueError("the number of stages must be at least 1")
+    if stages - 1 > len(legal):
+        raise ValueError(f"{stages} stages need {stages - 1} cuts; the model has {len(legal)}: "
+                         f"{why_no_cuts(model)}")
+    if stages == 1:
+        return []
+    pos = np.linspace(0, len(legal) - 1, stages + 1)[1:-1]
+    idx = sorted({round(p) for p in pos})
+    while len(idx) < stages - 1:  # crowded: take the first free ones
+        idx = sorted(set(idx) | {next(i for i in range(len(legal)) if i not in idx)})
+    return [legal[i] for i in idx]

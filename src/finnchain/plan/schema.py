@@ -16,6 +16,7 @@ from pathlib import Path
 
 from finnchain.cost.ops import Fold, Op, op_of
 from finnchain.files import read_document, write_document
+from finnchain.schemas import check
 
 SCHEMA = "finnchain.plan/1"
 
@@ -132,9 +133,7 @@ class Plan:
     @classmethod
     def from_dict(cls, data: dict, source: str = "plan") -> Plan:
         """A plan from its JSON form, checked field by field (``finnchain.schemas``)."""
-        from finnchain.schemas import check
-
-        return check("plan", data, source, PlanFileError)
+        return check(cls, data, source, PlanFileError)
 
     @classmethod
     def read(cls, path: str | Path) -> Plan:

@@ -31,24 +31,21 @@ every probe wait) and at most once per ``OVERTAKEN_GRACE`` for lost ones.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import zmq
 
 from finnchain.graph.pack import PackError, unpack
 from finnchain.runtime import protocol as P
+from finnchain.runtime.chainfile import ChainFile
+from finnchain.runtime.errors import ChainError, ChainTimeout
 from finnchain.runtime.metrics import scrape
-
-if TYPE_CHECKING:
-    from finnchain.runtime.stream import Stream
+from finnchain.runtime.stream import Stream
 
 OVERTAKEN_GRACE = 1.0  # seconds an overtaken frame may still be answered (first stage's refusals)
 CHECK_EVERY = 0.05  # seconds between looks for frames that have ended without an answer
@@ -56,67 +53,6 @@ PING_AFTER = 0.5  # seconds without an answer, frames in flight, before pinging 
 PING_EVERY = 1.0  # seconds between pings while nothing comes back
 RESULT = np.int32  # class indices as the client returns them
 
-
-class ChainError(RuntimeError):
-    """A stage refused a frame; the message is the stage's own."""
-
-    def __init__(self, seq: int, text: str) -> None:
-        super().__init__(f"frame {seq}: {text}" if not text.startswith("stage") else text)
-        self.seq = seq
-        self.text = text
-
-
-class ChainFileError(ValueError):
-    """A chain file that does not describe a chain."""
-
-
-class ChainTimeout(TimeoutError):
-    """No answer in time; names the frames and the chain's ends."""
-
-
-@dataclass
-class ChainFile:
-    plan_hash: str
-    first: str
-    last: str
-    input: dict
-    output: dict
-    stages: list[dict] = field(default_factory=list)
-    curve: dict | None = None  # secret (the client's certificate), first, last (public keys)
-
-    __pydantic_config__ = {"extra": "forbid"}  # finnchain.schemas: unknown keys are refused
-
-    def __post_init__(self) -> None:
-        for end in ("first", "last"):
-            if not str(getattr(self, end)).startswith("tcp://"):
-                raise ValueError(f"{end} must be a tcp:// address, got {getattr(self, end)!r}")
-        for side in ("input", "output"):
-            t = getattr(self, side)
-            if not isinstance(t.get("shape"), list) or int(t.get("bytes_per_frame", 0)) < 1:
-                raise ValueError(f"{side} must give a shape and bytes_per_frame of at least 1")
-        if self.curve is not None and set(self.curve) != {"secret", "first", "last"}:
-            raise ValueError("curve must name secret, first and last (certificate files)")
-
-    @classmethod
-    def read(cls, path: str | Path) -> ChainFile:
-        """A chain file, checked field by field (``finnchain.schemas``); its certificate
-        paths are relative to it."""
-        from finnchain.schemas import check
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"chain file not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ChainFileError(f"{path} is not JSON: {exc}") from None
-        if isinstance(data, dict) and isinstance(data.get("curve"), dict):
-            data["curve"] = {k: str((path.parent / v).resolve()) for k, v in data["curve"].items()}
-        return check("chain", data, str(path), ChainFileError)
-
-    def write(self, path: Path) -> Path:
-        path.write_text(json.dumps(self.__dict__, indent=1) + "\n")
-        return path
 
 
 class Chain:
@@ -331,8 +267,6 @@ class Chain:
     def stream(self, images: np.ndarray) -> Stream:
         """Frames of ``images`` (uint8 (N, C, H, W), cycled) streamed and timed one by one:
         ``send(frames=... | seconds=... | until=...)`` then ``finish()`` (runtime/stream.py)."""
-        from finnchain.runtime.stream import Stream
-
         return Stream(self, np.asarray(images))
 
     def infer(self, images: np.ndarray) -> np.ndarray:

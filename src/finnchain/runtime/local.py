@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from finnchain.finn.manifest import Manifest
-from finnchain.runtime.client import ChainFile
+from finnchain.runtime.chainfile import ChainFile
 from finnchain.runtime.metrics import fetch
 from finnchain.runtime.ports import StagePorts, local_ports
 

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from finnchain.runtime.errors import ChainError
+
 if TYPE_CHECKING:
-    from finnchain.runtime.client import Chain, ChainError
+    from finnchain.runtime.client import Chain
 
 
 @dataclass
@@ -41,14 +43,10 @@ class StreamReport:
 
     @property
     def failed(self) -> list[tuple[int, ChainError]]:
-        from finnchain.runtime.client import ChainError
-
         return [(s, v) for s, v in self.ordered() if isinstance(v, ChainError)]
 
     @property
     def delivered(self) -> list[tuple[int, np.ndarray]]:
-        from finnchain.runtime.client import ChainError
-
         return [(s, v) for s, v in self.ordered() if not isinstance(v, ChainError)]
 
     @property

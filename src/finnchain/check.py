@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-from finnchain.graph.cuts import CutPoint, cut_points
+from finnchain.graph.cuts import CutPoint, even_cuts
 from finnchain.graph.model import input_name, load
 from finnchain.graph.reference import run_reference
 from finnchain.graph.split import resolve_cuts, split
@@ -45,25 +45,6 @@ class CheckResult:
     seconds_whole: float = 0.0
     seconds_chain: float = 0.0
     detail: str = ""
-
-
-def even_cuts(model: ModelWrapper, stages: int) -> list[CutPoint]:
-    """``stages - 1`` legal cuts spread evenly over the model's legal cuts."""
-    legal = cut_points(model)
-    if stages < 1:
-        raise ValueError("the number of stages must be at least 1")
-    if stages - 1 > len(legal):
-        from finnchain.graph.cuts import why_no_cuts
-
-        raise ValueError(f"{stages} stages need {stages - 1} cuts; the model has {len(legal)}: "
-                         f"{why_no_cuts(model)}")
-    if stages == 1:
-        return []
-    pos = np.linspace(0, len(legal) - 1, stages + 1)[1:-1]
-    idx = sorted({round(p) for p in pos})
-    while len(idx) < stages - 1:  # crowded: take the first free ones
-        idx = sorted(set(idx) | {next(i for i in range(len(legal)) if i not in idx)})
-    return [legal[i] for i in idx]
 
 
 def runner(engine: str):
