@@ -13,6 +13,9 @@ import pytest
 from finnchain.graph.model import load
 from finnchain.models import zoo
 
+# FINN-side unit tests: they import FINN, so they run in FINN's environment (tests/test_finn.py)
+collect_ignore = ["finnside"]
+
 
 def pytest_collection_modifyitems(items):
     """Molecule's scenario runs first (it brings up and takes down a cluster of its own); the

@@ -115,6 +115,27 @@ def test_finn_environment_is_finn_v0101(finn):
     assert "placeholder: torchvision is a placeholder" in r.stdout
 
 
+def test_each_finnside_transformation_on_a_small_graph_in_finns_environment(finn, tmp_path):
+    """tests/finnside: each transformation finnchain adds to FINN's flow, on a graph of its
+    own, executed before and after by FINN's execute_onnx, in FINN's environment; every
+    Transformation class in finnchain_steps.py has its test there."""
+    import ast
+
+    steps = ROOT / "src" / "finnchain" / "finn" / "finnside" / "finnchain_steps.py"
+    classes = [n.name for n in ast.parse(steps.read_text()).body if isinstance(n, ast.ClassDef)
+               and any(getattr(b, "id", "") == "Transformation" for b in n.bases)]
+    assert len(classes) >= 9, classes
+    tests = (ROOT / "tests" / "finnside" / "test_transformations.py").read_text()
+    assert all(f"def test_{c}" in tests for c in classes), \
+        [c for c in classes if f"def test_{c}" not in tests]
+    r = subprocess.run([str(finn.python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "--confcutdir", "tests/finnside", "-o", "addopts=", "tests/finnside"],
+                       cwd=ROOT, env=finn.environ(tmp_path), capture_output=True, text=True,
+                       timeout=900, check=False)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "passed" in r.stdout and "failed" not in r.stdout and "skipped" not in r.stdout
+
+
 def test_every_digits_stage_is_what_finn_builds(digits_plan, digits_estimate):
     r, out = digits_estimate
     assert r.returncode == 0, r.stdout + r.stderr
