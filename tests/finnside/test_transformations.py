@@ -229,3 +229,22 @@ def test_TruncAvgPoolToThresholds(scaled_input):
     got = run(m, q=x)["y"]
     want = np.clip(np.floor(q.sum(axis=(2, 3), keepdims=True) / 2**t), 0, 15) * out_scale
     assert len(np.unique(want)) > 1 and np.array_equal(got, want.astype(np.float32))
+
+
+def test_the_shared_rules():
+    """finnchain_rules.py, which the emulated fabric imports too: a bias as whole steps (an
+    empty one is none), and a quantizer's codes as qonnx's own min_int and max_int."""
+    from finnchain_rules import int_range, whole_steps
+    from qonnx.custom_op.general.quant import max_int, min_int
+
+    s = np.float32(0.037)
+    n = np.array([-3, 0, 5, 2**21], dtype=np.float64)
+    assert np.array_equal(whole_steps((n * s).astype(np.float32), s), n)
+    assert whole_steps((n * s + s / 3).astype(np.float32), s) is None
+    assert whole_steps(np.array([2.0**22]) * s, s) is None  # past float32's margin
+    assert whole_steps(np.zeros((0,), np.float32), s) is None
+    for bits in range(1, 9):
+        for signed in (False, True):
+            for narrow in (False, True) if bits > 1 else (False,):
+                assert int_range(bits, signed, narrow) == (min_int(signed, narrow, bits),
+                                                           max_int(signed, narrow, bits))

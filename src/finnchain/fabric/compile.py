@@ -78,6 +78,7 @@ from qonnx.custom_op.general.quant import max_int, min_int
 from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import get_preferred_qonnx_opset, qonnx_make_model
 
+from finnchain.finn.finnside.finnchain_rules import whole_steps
 from finnchain.graph.model import is_pow2
 
 EXACT_LIMIT = 2**24  # float32 holds every integer below this exactly
@@ -702,7 +703,7 @@ class _Compiler:
         const = [t for t in add.input if t != p.src]
         if len(const) != 1 or const[0] not in self.consts:
             return None
-        n = _whole_steps(self.consts[const[0]], scale[0])
+        n = whole_steps(self.consts[const[0]], scale[0])  # as the FINN build's step
         if n is None or float(np.abs(n).max() + max(abs(q.lo.min()), abs(q.hi.max()))) \
                 >= EXACT_LIMIT:
             return None
@@ -1109,18 +1110,6 @@ def _verify(T, lo, hi, y_ends, B, M, qmin, qmax) -> bool:
     if np.any(np.abs(a) >= EXACT_LIMIT):
         return False
     return all(bool(np.all(_apply(a, B, M, qmin, qmax, fused) == e)) for fused in (False, True))
-
-
-def _whole_steps(b: np.ndarray, s: float) -> np.ndarray | None:
-    """b as whole steps s, or None: within 2**-20 of an integer n relative, |n| < 2**22 (float32
-    rounding of a bias stored as n * s). The same rule as the FINN build's own step
-    (finn/finnside/finnchain_steps.py ``whole_steps``), which runs in FINN's environment."""
-    steps = np.asarray(b, dtype=np.float64) / float(s)
-    n = np.round(steps)
-    if n.size == 0 or np.abs(n).max() >= 2**22 or \
-            np.any(np.abs(steps - n) > 2.0**-20 * np.maximum(1, np.abs(n))):
-        return None
-    return n
 
 
 def _collapse_pairwise(factors: list[np.ndarray]) -> np.ndarray:

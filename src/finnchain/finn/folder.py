@@ -5,10 +5,12 @@ own with FINN alone:
 
 - ``build.py``, ``finnchain_steps.py``, ``finnchain_cppsim.py`` and ``finnchain_driver.py``: the
   build script and finnchain's build steps on FINN's transformations (``finnside/``, the same
-  files for every stage; read their docstrings). ``python build.py --estimate`` stops after
-  FINN's estimate reports and FINN's PYNQ driver, which is what ``finnchain build --target
-  finn-estimate`` runs in FINN's environment without Vivado; ``--cppsim`` (``--target
-  finn-cppsim``) adds FINN's C++ simulation of the stage against the verification vectors;
+  files for every stage; read their docstrings), and ``finnchain_rules.py``, the rules the
+  steps and the emulated fabric share (the controller imports the very same file).
+  ``python build.py --estimate`` stops after FINN's estimate reports and FINN's PYNQ driver,
+  which is what ``finnchain build --target finn-estimate`` runs in FINN's environment without
+  Vivado; ``--cppsim`` (``--target finn-cppsim``) adds FINN's C++ simulation of the stage
+  against the verification vectors;
 - ``model.onnx``: the stage's QONNX, prepared for FINN's front-end (``prepare``);
 - ``folding_config.json``, ``specialize_layers.json``, ``build_config.json`` (from the plan;
   for ``--target finn`` and ``finn-cppsim`` with FINN's ``verify_steps`` and the paths of the
@@ -36,7 +38,8 @@ from finnchain.graph.model import load, save
 from finnchain.plan.schema import Plan, StagePlan
 
 FINNSIDE = Path(__file__).with_name("finnside")
-STATIC_FILES = ("build.py", "finnchain_steps.py", "finnchain_cppsim.py", "finnchain_driver.py")
+STATIC_FILES = ("build.py", "finnchain_steps.py", "finnchain_cppsim.py", "finnchain_driver.py",
+                "finnchain_rules.py")
 INPUTS = (*STATIC_FILES, "model.onnx", "folding_config.json", "specialize_layers.json",
           "build_config.json", "finnchain.json")
 

@@ -52,6 +52,7 @@ from finn.transformation.streamline import Streamline
 from finn.transformation.streamline.collapse_repeated import CollapseRepeatedMul
 from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
 from finn.util.fpgadataflow import is_fpgadataflow_node
+from finnchain_rules import int_range, whole_steps  # (this folder's own copy)
 from onnx import helper
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
@@ -111,19 +112,6 @@ def register_board(board: dict) -> None:
 
 
 # -- transformations of our own -------------------------------------------------------------------
-def whole_steps(b, s) -> np.ndarray | None:
-    """A classifier's bias b as whole accumulator steps s (a scalar), or None. A bias Brevitas
-    quantizes with the accumulator's scale (Int32Bias) is n * s stored in float32, so b / s is
-    n to float32's rounding, not exactly: within 2**-20 of n relative (float32 carries 24
-    bits), and |n| < 2**22 so that the margin stays under a half. finnchain's emulated fabric
-    applies the same rule (fabric/compile.py ``_whole_steps``); keep the two alike."""
-    steps = np.asarray(b, dtype=np.float64).reshape(-1) / float(np.asarray(s).reshape(-1)[0])
-    n = np.round(steps)
-    if np.abs(n).max() >= 2**22 or np.any(np.abs(steps - n) > 2.0**-20 * np.maximum(1, np.abs(n))):
-        return None
-    return n.reshape(np.shape(b))
-
-
 class MoveScalarMulPastIntegerAdd(Transformation):
     """Mul(s) -> Add(b) becomes Add(n) -> Mul(s) where s is a positive scalar and b is a whole
     number n of steps s for every channel (``whole_steps``: both orders compute x*s + b, up
@@ -482,8 +470,7 @@ class TruncAvgPoolToThresholds(Transformation):
                                            / float(np.asarray(scale).item()))))
             signed, narrow = int(mode.get("signed", 0)), int(mode.get("narrow", 0))
             bits = int(np.asarray(out_bits).item())
-            lo = -(2 ** (bits - 1)) + narrow if signed else 0
-            hi = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+            lo, hi = int_range(bits, bool(signed), bool(narrow))
             s_in = np.float32(np.asarray(scale).item() * kk)
             src = pool.input[0]
             producer = model.find_producer(src)
