@@ -138,6 +138,7 @@ def main() -> int:
     if args.only and previous.is_file():
         kept = {p["plan"]: p for p in json.loads(previous.read_text()).get("plans", [])}
     results = []
+    todo = [p for p in PLANS if not args.only or p[0] in args.only]
     for label, name, spec, fps, catalogue in PLANS:
         if args.only and label not in args.only:
             if label in kept:
@@ -145,6 +146,11 @@ def main() -> int:
             continue
         results.append(run_plan(label, name, spec, fps, catalogue, Path(args.work),
                                 args.frames, args.jobs, console))
+        todo = todo[1:]
+        if todo:  # each plan's rows are kept as it ends: an interrupted run loses none
+            save(args.name, {"plans": results, "frames": args.frames, "finn_env":
+                             str(env.finn_root), "hls_path": str(env.hls_path),
+                             "not_run_yet": [p[0] for p in todo]})
     table = Table(title="FINN v0.10.1 on finnchain's plans: front-end, driver, C++ simulation")
     for col in ("plan", "stage", "input", "accepted", "fps plan/FINN", "LUT plan/FINN",
                 "RAMB18 plan/FINN", "fits", "cycles equal", "driver = wire",
