@@ -9,6 +9,7 @@ from onnx import numpy_helper
 from conftest import distinct
 from finnchain.check import inexact_scales
 from finnchain.fabric import compile as emc
+from finnchain.fabric.affine import apply_affine, fit_affine
 from finnchain.fabric.compile import CompileError, compile_model, integer_codes
 from finnchain.fabric.executor import Executor, InputError
 from finnchain.graph.model import load
@@ -47,7 +48,7 @@ def test_stage_outputs_are_codes_of_the_cut_datatype(mobilenet, mobilenet_images
 
 @pytest.mark.parametrize("mode", ["thresholds", "tables"])
 def test_fallback_paths_are_exact(digits, digits_test_set, monkeypatch, mode):
-    monkeypatch.setattr(emc, "_fit_affine", lambda *a, **k: None)
+    monkeypatch.setattr(emc, "fit_affine", lambda *a, **k: None)
     monkeypatch.setattr(emc, "LUT_LIMIT", 0 if mode == "thresholds" else 1 << 20)
     ex = Executor(digits)
     key = "thresholds" if mode == "thresholds" else "lut"
@@ -70,11 +71,11 @@ def test_affine_fit_verifies_or_refuses():
     T = np.array([[3.0 * j for j in range(1, 8)]])
     lo, hi = np.array([0]), np.array([40])
     ends = np.array([[0.0], [7.0]])
-    B, M = emc._fit_affine(T, lo, hi, ends, 0, 7)
+    B, M = fit_affine(T, lo, hi, ends, 0, 7)
     a = np.arange(0, 41)
-    assert np.array_equal(emc._apply(a, B[0], M[0], 0, 7), np.clip(a // 3, 0, 7))
+    assert np.array_equal(apply_affine(a, B[0], M[0], 0, 7), np.clip(a // 3, 0, 7))
     irregular = np.array([[1.0, 2.0, 30.0, 31, 32, 33, 34]])
-    assert emc._fit_affine(irregular, lo, hi, ends, 0, 7) is None
+    assert fit_affine(irregular, lo, hi, ends, 0, 7) is None
 
 
 def test_bad_input_is_named(digits):

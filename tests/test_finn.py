@@ -612,9 +612,9 @@ for chain in json.loads(sys.argv[1]):
 def test_the_emulator_collapses_multiplications_in_finns_order(finn, tmp_path):
     """A chain of float32 multiplications (the first layer's /255, std, weight scale and
     batch-norm factor) collapsed by FINN's CollapseRepeatedMul is one product in FINN's grouping,
-    ((m1 m2)(m3 m4)) and so on: the emulator's _collapse_pairwise gives it bit for bit, where
+    ((m1 m2)(m3 m4)) and so on: the emulator's collapse_pairwise gives it bit for bit, where
     the product from the left does not (on some of these factors it parts by an ulp)."""
-    from finnchain.fabric.compile import _collapse_pairwise
+    from finnchain.fabric.finn_order import collapse_pairwise
 
     rng = np.random.default_rng(0)
     chains = [rng.uniform(1e-3, 5, n).astype(np.float32) for n in (2, 3, 4, 5, 7) * 8]
@@ -626,7 +626,7 @@ def test_the_emulator_collapses_multiplications_in_finns_order(finn, tmp_path):
     assert len(theirs) == len(chains)
     parted = 0
     for chain, product in zip(chains, theirs):
-        assert _collapse_pairwise(list(chain)) == product, chain.tolist()
+        assert collapse_pairwise(list(chain)) == product, chain.tolist()
         left = chain[0]
         for v in chain[1:]:
             left = np.float32(left * v)

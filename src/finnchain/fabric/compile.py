@@ -50,7 +50,7 @@ first layer takes two more of FINN's steps: the image's mean and std move past t
 convolution as FINN moves them, the offset by onnxruntime's float32 convolution of a map of
 the mean (``MoveAddPastConv``), and the four multiplications (/255, std, the weight scale, the
 batch norm's factor) collapse in FINN's grouping
-(:func:`_collapse_pairwise`); in float64 and from the left, 1 or 2 of its 480 thresholds
+(:func:`collapse_pairwise`); in float64 and from the left, 1 or 2 of its 480 thresholds
 differed. Other chains (truncating pools, a batch norm node, an
 offset ahead of the layer) are measured through the reference's own nodes on the
 accumulator's value (``acc * scale``, rounded once to float32); so is one whose derived
@@ -67,7 +67,7 @@ and says why).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -78,118 +78,42 @@ from qonnx.custom_op.general.quant import max_int, min_int
 from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import get_preferred_qonnx_opset, qonnx_make_model
 
+from finnchain.fabric.affine import EXACT_LIMIT, ROUNDER, fit_affine
+from finnchain.fabric.finn_order import collapse_pairwise
+from finnchain.fabric.ir import (
+    Builder,
+    CompileError,
+    Pending,
+    Program,
+    Q,
+    chan_shape,
+    integer_codes,
+)
 from finnchain.finn.finnside.finnchain_rules import whole_steps
 from finnchain.graph.model import is_pow2
 
-EXACT_LIMIT = 2**24  # float32 holds every integer below this exactly
 LUT_LIMIT = 4096  # a function that is not monotone becomes a table up to this range
 COARSE_POINTS = 2049
-ROUNDER = 1.5 * 2**23  # fl(v + R) - R rounds v to an integer while |v| < 2**22
 TIE_SHARE = 0.01  # FINN's thresholds may differ from the measured chain at this share of probes
 
-
-class CompileError(ValueError):
-    """The model uses something the exact executor cannot emulate; the message names the node."""
-
-
-@dataclass
-class Q:
-    """A tensor held as integer codes: value = (codes - zp) * scale."""
-
-    name: str  # tensor of the compiled program (float32, integer-valued)
-    scale: np.ndarray  # broadcastable to the value (scalar, (1, C, 1, 1) or (1, C))
-    zp: float
-    lo: np.ndarray  # per-channel code bounds, shape (C,) or (1,)
-    hi: np.ndarray
-    shape: tuple[int, ...]  # shape in the source model
-    # FINN's separate multiplications (float32, graph order) whose product is ``scale``, where
-    # its streamlining keeps them apart until it collapses them (:func:`_collapse_pairwise`):
-    # an image's /255 and std ahead of the first convolution; empty: ``scale`` is one factor
-    factors: tuple[np.ndarray, ...] = ()
+# ONNX op type -> the compiler's handler of such a node (as qonnx's registry maps a custom op's
+# type to its class); a node of a type not here is named as not supported
+HANDLERS: dict[str, Callable[[_Compiler, onnx.NodeProto], None]] = {}
 
 
-@dataclass
-class Pending:
-    """Float operations of the reference still to be applied to an integer tensor."""
-
-    base: Q
-    src: str  # source-model tensor that holds base's value
-    nodes: list[onnx.NodeProto]
-    window: tuple[int, int] | None = None  # set when the chain starts with an AveragePool
-
-
-@dataclass
-class Program:
-    """The compiled graph and what it takes and gives."""
-
-    model: onnx.ModelProto
-    input_shape: tuple[int, ...]  # without the batch dimension
-    input_range: tuple[int, int]  # codes accepted at the input
-    output_name: str
-    stats: dict[str, int] = field(default_factory=dict)
-    # quantizer node -> FINN's thresholds the program took for it, (C, L) on sign * accumulator
-    # (as FINN's streamlined MultiThreshold holds them where every sign is +1), and the signs
-    finn_thresholds: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    # fully connected node -> the program's constant holding its weight codes, as (inputs,
-    # outputs) ("in_out") or transposed ("out_in"), and (inputs, outputs): what a weight DMA
-    # may replace
-    weights: dict[str, tuple] = field(default_factory=dict)
-
-
-def integer_codes(values: np.ndarray, axis: int | None, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Split power-of-two scaled integers into (integer codes, power-of-two scale per ``axis``).
-
-    Raises CompileError when the values are not integers times a power of two (per ``axis``)."""
-    v = np.asarray(values, dtype=np.float64)
-    flat = v.reshape(v.shape[0], -1) if axis == 0 else v.reshape(1, -1)
-    mant, exp = np.frexp(flat)
-    ints = np.round(mant * 2.0**53).astype(np.int64)
-    tz = np.zeros_like(ints)
-    nz = ints != 0
-    low = ints & -ints
-    tz[nz] = np.log2(low[nz].astype(np.float64)).astype(np.int64)
-    lsb = np.where(nz, exp - 53 + tz, 10**6)
-    step_exp = lsb.min(axis=1)
-    step_exp = np.where(step_exp == 10**6, 0, step_exp)
-    scale = np.ldexp(1.0, step_exp)
-    codes = flat / scale[:, None]
-    if np.any(np.abs(codes) >= 2**20) or not np.all(codes == np.round(codes)):
-        raise CompileError(f"{what}: values are not power-of-two scaled integers")
-    shape = (-1,) + (1,) * (v.ndim - 1) if axis == 0 else ()
-    return codes.reshape(v.shape), scale.reshape(shape) if axis == 0 else scale.reshape(())
-
-
-class _Builder:
-    """Collects the nodes and initializers of the compiled program."""
-
-    def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self.n = 0
-
-    def fresh(self, hint: str) -> str:
-        self.n += 1
-        return f"{hint}_{self.n}"
-
-    def const(self, value: np.ndarray, hint: str = "c", dtype=np.float32) -> str:
-        name = self.fresh(hint)
-        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs) -> str:
-        out = self.fresh(hint or op_type.lower())
-        self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
-        return out
-
-
-def _chan_shape(rank: int, c: int) -> tuple[int, ...]:
-    return (1, c) + (1,) * (rank - 2)
+def handles(*op_types: str):
+    """Register the decorated method as the handler of nodes of ``op_types``."""
+    def register(method):
+        for op_type in op_types:
+            HANDLERS[op_type] = method
+        return method
+    return register
 
 
 class _Compiler:
     def __init__(self, model: ModelWrapper) -> None:
         self.m = model
-        self.b = _Builder()
+        self.b = Builder()
         self.env: dict[str, object] = {}
         self.consts: dict[str, np.ndarray] = {
             init.name: numpy_helper.to_array(init) for init in model.graph.initializer
@@ -293,7 +217,7 @@ class _Compiler:
         if np.all(a == a[0]):
             scale = np.array(a[0])
         else:
-            scale = a.reshape(_chan_shape(len(q.shape), a.size))
+            scale = a.reshape(chan_shape(len(q.shape), a.size))
         return Q(q.name, scale, q.zp, q.lo, q.hi, q.shape)
 
     # ---- entry -----------------------------------------------------------------------------
@@ -319,10 +243,10 @@ class _Compiler:
             if all(t in self.consts for t in node.input if t):
                 self.fold(node)
                 continue
-            handler = getattr(self, "op_" + node.op_type, None)
+            handler = HANDLERS.get(node.op_type)
             if handler is None:
                 raise CompileError(f"{self.where(node)}: operation not supported by the executor")
-            handler(node)
+            handler(self, node)
         out = g.output[0].name
         res = self.env.get(out)
         out_name = self.finish_output(res, out)
@@ -357,6 +281,7 @@ class _Compiler:
         return self.b.op("Identity", [name], hint="y")
 
     # ---- element-wise ---------------------------------------------------------------------
+    @handles("Mul", "Div", "Add", "Sub", "Relu", "BatchNormalization")
     def _elementwise(self, node: onnx.NodeProto) -> None:
         data = [t for t in node.input if t not in self.consts]
         if len(data) == 2 and node.op_type == "Add":
@@ -370,7 +295,7 @@ class _Compiler:
             other = next(t for t in node.input if t in self.consts)
             c = self.consts[other]
             if node.input[0] == src and c.size in (1, r.lo.size):
-                c = c.reshape(()) if c.size == 1 else c.reshape(_chan_shape(len(r.shape), c.size))
+                c = c.reshape(()) if c.size == 1 else c.reshape(chan_shape(len(r.shape), c.size))
                 scale = r.scale * c if node.op_type == "Mul" else r.scale / c
                 # exact: a power of two, or the codes themselves (a cut's value / its scale)
                 if is_pow2(c) or np.all(scale == 1.0):
@@ -397,7 +322,6 @@ class _Compiler:
 
     # BatchNormalization: per-channel float operations like the others (FINN absorbs it into
     # thresholds; here the quantizer after it measures the chain)
-    op_Mul = op_Div = op_Add = op_Sub = op_Relu = op_BatchNormalization = _elementwise
 
     # ---- linear layers -------------------------------------------------------------------------
     def _linear(self, node: onnx.NodeProto, x: Q, w_codes: np.ndarray, w_scale: np.ndarray,
@@ -418,7 +342,7 @@ class _Compiler:
         acc = emit(x.name)
         shape = self.shape(node.output[0])
         acc_scale = (np.asarray(x.scale, np.float64).reshape(-1) * w_scale).reshape(
-            _chan_shape(len(shape), cout))
+            chan_shape(len(shape), cout))
         factors = ()
         if x.factors:  # FINN's Mul of the weights' scale follows the layer's input's
             w32 = np.asarray(w_scale, np.float32).reshape(-1)
@@ -430,7 +354,7 @@ class _Compiler:
             return
         # the bias joins the measured chain, as the reference adds it (exactly) in float
         bias_name = self.b.fresh("bias")
-        self.consts[bias_name] = bias.astype(np.float32).reshape(_chan_shape(len(shape), cout))
+        self.consts[bias_name] = bias.astype(np.float32).reshape(chan_shape(len(shape), cout))
         add = helper.make_node("Add", ["__acc__", bias_name], [node.output[0]])
         self.env[node.output[0]] = Pending(q, "__acc__", [add])
 
@@ -478,7 +402,7 @@ class _Compiler:
             mults.extend(muls)
         if q.factors and np.dtype(dtype) == np.float32:  # FINN's factors, collapsed as it does
             base = [np.broadcast_to(f.reshape(-1), (C,)).astype(dtype) for f in q.factors]
-            a = sign * _collapse_pairwise(base + muls)
+            a = sign * collapse_pairwise(base + muls)
         return a, b
 
     def linear_input(self, node: onnx.NodeProto, values: np.ndarray, padded: bool,
@@ -550,7 +474,8 @@ class _Compiler:
         offset = (moved * np.asarray(w_scale, np.float32).reshape(-1)).astype(np.float32)
         return float(a[0]), factors, offset
 
-    def op_Conv(self, node: onnx.NodeProto) -> None:
+    @handles("Conv")
+    def conv(self, node: onnx.NodeProto) -> None:
         w = self.const_of(node.input[1])
         if w is None:
             raise CompileError(f"{self.where(node)}: weights must be constant")
@@ -566,7 +491,8 @@ class _Compiler:
         depthwise = attrs.get("group", 1) == codes.shape[0] == x.lo.size and codes.shape[1] == 1
         self._linear(node, x, codes, scale.reshape(-1), bias, emit, depthwise)
 
-    def op_Gemm(self, node: onnx.NodeProto) -> None:
+    @handles("Gemm")
+    def gemm(self, node: onnx.NodeProto) -> None:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
             raise CompileError(f"{self.where(node)}: only alpha = beta = 1 without transA")
@@ -586,7 +512,8 @@ class _Compiler:
 
         self._linear(node, x, codes, scale.reshape(-1), bias, emit)
 
-    def op_MatMul(self, node: onnx.NodeProto) -> None:
+    @handles("MatMul")
+    def matmul(self, node: onnx.NodeProto) -> None:
         w = self.const_of(node.input[1])
         if w is None or w.ndim != 2:
             raise CompileError(f"{self.where(node)}: weights must be a constant matrix")
@@ -601,13 +528,15 @@ class _Compiler:
         self._linear(node, x, codes, scale.reshape(-1), offset, emit)
 
     # ---- pooling and shapes ---------------------------------------------------------------
-    def op_MaxPool(self, node: onnx.NodeProto) -> None:
+    @handles("MaxPool")
+    def max_pool(self, node: onnx.NodeProto) -> None:
         x = self.q_of(node.input[0], node)
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         out = self.b.op("MaxPool", [x.name], **attrs)
         self.env[node.output[0]] = Q(out, x.scale, x.zp, x.lo, x.hi, self.shape(node.output[0]))
 
-    def op_AveragePool(self, node: onnx.NodeProto) -> None:
+    @handles("AveragePool")
+    def average_pool(self, node: onnx.NodeProto) -> None:
         x = self.q_of(node.input[0], node)
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         kh, kw = attrs["kernel_shape"]
@@ -652,18 +581,21 @@ class _Compiler:
             lo, hi = np.array([lo.min()]), np.array([hi.max()])
         return Q(emit(x.name), scale, x.zp, lo, hi, out_shape)
 
-    def op_Flatten(self, node: onnx.NodeProto) -> None:
+    @handles("Flatten")
+    def flatten(self, node: onnx.NodeProto) -> None:
         axis = helper.get_attribute_value(node.attribute[0]) if node.attribute else 1
         if axis != 1:
             raise CompileError(f"{self.where(node)}: only Flatten(axis=1)")
         self._reshape_like(node, lambda n: self.b.op("Flatten", [n], axis=1))
 
-    def op_Reshape(self, node: onnx.NodeProto) -> None:
+    @handles("Reshape")
+    def reshape(self, node: onnx.NodeProto) -> None:
         target = np.array(self.shape(node.output[0]), dtype=np.int64)
         target[0] = 0  # keep the batch dimension of the input
         self._reshape_like(node, lambda n: self.b.op("Reshape", [n, self.b.const(target, dtype=np.int64)]))
 
-    def op_TopK(self, node: onnx.NodeProto) -> None:
+    @handles("TopK")
+    def top_k(self, node: onnx.NodeProto) -> None:
         k = self.const_of(node.input[1])
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         pending = self.env.get(node.input[0])
@@ -747,6 +679,7 @@ class _Compiler:
         return names[p.nodes[-1].output[0]]
 
     # ---- quantizers: measure the float chain and replace it ----------------------------------
+    @handles("Quant", "Trunc", "BipolarQuant")
     def _quantizer(self, node: onnx.NodeProto) -> None:
         r = self.env.get(node.input[0])
         if isinstance(r, Q):
@@ -780,12 +713,11 @@ class _Compiler:
         out_shape = self.shape(node.output[0])
         c = r.base.lo.size
         sc = np.asarray(scale, dtype=np.float64)
-        sc = sc.reshape(()) if sc.size == 1 else sc.reshape(_chan_shape(len(out_shape), sc.size))
+        sc = sc.reshape(()) if sc.size == 1 else sc.reshape(chan_shape(len(out_shape), sc.size))
         self.env[node.output[0]] = Q(codes, sc, float(np.asarray(zp).flatten()[0]),
                                      np.full(c, qmin, dtype=np.float64),
                                      np.full(c, qmax, dtype=np.float64), out_shape)
 
-    op_Quant = op_Trunc = op_BipolarQuant = _quantizer
 
     def _probe(self, p: Pending, chain: list[onnx.NodeProto], acc: np.ndarray,
                scale, zp: float) -> np.ndarray:
@@ -867,7 +799,7 @@ class _Compiler:
             sign = np.where(inc, 1, -1)
         acc_name = base.name
         if np.any(sign < 0):
-            signs = self.b.const(sign.reshape(_chan_shape(len(base.shape), C)))
+            signs = self.b.const(sign.reshape(chan_shape(len(base.shape), C)))
             acc_name = self.b.op("Mul", [acc_name, signs])
         slo = np.where(sign > 0, lo, -hi)
         shi = np.where(sign > 0, hi, -lo)
@@ -876,9 +808,9 @@ class _Compiler:
             return f(a * sign[None, :])
 
         T = self._thresholds(g, slo, shi, qmin, qmax)
-        fit = _fit_affine(T, slo, shi, g(np.stack([slo, shi])), qmin, qmax)
+        fit = fit_affine(T, slo, shi, g(np.stack([slo, shi])), qmin, qmax)
         rank = len(base.shape)
-        cs = _chan_shape(rank, C)
+        cs = chan_shape(rank, C)
         if fit is not None:
             B, M = fit
             self.stats["affine"] += 1
@@ -966,7 +898,7 @@ class _Compiler:
         computes v * M + R with one rounding or two does not matter: the form is verified both
         ways (see :func:`_apply`)."""
         if rank != 4:
-            cs = _chan_shape(rank, C)
+            cs = chan_shape(rank, C)
             r = self.b.op("Mul", [v, self.b.const(M.reshape(cs))])
             r = self.b.op("Add", [self.b.op("Add", [r, self.b.const(ROUNDER)]),
                                   self.b.const(-ROUNDER)])
@@ -992,7 +924,7 @@ class _Compiler:
         C = base.lo.size
         accs = lo[None, :] + np.arange(width)[:, None]  # (W, C)
         table = f(accs).T.reshape(-1)  # channel-major
-        cs = _chan_shape(len(base.shape), C)
+        cs = chan_shape(len(base.shape), C)
         offset = (np.arange(C) * width - lo).reshape(cs)
         idx = self.b.op("Cast", [self.b.op("Add", [base.name, self.b.const(offset)])],
                         to=TensorProto.INT64)
@@ -1025,102 +957,6 @@ class _Compiler:
         T[below] = -np.inf
         T[never] = np.inf
         return T
-
-
-def _fit_affine(T: np.ndarray, lo: np.ndarray, hi: np.ndarray, y_ends: np.ndarray,
-                qmin: int, qmax: int):
-    """Per-channel B, M (float32) with clip(rint(fl(fl(a + B) * M))) equal to the thresholds."""
-    C = T.shape[0]
-    B = np.zeros(C, dtype=np.float32)
-    M = np.zeros(C, dtype=np.float32)
-    levels = np.arange(qmin + 1, qmax + 1, dtype=np.float64)
-    for c in range(C):
-        fin = np.isfinite(T[c])
-        j, t = levels[fin], T[c][fin]
-        if j.size == 0:
-            # a constant channel: a tiny slope on a huge offset rounds to its one code everywhere
-            M[c] = np.float32(2.0**-30)
-            B[c] = np.float32(y_ends[0, c] * 2.0**30)
-            if not _verify(T[c], lo[c], hi[c], y_ends[:, c], B[c], M[c], qmin, qmax):
-                return None
-        else:
-            # the level-j threshold of the affine form is j*d + e (d = 1/M, e = -B); find d, e
-            # with T_j - 1 < j*d + e <= T_j for every finite threshold
-            # unreachable levels bound the threshold line too: above hi (+inf), at most lo (-inf)
-            up = levels[T[c] == np.inf]
-            down = levels[T[c] == -np.inf]
-            if j.size == 1:
-                span = float(max(hi[c] - lo[c], 1))
-                candidates = [span * 4.0, 1.0, span]
-            else:
-                dj = j[None, :] - j[:, None]
-                dt = t[None, :] - t[:, None]
-                mask = dj > 0
-                dlo = ((dt - 1) / np.where(mask, dj, 1))[mask].max()
-                dhi = ((dt + 1) / np.where(mask, dj, 1))[mask].min()
-                if dlo >= dhi:
-                    return None
-                candidates = list(dlo + (dhi - dlo) * np.linspace(0.5, 0.02, 25)) + list(
-                    dlo + (dhi - dlo) * np.linspace(0.52, 0.98, 24))
-            for d in (d for d in candidates if d > 0):  # (BIPOLAR's two levels share a step)
-                elo = (t - 1 - j * d).max()
-                ehi = (t - j * d).min()
-                if up.size:
-                    elo = max(elo, hi[c] - up.min() * d)
-                if down.size:
-                    ehi = min(ehi, lo[c] - down.max() * d)
-                if elo >= ehi:
-                    continue
-                e = (elo + ehi) / 2.0
-                # rint(v) >= j where v >= j - 1/2: the level-j threshold (j - 1/2)*d - B = j*d + e
-                M[c], B[c] = np.float32(1.0 / d), np.float32(-e - 0.5 * d)
-                if _verify(T[c], lo[c], hi[c], y_ends[:, c], B[c], M[c], qmin, qmax):
-                    break
-            else:
-                return None
-    return B, M
-
-
-def _apply(a: np.ndarray, B: np.float32, M: np.float32, qmin: int, qmax: int,
-           fused: bool = False) -> np.ndarray:
-    """clip(rint(fl(fl(a + B) * M))) as the program computes it in float32: the scale and the
-    rounder R are one depthwise convolution, fl(fl(v * M) + R) - R, or with ``fused`` (a fused
-    multiply-add) fl(v * M + R) - R. Both are monotone in ``a``."""
-    v = (a.astype(np.float32) + B).astype(np.float32)
-    if fused:
-        y = (v.astype(np.float64) * np.float64(M) + ROUNDER).astype(np.float32)
-    else:
-        y = ((v * M).astype(np.float32) + np.float32(ROUNDER)).astype(np.float32)
-    r = (y - np.float32(ROUNDER)).astype(np.float32)
-    return np.clip(r, qmin, qmax)
-
-
-def _verify(T, lo, hi, y_ends, B, M, qmin, qmax) -> bool:
-    levels = np.arange(qmin + 1, qmax + 1)
-    pts = [np.array([lo, hi])]
-    exp = [y_ends]
-    fin = np.isfinite(T)
-    for shift, expect in ((0, levels[fin]), (-1, levels[fin] - 1)):
-        p = T[fin] + shift
-        ok = (p >= lo) & (p <= hi)
-        pts.append(p[ok])
-        exp.append(expect[ok])
-    a = np.concatenate(pts).astype(np.int64)
-    e = np.concatenate(exp)
-    if np.any(np.abs(a) >= EXACT_LIMIT):
-        return False
-    return all(bool(np.all(_apply(a, B, M, qmin, qmax, fused) == e)) for fused in (False, True))
-
-
-def _collapse_pairwise(factors: list[np.ndarray]) -> np.ndarray:
-    """One product of a chain of multiplications, as FINN's ``CollapseRepeatedMul`` makes it:
-    each pass walks the chain and merges neighbours two by two ((m1 m2)(m3 m4)), until one is
-    left; in float32, so the grouping is part of the result (for three or fewer it is the
-    product from the left)."""
-    while len(factors) > 1:
-        merged = [factors[k] * factors[k + 1] for k in range(0, len(factors) - 1, 2)]
-        factors = merged + ([factors[-1]] if len(factors) % 2 else [])
-    return factors[0]
 
 
 def _plus(bias: np.ndarray | None, offset: np.ndarray | None) -> np.ndarray | None:
