@@ -176,8 +176,9 @@ def test_a_board_gets_exactly_the_manifest_and_tags_redeploy_one_role(boards, de
     # but the chain role's restart in the chain's order, which the overlay's change asks for
     ran = [line for line in r.stdout.splitlines() if line.startswith("TASK [")
            and "Validating arguments against arg spec" not in line]
-    restart = ("Work out this board's place", "Ask for a restart", "Restart the stage now",
-               "Start the stage", "Wait until the stage answers")
+    restart = ("Ask finnchain for the chain's ports once", "Work out this board's place",
+               "Ask for a restart", "Restart the stage now", "Start the stage",
+               "Wait until the stage answers")
     assert not any(t.startswith(("TASK [provision", "TASK [runtime")) for t in ran), ran
     assert all(t.split(" : ", 1)[1].startswith(restart) for t in ran
                if t.startswith("TASK [chain")), ran
