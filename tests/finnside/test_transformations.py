@@ -248,3 +248,36 @@ def test_the_shared_rules():
             for narrow in (False, True) if bits > 1 else (False,):
                 assert int_range(bits, signed, narrow) == (min_int(signed, narrow, bits),
                                                            max_int(signed, narrow, bits))
+
+
+def test_an_rtl_layer_verilator_does_not_build_stays_on_finns_python_model(monkeypatch):
+    """pyverilator goes on after Verilator fails and leaves no model (the registry's Verilator
+    has an internal error on finn-rtllib's depth-1 register buffer): the layer stays on FINN's
+    python model and the report gets Verilator's first error, the stage's check goes on."""
+    import shutil
+    from types import SimpleNamespace
+
+    from finn.custom_op.fpgadataflow.rtl.fmpadding_rtl import FMPadding_rtl
+    from finnchain_cppsim import rtl_in_verilator
+    from qonnx.custom_op.registry import getCustomOp
+
+    if shutil.which("verilator") is None:
+        pytest.skip("no verilator on the PATH (finnchain finn-env installs the registry's)")
+    node = helper.make_node("FMPadding_rtl", ["x"], ["y"], domain=HW + ".rtl",
+                            backend="fpgadataflow", name="FMPadding_rtl_0", ImgDim=[4, 4],
+                            Padding=[1, 1, 1, 1], NumChannels=2, SIMD=1, inputDataType="UINT4",
+                            numInputVectors=1)
+    m = model([node], {"x": [1, 4, 4, 2]}, {"y": [1, 6, 6, 2]}, types={"x": "UINT4"})
+    said = "%Error: swg_common.sv:198:47: Internal: Unexpected Call"
+
+    def verilator_fails(self):
+        import sys
+
+        sys.stderr.write(f"%Warning-WIDTH: a warning\n{said}\n")
+        raise OSError("VFMPadding_rtl_0: cannot open shared object file")
+
+    monkeypatch.setattr(FMPadding_rtl, "prepare_rtlsim", verilator_fails)
+    cfg = SimpleNamespace(_resolve_fpga_part=lambda: "xc7z020clg400-1", synth_clk_period_ns=10.0)
+    names, failed = rtl_in_verilator(m, cfg)
+    assert names == [] and failed == {"FMPadding_rtl_0": said}
+    assert getCustomOp(m.graph.node[0]).get_nodeattr("exec_mode") != "rtlsim"

@@ -109,7 +109,8 @@ def results(report: Path, verification_output: Path | None = None) -> dict | Non
             "frames", "equal", "distinct_in", "distinct_out", "compile_seconds", "sim_seconds",
             "first_mismatch", "layer")}, "layers": len(data["layers"]),
             "rtl_layers": len(data.get("rtl_layers", [])),
-            "python_layers": len(data.get("python_layers", []))}
+            "python_layers": len(data.get("python_layers", [])),
+            "verilator_failed": data.get("verilator_failed", {})}
     if verification_output is not None and verification_output.is_dir():
         for step in STEPS:
             files = sorted(verification_output.glob(f"verify_{step}_*_*.npy"))

