@@ -15,15 +15,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_json(path: Path, what: str, error: type[Exception],
+              missing: type[Exception] | None = None):
+    """The JSON in ``path``; ``error`` when it is not JSON, ``missing`` (default ``error``)
+    when there is no such file, each naming the file."""
+    if not path.is_file():
+        raise (missing or error)(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is not JSON: {exc}") from exc
+
+
 def read_document(path: str | Path, what: str, schema: str, error: type[Exception]) -> dict:
     """A JSON object of the given ``schema`` from ``path``; ``error`` names what is wrong."""
     path = Path(path)
-    if not path.is_file():
-        raise error(f"{what} not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise error(f"{path} is not JSON: {exc}") from exc
+    data = read_json(path, what, error)
     if not isinstance(data, dict) or data.get("schema") != schema:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise error(f"{path}: schema {found!r} is not {schema!r} (not a finnchain {what}?)")

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finnchain.files import read_json
 from finnchain.runtime.errors import ChainFileError
 
 
@@ -40,12 +41,7 @@ class ChainFile:
         from finnchain.schemas import check  # pydantic: the controller's, never a board's
 
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"chain file not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ChainFileError(f"{path} is not JSON: {exc}") from None
+        data = read_json(path, "chain file", ChainFileError, missing=FileNotFoundError)
         if isinstance(data, dict) and isinstance(data.get("curve"), dict):
             data["curve"] = {k: str((path.parent / v).resolve()) for k, v in data["curve"].items()}
         return check(cls, data, str(path), ChainFileError)
