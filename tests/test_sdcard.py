@@ -56,7 +56,7 @@ def inventory(path: Path, boards: dict[str, str] = BOARDS) -> Path:
 
 def sdcard(inv: Path, *extra: str, known_hosts: Path | None = None) -> subprocess.CompletedProcess:
     """The playbook; the host keys it records go to ``known_hosts`` (default: beside the
-    inventory, not the running cluster's inventory/known_hosts)."""
+    inventory, not the running cluster's ~/.ssh/finnchain_known_hosts)."""
     known_hosts = known_hosts or inv.parent / "known_hosts"
     return subprocess.run([str(BIN / "ansible-playbook"), "playbooks/sdcard.yml", "-i", str(inv),
                            "-e", f"sdcard_known_hosts={known_hosts}", *extra], cwd=ROOT,
@@ -286,8 +286,11 @@ def test_a_board_boots_from_its_seeded_card_and_deploys(boards, deployed, build,
     wrong = sdcard(inventory(tmp_path / "other.yml", {"board9": BOARDS["board2"]}),
                    *opts(image, sha), "-e", f"finnchain_sdcard_dir={tmp_path / 'other'}")
     assert wrong.returncode == 0, wrong.stdout[-2000:]
+    from finnchain.ops.inventory import boards as inventory_boards
+
+    known = Path(inventory_boards(boards)[0].known_hosts).expanduser()  # the cluster's own
     r = sdcard(boards, *opts(image, sha), "--limit", "board2", "-e",
-               f"finnchain_sdcard_dir={tmp_path / 'cards'}")
+               f"finnchain_sdcard_dir={tmp_path / 'cards'}", known_hosts=known)
     assert r.returncode == 0, r.stdout[-2000:]
 
     def boot(card: Path) -> None:
