@@ -21,11 +21,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from finnchain.check import resolve_model
 from finnchain.fabric.executor import Executor
 from finnchain.graph.model import with_batch
 from finnchain.graph.reference import run_reference
 from finnchain.models import zoo
+from finnchain.models.zoo import resolve_model
 
 OUT = Path(__file__).resolve().parent / "results" / "executor.json"
 

@@ -34,9 +34,9 @@ from rich.table import Table
 
 from finnchain.benchresult import save
 from finnchain.boards.catalogue import Catalogue
-from finnchain.check import resolve_model
 from finnchain.finn import env as finn_env
 from finnchain.finn.estimate import read_stage
+from finnchain.models.zoo import resolve_model
 from finnchain.plan.make import make_plan, write_plan
 from finnchain.plan.partition import PlanError
 

@@ -71,7 +71,7 @@ class Load(threading.Thread):
 def one_mode(mode: str, build_dir: Path, runs: int, freeze: float, settle: float,
              console: Console) -> dict:
     from finnchain.models.digits_data import dataset
-    from finnchain.runtime.local import LocalChain
+    from finnchain.ops.local import LocalChain
 
     if mode == "zmtp":
         os.environ["FINNCHAIN_LIVENESS"] = "zmtp"

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from finnchain.benchresult import save
 from finnchain.boards.catalogue import Catalogue
-from finnchain.check import resolve_model
+from finnchain.models.zoo import resolve_model
 from finnchain.plan.command import REFERENCE
 from finnchain.plan.make import make_plan
 from finnchain.plan.report import chart, print_plan

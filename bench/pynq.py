@@ -167,8 +167,8 @@ def main() -> int:
         build = Path(args.build) if args.build else Path(tmp) / "build"
         if not args.build:
             from finnchain.boards.catalogue import Catalogue
-            from finnchain.check import resolve_model
             from finnchain.finn.command import build as build_command
+            from finnchain.models.zoo import resolve_model
             from finnchain.plan.make import make_plan, write_plan
 
             demo = ROOT / "src" / "finnchain" / "boards" / "demo.yaml"

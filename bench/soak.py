@@ -103,7 +103,7 @@ def main() -> int:
                 result = soak(chain, args.minutes, args.every, args.warmup, console)
             result["chain"] = str(args.chain)
         else:
-            from finnchain.runtime.local import LocalChain
+            from finnchain.ops.local import LocalChain
 
             build = local_build(Path(tmp), console)
             console.print("[bold]six paced stage daemons on this machine (CURVE links)[/]")

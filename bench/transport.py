@@ -29,10 +29,10 @@ from rich.table import Table
 
 from finnchain.benchresult import save
 from finnchain.finn.manifest import SCHEMA, Manifest, StageEntry
+from finnchain.ops.command import stream
+from finnchain.ops.local import LocalChain, free_base
 from finnchain.runtime import protocol as P
 from finnchain.runtime.client import Chain
-from finnchain.runtime.command import stream
-from finnchain.runtime.local import LocalChain, free_base
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,9 +148,9 @@ def run_bare(payload: int, frames: int) -> dict:
 
 def end_to_end(workdir: Path, frames: int) -> dict:
     from finnchain.boards.catalogue import Catalogue
-    from finnchain.check import resolve_model
     from finnchain.fabric.executor import Executor
     from finnchain.models.digits_data import dataset
+    from finnchain.models.zoo import resolve_model
     from finnchain.plan.make import make_plan, write_plan
 
     catalogue = workdir / "small.yml"

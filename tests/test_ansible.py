@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ROLES = ["controller", "provision", "network", "overlay", "runtime", "chain", "sdcard"]
+ROLES = ["controller", "provision", "network", "overlay", "runtime", "chain", "sdcard", "board"]
+DEFAULTS_ONLY = {"board"}  # values computed once for the roles that depend on it; no tasks
 
 
 def test_playbooks_parse(tmp_path):
@@ -26,11 +27,13 @@ def test_playbooks_parse(tmp_path):
 def test_roles_follow_one_layout_and_state_their_contract():
     import yaml
 
+    assert sorted(p.name for p in (ROOT / "roles").iterdir()) == sorted(ROLES)
     for role in ROLES:
         folder = ROOT / "roles" / role
-        for part in ("defaults/main.yml", "tasks/main.yml", "meta/main.yml",
-                     "meta/argument_specs.yml"):
+        for part in ("defaults/main.yml", "meta/main.yml", "meta/argument_specs.yml") + \
+                (() if role in DEFAULTS_ONLY else ("tasks/main.yml",)):
             assert (folder / part).is_file(), (role, part)
+        assert role not in DEFAULTS_ONLY or not (folder / "tasks").exists(), role
         defaults = yaml.safe_load((folder / "defaults" / "main.yml").read_text())
         assert all(n.startswith(f"{role}_") for n in defaults), (role, list(defaults))
         # every default is an input the role documents, with a type
@@ -59,6 +62,42 @@ def test_roles_follow_one_layout_and_state_their_contract():
                            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
                            env={**os.environ, "ANSIBLE_NOCOLOR": "1"})
         assert r.returncode == 0 and "ENTRY POINT: *main*" in r.stdout, r.stderr
+
+
+def test_a_boards_place_in_the_chain_is_computed_once_and_right(tmp_path):
+    """The board role's values, on the six-board example inventory with a three-stage build:
+    the stage is the position in group boards, boards past the build's stages get none, and
+    every role that needs the stage reads it from there (none computes it again)."""
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text((ROOT / "inventory" / "boards.example.yml").read_text())
+    (tmp_path / "group_vars").symlink_to(ROOT / "inventory" / "group_vars")
+    play = tmp_path / "place.yml"
+    play.write_text(f"""- hosts: boards
+  connection: local
+  gather_facts: false
+  vars:
+    controller_manifest: {{stages: [0, 1, 2]}}
+    ansible_python_interpreter: {sys.executable}
+  roles: [board]
+  tasks:
+    - ansible.builtin.debug:
+        msg: "PLACE {{{{ [inventory_hostname, board_stage, board_has_stage, board_is_last]
+               | join(' ') }}}}"
+""")
+    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(play)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+                       env={**os.environ, "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+                            "ANSIBLE_NOCOLOR": "1"})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    places = sorted(line.split('"PLACE ', 1)[1].rstrip('"').split()
+                    for line in r.stdout.splitlines() if '"PLACE ' in line)
+    assert places == [["zed1", "0", "True", "False"], ["zed2", "1", "True", "False"],
+                      ["zed3", "2", "True", "True"], ["zed4", "3", "False", "False"],
+                      ["zed5", "4", "False", "False"], ["zed6", "5", "False", "False"]], places
+    computed = [str(f.relative_to(ROOT)) for f in [*(ROOT / "roles").rglob("*.yml"),
+                                                   *(ROOT / "playbooks").glob("*.yml")]
+                if ".index(inventory_hostname)" in f.read_text()]
+    assert computed == ["roles/board/defaults/main.yml"], computed
 
 
 def test_no_secret_is_committed():
@@ -102,3 +141,28 @@ def test_host_keys_are_checked_everywhere():
     shared = yaml.safe_load((ROOT / "inventory" / "group_vars" / "all.yml").read_text())
     assert "StrictHostKeyChecking=yes" in shared["ansible_ssh_common_args"]
     assert "UserKnownHostsFile=~/.ssh/finnchain_known_hosts" in shared["ansible_ssh_common_args"]
+
+
+def test_fab_reads_the_inventory_as_ansible_does_and_names_what_is_missing(tmp_path):
+    """finnchain.ops reads the boards through ansible-inventory: the example inventory's six
+    boards in order, the connection settings of group_vars (its known_hosts included), and an
+    inventory without the shared group_vars is refused, naming the variables it lacks (no
+    guessed user or key)."""
+    import pytest
+
+    from finnchain.ops.inventory import InventoryError, boards, known_hosts
+
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text((ROOT / "inventory" / "boards.example.yml").read_text())
+    (tmp_path / "group_vars").symlink_to(ROOT / "inventory" / "group_vars")
+    found = boards(inventory)
+    assert [b.name for b in found] == [f"zed{i}" for i in range(1, 7)]
+    assert [b.stage for b in found] == list(range(6))
+    assert found[0].ssh_host == "192.168.2.99" and found[0].address == "10.42.0.11"
+    assert found[2].user == "xilinx" and found[2].key == "~/.ssh/finnchain_ed25519"
+    assert found[5].known_hosts == "~/.ssh/finnchain_known_hosts"
+    assert known_hosts("-o Foo=1") == "~/.ssh/known_hosts"
+    (tmp_path / "group_vars").unlink()
+    with pytest.raises(InventoryError, match=r"zed1 has no finnchain_service, .*ansible_user, "
+                                             r"ansible_ssh_private_key_file \(the shared names"):
+        boards(inventory)

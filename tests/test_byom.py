@@ -361,8 +361,8 @@ def test_cnv_end_to_end_on_zedboards_through_a_running_chain(bnn_pynq, make_buil
     from finnchain.graph.model import load
     from finnchain.graph.reference import run_reference
     from finnchain.models.zoo import recipe, sample_inputs
+    from finnchain.ops.local import LocalChain
     from finnchain.runtime.client import Chain
-    from finnchain.runtime.local import LocalChain
 
     model = load(bnn_pynq("cnv_2w2a"))
     build = make_build(model, Catalogue().chain("zedboard:3"), "cnv")

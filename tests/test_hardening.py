@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from finnchain.fabric.executor import Executor
+from finnchain.ops.local import LocalChain
 from finnchain.runtime.client import Chain
-from finnchain.runtime.local import LocalChain
 from finnchain.runtime.metrics import parse
 
 MIB = 1 << 20

@@ -21,10 +21,10 @@ from conftest import distinct
 from finnchain.boards.catalogue import Catalogue
 from finnchain.fabric.executor import Executor
 from finnchain.graph.model import load
+from finnchain.ops.local import LocalChain
 from finnchain.runtime import protocol as P
 from finnchain.runtime.accel import PacedAccelerator, PassThrough
 from finnchain.runtime.client import Chain, ChainError
-from finnchain.runtime.local import LocalChain
 from finnchain.runtime.metrics import parse
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,10 +14,10 @@ import pytest
 from finnchain import documents
 from finnchain.boards.catalogue import Catalogue
 from finnchain.finn.manifest import Manifest, ManifestError
+from finnchain.ops.local import stage_configs
 from finnchain.plan.schema import Plan, PlanFileError
 from finnchain.runtime.chainfile import ChainFile
 from finnchain.runtime.errors import ChainFileError
-from finnchain.runtime.local import stage_configs
 from finnchain.runtime.stage import ConfigError, StageConfig
 
 

@@ -15,13 +15,12 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
 from finnchain.graph.cuts import CutPoint, even_cuts
-from finnchain.graph.model import input_name, load
+from finnchain.graph.model import input_name
 from finnchain.graph.reference import run_reference
 from finnchain.graph.split import resolve_cuts, split
 
@@ -134,21 +133,6 @@ def inexact_scales(stages: list) -> str:
     return f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}: {len(names)} quantizers"
 
 
-def resolve_model(spec: str, root: Path = Path("artifacts")) -> ModelWrapper:
-    """A QONNX file, or a known model name (exported to ``root``/<name>/model.onnx if missing)."""
-    path = Path(spec)
-    if path.suffix == ".onnx" or path.exists():
-        return load(path)
-    from finnchain.models import zoo
-
-    zoo.recipe(spec)  # raises with the list of known names
-    path = zoo.default_path(spec, root)
-    if not path.exists():
-        print(f"exporting {spec} to {path} ...", file=sys.stderr)
-        zoo.export(spec, path)
-    return load(path)
-
-
 def print_result(res: CheckResult, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -178,7 +162,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from finnchain.models.zoo import sample_inputs
+    from finnchain.models.zoo import resolve_model, sample_inputs
 
     try:
         model = resolve_model(args.model)

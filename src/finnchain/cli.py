@@ -35,8 +35,8 @@ def _cuts(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from finnchain.check import resolve_model
     from finnchain.graph.cuts import examine
+    from finnchain.models.zoo import resolve_model
 
     try:
         model = resolve_model(args.model)
@@ -74,10 +74,10 @@ def _cuts(args: argparse.Namespace) -> int:
 
 
 def _split(args: argparse.Namespace) -> int:
-    from finnchain.check import resolve_model
     from finnchain.graph.cuts import even_cuts
     from finnchain.graph.model import save
     from finnchain.graph.split import split
+    from finnchain.models.zoo import resolve_model
 
     try:
         model = resolve_model(args.model)
@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     finn_env.add_arguments(fe)
     fe.set_defaults(func=finn_env.run)
 
-    from finnchain.runtime import command as rt
+    from finnchain.ops import command as rt
     from finnchain.runtime import stage as stage_daemon
 
     st = sub.add_parser("stage", help="run one stage daemon (what each board runs)")

@@ -76,13 +76,12 @@ def known_hosts_path(inventory: Path) -> Path:
     SSH options of the inventory's ``group_vars/all.yml`` (one place for it)."""
     import yaml
 
+    from finnchain.ops.inventory import known_hosts
+
     shared = inventory.parent / "group_vars" / "all.yml"
-    if shared.is_file():
-        args = (yaml.safe_load(shared.read_text()) or {}).get("ansible_ssh_common_args", "")
-        for arg in str(args).split():
-            if arg.startswith("UserKnownHostsFile="):
-                return Path(arg.split("=", 1)[1]).expanduser()
-    return Path("~/.ssh/known_hosts").expanduser()
+    found = (yaml.safe_load(shared.read_text()) or {}) if shared.is_file() else {}
+    return Path(known_hosts(found.get("ansible_ssh_common_args", ""))).expanduser()
+
 OPERATOR_KEY = "~/.ssh/finnchain_ed25519"
 CARD_ROOT_PARTITION = 2  # a PYNQ image: FAT boot partition, then the ext4 root
 # what a card seeded by playbooks/sdcard.yml sets, relative to its root filesystem

@@ -58,7 +58,7 @@ from pynq.pl_server.hwh_parser import HWH, get_hwh_name
 from pynqmetadata.frontends import Metadata
 
 import pynq
-from finnchain.emu.bitstream import FORMAT
+from finnchain.fabric.bitstream import FORMAT
 
 log = logging.getLogger("finnchain.emu.pl")
 

@@ -27,7 +27,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
-from finnchain.emu.bitstream import FORMAT
+from finnchain.fabric.bitstream import FORMAT
 from finnchain.plan.schema import StagePlan
 
 ZYNQ_REPORT = "finnchain_zynq.json"  # written by the folder's driver step

@@ -4,11 +4,16 @@ Importing it needs no torch (the ops extra reads names and paths); making a mode
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from qonnx.core.modelwrapper import ModelWrapper
 
 
 @dataclass(frozen=True)
@@ -195,6 +200,21 @@ def export(name: str, out: Path, seed: int = 0, weights: Path | None = None) -> 
         raise ValueError(f"{name} is made and trained here; --weights is for Brevitas' examples")
     model = r.make(seed, weights) if r.takes_weights else r.make(seed)
     return save(to_qonnx(model, r.input_shape, topk=r.topk), out)
+
+
+def resolve_model(spec: str, root: Path = Path("artifacts")) -> ModelWrapper:
+    """A QONNX file, or a known model name (exported to ``root``/<name>/model.onnx if missing)."""
+    from finnchain.graph.model import load
+
+    path = Path(spec)
+    if path.suffix == ".onnx" or path.exists():
+        return load(path)
+    recipe(spec)  # raises with the list of known names
+    path = default_path(spec, root)
+    if not path.exists():
+        print(f"exporting {spec} to {path} ...", file=sys.stderr)
+        export(spec, path)
+    return load(path)
 
 
 def sample_inputs(shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:

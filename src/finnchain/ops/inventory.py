@@ -46,8 +46,10 @@ def _ansible_inventory() -> str:
     return found
 
 
-def _known_hosts(common_args: str) -> str:
-    for arg in common_args.split():
+def known_hosts(common_args: str) -> str:
+    """The known_hosts file SSH checks under ``common_args`` (the inventory's
+    ``ansible_ssh_common_args``): its ``UserKnownHostsFile=``, else SSH's own default."""
+    for arg in str(common_args).split():
         if arg.startswith("UserKnownHostsFile="):
             return arg.split("=", 1)[1]
     return "~/.ssh/known_hosts"
@@ -79,15 +81,16 @@ def boards(inventory: str | Path = DEFAULT_INVENTORY) -> list[BoardHost]:
     for k, name in enumerate(hosts):
         v = hostvars.get(name, {})
         missing = [var for var in ("finnchain_address", "finnchain_service", "finnchain_log",
-                                   "finnchain_stage_dir", "finnchain_venv") if var not in v]
+                                   "finnchain_stage_dir", "finnchain_venv", "ansible_user",
+                                   "ansible_ssh_private_key_file") if var not in v]
         if missing:
             raise InventoryError(f"{inventory}: {name} has no {', '.join(missing)} (the shared "
                                  "names come from inventory/group_vars beside the inventory)")
         out.append(BoardHost(
             name=name, stage=k, address=str(v["finnchain_address"]),
-            ssh_host=str(v.get("ansible_host", name)), user=str(v.get("ansible_user", "root")),
-            key=str(v.get("ansible_ssh_private_key_file", "~/.ssh/id_ed25519")),
-            known_hosts=_known_hosts(str(v.get("ansible_ssh_common_args", ""))),
+            ssh_host=str(v.get("ansible_host", name)), user=str(v["ansible_user"]),
+            key=str(v["ansible_ssh_private_key_file"]),
+            known_hosts=known_hosts(v.get("ansible_ssh_common_args", "")),
             emulated=bool(v.get("finnchain_emulated", False)),
             service=str(v["finnchain_service"]), log=str(v["finnchain_log"]),
             stage_dir=str(v["finnchain_stage_dir"]), venv=str(v["finnchain_venv"])))

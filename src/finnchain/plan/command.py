@@ -75,8 +75,8 @@ def plan(model_spec: str, boards: str = "zedboard:6", out: Path = Path("plan"),
     from rich.console import Console
 
     from finnchain.boards.catalogue import Catalogue, CatalogueError
-    from finnchain.check import resolve_model
     from finnchain.cost.lower import LoweringError
+    from finnchain.models.zoo import resolve_model
     from finnchain.plan.folding import WeightsFromDdrError
     from finnchain.plan.make import make_plan, write_plan
     from finnchain.plan.partition import PlanError

@@ -24,7 +24,7 @@ def run_up(args: argparse.Namespace) -> int:
     import threading
 
     from finnchain.finn.manifest import ManifestError
-    from finnchain.runtime.local import LaunchError, LocalChain
+    from finnchain.ops.local import LaunchError, LocalChain
 
     try:
         chain = LocalChain(args.build, args.workdir, args.accelerator, args.batch).start()
