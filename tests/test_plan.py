@@ -494,3 +494,30 @@ def test_a_map_flattened_straight_into_the_top_k_is_refused_by_name(digits):
                                             r"straight into the top-k TopK_0.*MatMul or Gemm"):
         segments(load(proto))
     assert segments(digits)
+
+
+def test_a_split_layer_is_known_by_its_parts_not_by_its_name(mobilenet, tmp_path):
+    """MobileNetV1 on six Zedboards splits layers (one part in block RAM, one in LUTs).
+    The plan marks each part (``split_part``), and the FINN folder's split list is read from
+    those marks: the same when every op is renamed, an unsplit MVAU called ``..._lut``
+    included (names come from the user's ONNX nodes)."""
+    from finnchain.finn.folder import split_mvaus
+    from finnchain.plan.make import make_plan, write_plan
+
+    plan, _, models = make_plan(mobilenet, Catalogue().chain("zedboard:6"), "m", "m")
+    write_plan(plan, models, tmp_path)
+    stages = Plan.read(tmp_path / "plan.json").stages
+    parts = [(s.index, o.node, o.shape["split_part"]) for s in stages for o in s.ops
+             if "split_part" in o.shape]
+    pairs: dict = {}
+    for index, node, part in parts:
+        pairs.setdefault((index, node), []).append(part)
+    assert pairs and all(sorted(v) == ["bram", "lut"] for v in pairs.values()), pairs
+    assert all(o.kind == "MVAU" for s in stages for o in s.ops if "split_part" in o.shape)
+    for s in stages:
+        before = split_mvaus(s)
+        renamed = replace(s, ops=[replace(o, name=f"op{i}_lut")
+                                              for i, o in enumerate(s.ops)])
+        assert split_mvaus(renamed) == before
+        assert len(before) == sum(k[0] == s.index for k in pairs)
+        assert all(b["first"] < b["mh"] for b in before)

@@ -232,8 +232,13 @@ def test_frames_lost_in_a_restarted_stage_fail_by_name_without_waiting(build_dir
     with LocalChain(build_dir, tmp_path) as lc, Chain(lc.file, timeout=120) as c:
         assert np.array_equal(c.infer(images[:5]), whole[:5])
         lc.procs[1].send_signal(signal.SIGSTOP)  # frames pile up in its socket buffers
+        sent = parse(lc.metrics(0)).total("finnchain_frames_total", direction="out")
         seqs = c.submit(images[5:15])
-        time.sleep(0.3)
+        deadline = time.monotonic() + 60  # (a loaded machine: stage 0 computes each frame)
+        while parse(lc.metrics(0)).total("finnchain_frames_total", direction="out") < sent + 10:
+            assert time.monotonic() < deadline, "stage 0 did not pass the frames on"
+            time.sleep(0.05)
+        time.sleep(0.3)  # its I/O thread writes them to stage 1's socket
         lc.restart(1)
         for i in range(15, 15 + after):
             seqs += c.submit(images[i:i + 1])

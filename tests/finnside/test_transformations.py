@@ -248,6 +248,12 @@ def test_the_shared_rules():
             for narrow in (False, True) if bits > 1 else (False,):
                 assert int_range(bits, signed, narrow) == (min_int(signed, narrow, bits),
                                                            max_int(signed, narrow, bits))
+    # a quantizer node's codes, as the emulator reads them too (the pool's Trunc here)
+    from finnchain_rules import quantizer_codes
+
+    codes = quantizer_codes("Trunc", {"signed": 0, "rounding_mode": b"FLOOR"}, np.float32(4))
+    assert (codes.lo, codes.hi) == (min_int(0, 0, 4), max_int(0, 0, 4)) == (0, 15)
+    assert quantizer_codes("Trunc", {}, np.float32(4)).lo == min_int(1, 0, 4)
 
 
 def test_an_rtl_layer_verilator_does_not_build_stays_on_finns_python_model(monkeypatch):

@@ -47,7 +47,7 @@ from finnchain.cost.ops import (
     Thresholding,
 )
 from finnchain.graph.cuts import CutPoint, codes_datatype, compute_nodes, cut_points
-from finnchain.graph.model import constant_tensors, input_name
+from finnchain.graph.model import Codes, constant_tensors, input_name, quantizer_codes
 
 # absorbed into thresholds or pure reshapes: no hardware of their own
 ABSORBED = {"Mul", "Add", "Sub", "Div", "Relu", "Flatten", "Reshape", "Identity",
@@ -93,21 +93,19 @@ def _attrs(node) -> dict:
     return a
 
 
-def _bits_of(model: ModelWrapper, node) -> tuple[int, bool]:
-    """Bit width and signedness of a Quant node (BipolarQuant: FINN's BIPOLAR, 1 bit, signed)."""
-    if node.op_type == "BipolarQuant":
-        return 1, True
-    bits = model.get_initializer(node.input[3])
-    if bits is None:
-        raise LoweringError(f"quantizer {node.name} has a computed bit width")
-    return int(np.asarray(bits).flatten()[0]), bool(_attrs(node).get("signed", 1))
+def _codes_of(model: ModelWrapper, node) -> Codes:
+    """A quantizer's codes (BipolarQuant: FINN's BIPOLAR, 1 bit, signed)."""
+    try:
+        return quantizer_codes(model, node)
+    except ValueError as exc:
+        raise LoweringError(str(exc)) from exc
 
 
 def _weight_bits(model: ModelWrapper, node, tensor: str) -> int:
     producer = model.find_producer(tensor)
     if producer is None or producer.op_type not in ("Quant", "BipolarQuant"):
         raise LoweringError(f"the weights of {node.name} ({node.op_type}) are not quantized")
-    return _bits_of(model, producer)[0]
+    return _codes_of(model, producer).bits
 
 
 def _hw(shape: list[int]) -> tuple[int, int]:
@@ -141,7 +139,8 @@ class _Lowering:
         m, op = self.model, node.op_type
         if op in ("Quant", "BipolarQuant"):
             self.bias = None  # absorbed into the thresholds
-            bits, signed = _bits_of(m, node)
+            codes = _codes_of(m, node)
+            bits, signed = codes.bits, codes.signed
             linear = self._linear_before(node)
             at = next((i for i in range(len(layers) - 1, -1, -1)
                        if linear is not None and layers[i].node == linear.name), None)
@@ -169,15 +168,18 @@ class _Lowering:
             self.bits += 1
         elif op == "Trunc":  # Brevitas' TruncAvgPool: thresholds on the pool's sum
             last = layers[-1].main if layers else None
-            bits = m.get_initializer(node.input[5] if len(node.input) == 6 else node.input[4])
-            if not isinstance(last, GlobalAccPool) or bits is None:
+            try:
+                codes = quantizer_codes(m, node)
+            except ValueError:
+                codes = None
+            if not isinstance(last, GlobalAccPool) or codes is None:
                 raise LoweringError(f"node {node.name} (Trunc): only after an average pool "
                                     "(Brevitas' TruncAvgPool2d) with a constant bit width")
-            bits = int(np.asarray(bits).flatten()[0])
+            bits = codes.bits
             layers.append(Layer(node.name, (Thresholding(
                 name=f"Thresholding_{node.name}", node=node.name, channels=last.channels,
                 dims=(1, 1), abits=self.bits, obits=bits),)))
-            self.bits, self.signed = bits, bool(_attrs(node).get("signed", 0))
+            self.bits, self.signed = bits, codes.signed
         elif op in ("AveragePool", "GlobalAveragePool"):
             layers.append(self.avgpool(node))
         elif op == "MaxPool":

@@ -343,6 +343,7 @@ class MVAU(_MacUnit, Op):
     abits: int = 4
     asigned: bool = False
     obits: int = 0  # 0: no activation, the output is the accumulator
+    split_part: str = ""  # "bram" or "lut": one part of a layer split by output channels
 
     kind = "MVAU"
     KEY = (("mw", "MW"), ("mh", "MH"))

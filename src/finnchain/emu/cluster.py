@@ -99,7 +99,7 @@ class EmuError(RuntimeError):
 
 
 @dataclass
-class Board:
+class EmulatedBoard:
     name: str
     address: str
     netns: str
@@ -131,10 +131,10 @@ def _state_file() -> Path:
     return STATE / "cluster.json"
 
 
-def load() -> list[Board]:
+def load() -> list[EmulatedBoard]:
     if not _state_file().is_file():
         return []
-    return [Board(**b) for b in json.loads(_state_file().read_text())["boards"]]
+    return [EmulatedBoard(**b) for b in json.loads(_state_file().read_text())["boards"]]
 
 
 def make_image(progress=print) -> Path:
@@ -177,7 +177,7 @@ def _address(i: int) -> str:
     return f"{SUBNET}.{FIRST_BOARD + i}"
 
 
-def _wait_ssh(board: Board, deadline: float) -> None:
+def _wait_ssh(board: EmulatedBoard, deadline: float) -> None:
     while time.monotonic() < deadline:
         try:
             with socket.create_connection((board.address, 22), timeout=0.5) as s:
@@ -226,7 +226,7 @@ def record_host_key(known_hosts: Path, name: str, key: list[str], *aliases: str)
 
 
 def up(count: int, inventory: Path = DEFAULT_INVENTORY, progress=print,
-       stock: bool = False) -> list[Board]:
+       stock: bool = False) -> list[EmulatedBoard]:
     """Make ``count`` boards and write their inventory; returns them."""
     require_root()
     if count < 1 or count > 200:
@@ -239,7 +239,7 @@ def up(count: int, inventory: Path = DEFAULT_INVENTORY, progress=print,
     seed = "" if stock else operator_key(progress)
     STATE.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    boards: list[Board] = []
+    boards: list[EmulatedBoard] = []
     try:
         _run("ip", "netns", "add", SWITCH_NS)
         _run("ip", "link", "add", "br0", "type", "bridge", netns=SWITCH_NS)
@@ -265,7 +265,7 @@ def up(count: int, inventory: Path = DEFAULT_INVENTORY, progress=print,
     return boards
 
 
-def _board(i: int, image: Path, seed: str, known_hosts: Path) -> Board:
+def _board(i: int, image: Path, seed: str, known_hosts: Path) -> EmulatedBoard:
     name, ns, veth = f"board{i + 1}", f"{NS_PREFIX}{i + 1}", f"fcb{i + 1}"
     address = _address(i)
     state = STATE / name
@@ -285,7 +285,7 @@ def _board(i: int, image: Path, seed: str, known_hosts: Path) -> Board:
                  "burst", "256kb", "latency", "50ms")):
         _run(*cmd, netns=ns)
     (state / "boot.log").unlink(missing_ok=True)
-    return Board(name, address, ns, veth, _boot(ns, name, address, state, image), str(state))
+    return EmulatedBoard(name, address, ns, veth, _boot(ns, name, address, state, image), str(state))
 
 
 def _boot(ns: str, name: str, address: str, state: Path, image: Path,
@@ -305,7 +305,7 @@ def _boot(ns: str, name: str, address: str, state: Path, image: Path,
     return proc.pid
 
 
-def _find(name: str) -> tuple[list[Board], Board]:
+def _find(name: str) -> tuple[list[EmulatedBoard], EmulatedBoard]:
     boards = load()
     if not boards:
         raise EmuError("no emulated cluster is up (`finnchain emu up --boards N`)")
@@ -316,7 +316,7 @@ def _find(name: str) -> tuple[list[Board], Board]:
                    f"(boards: {', '.join(b.name for b in boards)})")
 
 
-def link(name: str, up: bool) -> Board:
+def link(name: str, up: bool) -> EmulatedBoard:
     """Take a board's Ethernet link up or down, inside its namespace."""
     require_root()
     _, board = _find(name)
@@ -374,7 +374,7 @@ def read_card(image: Path, into: Path) -> str | None:
 
 
 def power(name: str, on: bool, fresh: bool = False, card: Path | None = None,
-          known_hosts: Path | None = None) -> Board:
+          known_hosts: Path | None = None) -> EmulatedBoard:
     """Cut a board's power (every process of it dies, its link goes down) or boot it again;
     ``fresh`` boots it from a freshly flashed image, as a replacement board would come (a new
     host key, recorded in ``known_hosts`` when given, and the operator's key as a seeded card
@@ -428,7 +428,7 @@ def power(name: str, on: bool, fresh: bool = False, card: Path | None = None,
     return board
 
 
-def _save(boards: list[Board]) -> None:
+def _save(boards: list[EmulatedBoard]) -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     _state_file().write_text(json.dumps({"boards": [asdict(b) for b in boards]}, indent=1))
 
@@ -464,7 +464,7 @@ def status() -> list[dict]:
     return out
 
 
-def write_inventory(boards: list[Board], path: Path) -> Path:
+def write_inventory(boards: list[EmulatedBoard], path: Path) -> Path:
     """An Ansible inventory of the boards, in chain order, ready for ``deploy.yml``: hosts
     only; what all boards share comes from the inventory folder's ``group_vars``."""
     import yaml

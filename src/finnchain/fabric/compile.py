@@ -74,7 +74,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_node, execute_onnx
-from qonnx.custom_op.general.quant import max_int, min_int
 from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import get_preferred_qonnx_opset, qonnx_make_model
 
@@ -89,8 +88,8 @@ from finnchain.fabric.ir import (
     chan_shape,
     integer_codes,
 )
-from finnchain.finn.finnside.finnchain_rules import whole_steps
-from finnchain.graph.model import is_pow2
+from finnchain.finn.finnside.finnchain_rules import quantizer_codes, whole_steps
+from finnchain.graph.model import attributes, is_pow2
 
 LUT_LIMIT = 4096  # a function that is not monotone becomes a table up to this range
 COARSE_POINTS = 2049
@@ -687,8 +686,6 @@ class _Compiler:
         if not isinstance(r, Pending):
             raise CompileError(f"{self.where(node)}: input is not computed from the model input")
         chain = r.nodes + [node]
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
         if node.op_type == "BipolarQuant":
             # codes -1 and +1 (FINN's BIPOLAR): a step measured like any other (the levels
             # -1 -> 0 -> +1 share one threshold)
@@ -702,10 +699,11 @@ class _Compiler:
         else:  # Trunc v1: x, scale, zeropt, in_bits, out_bits; the scale grows by the bits cut
             in_scale, zp, in_bits, bits = (self.consts[t] for t in node.input[1:5])
             scale = in_scale * 2.0 ** (float(in_bits) - float(bits))
-        if bits is None:
-            qmin, qmax = -1, 1
-        else:
-            qmin, qmax = min_int(signed, narrow, int(bits)), max_int(signed, narrow, int(bits))
+        try:
+            codes = quantizer_codes(node.op_type, attributes(node), bits)
+        except ValueError as exc:
+            raise CompileError(f"{self.where(node)}: {exc}") from exc
+        qmin, qmax = codes.lo, codes.hi
         if np.size(zp) != 1:
             raise CompileError(f"{self.where(node)}: one zero point is needed")
         codes = self.requant(r, chain, float(scale.flatten()[0]) if scale.size == 1 else scale,
@@ -855,11 +853,11 @@ class _Compiler:
             if relu or qscale is None or np.any(np.asarray(qscale) != 1):
                 return None  # FINN takes only a bipolar identity of scale 1
         else:
-            attrs = {a.name: helper.get_attribute_value(a) for a in q.attribute}
-            signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
             qscale, qzp, bits = (self.consts.get(t) for t in q.input[1:4])
             if qscale is None or qzp is None or bits is None or np.any(qzp != 0):
                 return None
+            codes = quantizer_codes(q.op_type, attributes(q), bits)
+            signed, narrow = codes.signed, codes.narrow
             if relu and (signed or narrow) or not relu and not signed:
                 return None  # FINN's handlers refuse these too
         if np.size(qscale) not in (1, C):

@@ -76,10 +76,12 @@ def split_mvaus(stage: StagePlan) -> list[dict]:
     channels of the block-RAM part."""
     out, position = [], 0
     for op in stage.ops:
-        if op.kind != "MVAU" or op.name.endswith("_lut"):
+        part = op.shape.get("split_part", "")
+        if op.kind != "MVAU" or part == "lut":
             continue
-        if op.name.endswith("_bram"):
-            lut = next(o for o in stage.ops if o.name == op.name[: -len("_bram")] + "_lut")
+        if part == "bram":
+            lut = next(o for o in stage.ops if o.node == op.node
+                       and o.shape.get("split_part") == "lut")
             out.append({"position": position, "node": op.node, "mw": int(op.shape["mw"]),
                         "mh": int(op.shape["mh"]) + int(lut.shape["mh"]),
                         "first": int(op.shape["mh"])})

@@ -20,7 +20,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.general import SortGraph
 from qonnx.transformation.infer_shapes import InferShapes
 
-from finnchain.graph.model import constant_tensors
+from finnchain.graph.model import constant_tensors, quantizer_codes
 
 
 def _attrs(node) -> dict:
@@ -38,12 +38,15 @@ def prepare_for_finn(model: ModelWrapper) -> ModelWrapper:
     changed = False
     for node in list(m.graph.node):
         if node.op_type == "Quant" and node.input[0] not in const:
-            a = _attrs(node)
+            try:
+                codes = quantizer_codes(m, node)
+            except ValueError:  # a computed bit width: the planner has named it already
+                continue
             producer = m.find_producer(node.input[0])
             zp = m.get_initializer(node.input[2])
-            if a.get("signed", 1) or (producer is not None and producer.op_type == "Relu"):
+            if codes.signed or (producer is not None and producer.op_type == "Relu"):
                 continue
-            if zp is None or zp.size != 1 or float(zp.flatten()[0]) != 0 or a.get("narrow", 0):
+            if zp is None or zp.size != 1 or float(zp.flatten()[0]) != 0 or codes.narrow:
                 continue
             relu_out = node.input[0] + "_nonneg"
             relu = helper.make_node("Relu", [node.input[0]], [relu_out],

@@ -16,11 +16,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from onnx import helper
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 
-from finnchain.graph.model import constant_tensors, input_name
+from finnchain.graph.model import constant_tensors, input_name, quantizer_codes
 from finnchain.graph.pack import packed_bytes
 
 
@@ -56,12 +55,11 @@ class CutPoint:
 def codes_datatype(model: ModelWrapper, node) -> DataType | None:
     if node.op_type == "BipolarQuant":  # sign(x) * scale: -1 and +1 on the wire (FINN's BIPOLAR)
         return DataType["BIPOLAR"]
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    bits = model.get_initializer(node.input[3])
-    if bits is None:
+    try:
+        codes = quantizer_codes(model, node)
+    except ValueError:  # a computed bit width
         return None
-    bits = int(np.asarray(bits).flatten()[0])
-    signed = bool(attrs.get("signed", 1))
+    bits, signed = codes.bits, codes.signed
     if bits == 1 and signed:
         return DataType["BIPOLAR"]
     # a narrow range (-7..7 for INT4) travels in the full type's container
@@ -124,8 +122,10 @@ def _why_not(model: ModelWrapper, compute: list, i: int, inp: str) -> str | None
         others = sorted(crossing - {node.output[0]})
         return (f"other tensors cross here too ({', '.join(others[:3])}"
                 f"{', ...' if len(others) > 3 else ''}): e.g. a residual branch")
-    if codes_datatype(model, node) is None:
-        return "its bit width is computed, not a constant"
+    try:
+        quantizer_codes(model, node)
+    except ValueError as exc:  # a computed bit width, a Quant without its attributes
+        return str(exc)
     return None
 
 

@@ -11,6 +11,9 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.change_batchsize import ChangeBatchSize
 from qonnx.transformation.infer_shapes import InferShapes
 
+from finnchain.finn.finnside import finnchain_rules as rules
+from finnchain.finn.finnside.finnchain_rules import Codes
+
 
 def load(model: str | Path | ModelWrapper | onnx.ModelProto) -> ModelWrapper:
     """A ModelWrapper from a path, a ModelProto or a ModelWrapper (returned itself). Windowed
@@ -162,3 +165,20 @@ def is_pow2(values: np.ndarray) -> bool:
         return False
     m, _ = np.frexp(v)
     return bool(np.all(m == 0.5))
+
+
+def attributes(node: onnx.NodeProto) -> dict:
+    """A node's attributes, decoded (ints, floats, bytes, lists)."""
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def quantizer_codes(model: ModelWrapper, node: onnx.NodeProto) -> Codes:
+    """The integer codes of a quantizer node (Quant, BipolarQuant, Trunc), read as every part
+    of finnchain reads them, FINN's side included: ``finnchain_rules.quantizer_codes`` on its
+    decoded attributes and its bit-width initializer. ValueError when that width is computed
+    rather than a constant."""
+    i = rules.bits_input(node.op_type, len(node.input))
+    bits = None if i is None else model.get_initializer(node.input[i])
+    if i is not None and bits is None:
+        raise ValueError(f"quantizer {node.name} has a computed bit width")
+    return rules.quantizer_codes(node.op_type, attributes(node), bits)

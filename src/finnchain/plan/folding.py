@@ -260,8 +260,8 @@ def _split_candidates(layer: Layer) -> list[Option]:
         return out
     for k in range(1, SPLITS):
         h1 = main.mh * k // SPLITS
-        a = replace(main, name=f"{main.name}_bram", mh=h1)
-        b = replace(main, name=f"{main.name}_lut", mh=main.mh - h1)
+        a = replace(main, name=f"{main.name}_bram", mh=h1, split_part="bram")
+        b = replace(main, name=f"{main.name}_lut", mh=main.mh - h1, split_part="lut")
         b_folds = sorted(((b.cycles(Fold(p, q)), b.resources(Fold(p, q, "distributed")).lut,
                            Fold(p, q, "distributed"))
                           for p in divisors(b.mh) for q in divisors(b.mw)),
@@ -339,7 +339,7 @@ def _ends(option: Option) -> tuple[Placed, Placed]:
     return ops[0], ops[-1]
 
 
-def _bits_of(datatype: str) -> int:
+def _datatype_bits(datatype: str) -> int:
     from finnchain.graph.pack import IntType
 
     return IntType(datatype).bitwidth()
@@ -375,7 +375,7 @@ class Candidates:
         for o in self.layers[-1]:
             last = _ends(o)[1]
             if cut is None or aligned(last.op.out_width(last.fold) // last.op.out_bits(),
-                                      cut.shape[1], _bits_of(cut.datatype)):
+                                      cut.shape[1], _datatype_bits(cut.datatype)):
                 self.ends_ok.add(id(o))
 
     def at(self, target: int, uram: float = math.inf, start: bool = False, end: bool = False

@@ -64,8 +64,10 @@ def _model_output(model: ModelWrapper, stage: Stage) -> Tensor:
 
 
 def _op_shape(p: Placed) -> dict:
+    """The op's dimensions; ``split_part`` only on the parts of a split layer."""
     skip = {"name", "node"}
-    return {k: v for k, v in asdict(p.op).items() if k not in skip}
+    return {k: v for k, v in asdict(p.op).items()
+            if k not in skip and not (k == "split_part" and not v)}
 
 
 def _ops(stage: Stage) -> list[OpPlan]:

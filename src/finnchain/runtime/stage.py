@@ -153,7 +153,7 @@ def _yaml(text: str) -> dict:
         raise ValueError(str(exc)) from exc
 
 
-class Stage:
+class StageDaemon:
     """One running stage: sockets, the loop, counters."""
 
     def __init__(self, cfg: StageConfig, accelerator: Accelerator | None = None,
@@ -201,7 +201,7 @@ class Stage:
         P.buffers(s, self.cfg.hwm * in_bytes, self.cfg.hwm * out_bytes)
         return s
 
-    def start(self) -> Stage:
+    def start(self) -> StageDaemon:
         curve = self.cfg.curve
         self.guard = None
         if curve:
@@ -459,7 +459,7 @@ def run(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = StageConfig.read(args.config)
-        stage = Stage(cfg).start()
+        stage = StageDaemon(cfg).start()
     except (ConfigError, FileNotFoundError, ValueError, zmq.ZMQError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -52,7 +52,7 @@ from finn.transformation.streamline import Streamline
 from finn.transformation.streamline.collapse_repeated import CollapseRepeatedMul
 from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
 from finn.util.fpgadataflow import is_fpgadataflow_node
-from finnchain_rules import int_range, whole_steps  # (this folder's own copy)
+from finnchain_rules import quantizer_codes, whole_steps  # (this folder's own copy)
 from onnx import helper
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
@@ -468,9 +468,8 @@ class TruncAvgPoolToThresholds(Transformation):
             kk = int(np.prod(dims))
             shift = float(np.round(np.log2(float(np.asarray(out_scale).item())
                                            / float(np.asarray(scale).item()))))
-            signed, narrow = int(mode.get("signed", 0)), int(mode.get("narrow", 0))
-            bits = int(np.asarray(out_bits).item())
-            lo, hi = int_range(bits, bool(signed), bool(narrow))
+            out = quantizer_codes("Trunc", mode, out_bits)  # as the emulator reads it
+            signed, bits, lo, hi = out.signed, out.bits, out.lo, out.hi
             s_in = np.float32(np.asarray(scale).item() * kk)
             src = pool.input[0]
             producer = model.find_producer(src)
