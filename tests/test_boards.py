@@ -49,6 +49,10 @@ def test_overrides_merge_per_key(tmp_path):
     assert z.clock_mhz == 125 and z.limits["lut"] == 0.6 and z.limits["bram18"] == 0.8
     assert z.part == "xc7z020clg484-1"  # untouched keys stay
     assert cat.board("mine").resources["dsp"] == 220 and cat.board("mine").link_bytes_per_s == 12.5e6
+    # a board whose catalogue entry gives no DMA cost: DMA_SHARE of its per-frame cost
+    from finnchain.boards.catalogue import DMA_SHARE
+
+    assert cat.board("mine").arm_dma_us == pytest.approx(DMA_SHARE * 1)
 
 
 def test_bad_catalogue_files_are_named(tmp_path):
@@ -83,3 +87,6 @@ def test_arm_and_link_figures():
     # one frame: fixed cost plus a cost per byte in and out
     us = z.arm_frame_us + z.arm_byte_ns * 3000 / 1000
     assert z.arm_fps(1000, 2000) == pytest.approx(1e6 / us)
+    # and each weight DMA it starts with the batch (a layer's weights from DDR)
+    assert z.arm_fps(1000, 2000, weight_dmas=2) == pytest.approx(1e6 / (us + 2 * z.arm_dma_us))
+    assert 0 < z.arm_dma_us < z.arm_frame_us

@@ -288,8 +288,9 @@ def test_mobilenet_on_five_zedboards_streams_the_classifiers_weights(mobilenet_p
 
 
 def test_weights_from_ddr_on_request_and_refused_where_finn_cannot(digits_path, tmp_path):
-    """--weights-from-ddr: a fully connected layer's weights stream from DDR as asked; a
-    convolution, an op without weights or a node the model lacks is refused by name, with why."""
+    """--weights-from-ddr: a fully connected layer's weights stream from DDR as asked (and its
+    weight DMA's start costs the ARM); a convolution, an op without weights or a node the model
+    lacks is refused by name, with why."""
     r = _plan_cli(digits_path, "--boards", "zedboard:1", "--out", tmp_path / "p", "--no-chart",
                   "--weights-from-ddr", "MatMul_0")
     assert r.returncode == 0, r.stderr
@@ -301,6 +302,11 @@ def test_weights_from_ddr_on_request_and_refused_where_finn_cannot(digits_path, 
     assert ops["IODMA_weights_MVAU_MatMul_0"].shape["role"] == "weights"
     assert ops["MVAU_Gemm_0"].fold["ram_style"] != "external"  # not asked, not chosen here
     assert "weights from DDR: MatMul_0" in r.stdout
+    # the ARM starts one more DMA with every batch: the stage's ARM rate counts it
+    stage, zed = Plan.read(tmp_path / "p" / "plan.json").stages[0], Catalogue().board("zedboard")
+    sizes = stage.input.bytes_per_frame, stage.output.bytes_per_frame
+    assert stage.arm_fps == pytest.approx(zed.arm_fps(*sizes, weight_dmas=1), rel=1e-4)
+    assert zed.arm_fps(*sizes, weight_dmas=1) < zed.arm_fps(*sizes)
     for node, why in (("Conv_1", "a convolution, whose MVAU reads each weight 64 times"),
                       ("MaxPool_0", "a StreamingMaxPool, which has no weights"),
                       ("Conv_9", "the model has no layer 'Conv_9'")):

@@ -22,6 +22,9 @@ class ArmSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     frame_us: float = Field(gt=0)  # estimate: fixed ARM-side cost per frame
     byte_ns: float = Field(ge=0)  # estimate: ARM-side cost per byte in or out
+    # estimate: the cost of starting one more DMA per batch (a layer's weights from DDR);
+    # when absent, DMA_SHARE of frame_us
+    dma_us: float | None = Field(default=None, gt=0)
 
 
 class PartSpec(BaseModel):

@@ -25,7 +25,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from finnchain.boards.catalogue import Board
 from finnchain.cost.lower import input_bytes, segments
-from finnchain.cost.ops import Placed
+from finnchain.cost.ops import EXTERNAL, Placed
 from finnchain.graph.cuts import CutPoint
 from finnchain.graph.model import input_name, load, output_name, save
 from finnchain.graph.split import split
@@ -99,13 +99,22 @@ def _limits(board: Board) -> dict:
             "lutram": board.lutram}
 
 
+def weight_dmas(stage: Stage) -> int:
+    """The weight DMAs FINN builds for a stage: one per layer whose weights stream from DDR."""
+    return sum(p.fold.ram_style == EXTERNAL for p in stage.placed)
+
+
+def _arm_fps(stage: Stage) -> float:
+    return stage.board.arm_fps(stage.in_bytes, stage.out_bytes, weight_dmas(stage))
+
+
 def _rates(stages: list[Stage]) -> tuple[float, dict]:
     """The chain's predicted rate and what sets it (fabric, link or ARM of one stage)."""
     best = (float("inf"), {})
     for k, s in enumerate(stages):
         sender = stages[k - 1].board if k else s.board
         link = min(s.board.link_bytes_per_s, sender.link_bytes_per_s) / s.in_bytes
-        arm = s.board.arm_fps(s.in_bytes, s.out_bytes)
+        arm = _arm_fps(s)
         for limit, fps, what in (("fabric", s.fabric_fps, s.bottleneck.op.name),
                                  ("link", link, f"{s.in_bytes:,} bytes/frame into {s.board.kind}"),
                                  ("arm", arm, f"ARM side of {s.board.kind} (estimate)")):
@@ -140,7 +149,7 @@ def make_plan(model: ModelWrapper, boards: list[Board], model_name: str, model_f
             output=_tensor_of_cut(last_cut) if last_cut else _model_output(model, s),
             ops=_ops(s), cycles=s.cycles, bottleneck_op=s.bottleneck.op.name,
             fabric_fps=round(s.fabric_fps, 3),
-            arm_fps=round(s.board.arm_fps(s.in_bytes, s.out_bytes), 3),
+            arm_fps=round(_arm_fps(s), 3),
             link_in_mb_s=round(s.in_bytes * fps / 1e6, 3), resources=s.res.to_dict(),
             limits=_limits(s.board), utilization=_utilization(s),
             files={"model": f"stage{k}/model.onnx", "model_sha256": model_sha256(sm),

@@ -79,7 +79,8 @@ class Search:
 
 def _edge_ok(segments: list[Segment], boards: list[Board], k: int, i: int, j: int,
              fps: float) -> bool:
-    """Links and ARM of board k when it runs segments [i, j)."""
+    """Links and ARM of board k when it runs segments [i, j) (the ARM without the weight DMAs
+    a folding may add: the plan's rate counts them, ``make._rates``)."""
     board = boards[k]
     in_bytes = segments[i].in_bytes
     last = segments[j - 1].cut
