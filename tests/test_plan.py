@@ -527,3 +527,23 @@ def test_a_split_layer_is_known_by_its_parts_not_by_its_name(mobilenet, tmp_path
         assert split_mvaus(renamed) == before
         assert len(before) == sum(k[0] == s.index for k in pairs)
         assert all(b["first"] < b["mh"] for b in before)
+
+
+def test_the_dmas_stream_through_the_boards_own_port(digits_path):
+    """FINN's IODMAs are as wide as the board's HP port (its pynq_native_port_width): 64 bits
+    on a Zedboard, 128 on a ZCU104, so a frame (and a layer's weights from DDR) takes half the
+    cycles there; the plan records the width."""
+    from finnchain.cost.ops import IODMA
+    from finnchain.plan.make import make_plan
+
+    model = load(digits_path)
+    for spec, bits in (("zedboard:1", 64), ("zcu104:1", 128)):
+        plan, (stage,), _ = make_plan(model, Catalogue().chain(spec), "d", "d",
+                                      weights_from_ddr=["MatMul_0"])
+        dmas = [p for p in stage.placed if isinstance(p.op, IODMA)]
+        assert sorted(p.op.role for p in dmas) == ["frame", "frame", "weights"]
+        for p in dmas:
+            assert p.op.port_bits == bits == stage.board.hp_port_bits
+            assert p.cycles == -(-p.op.bytes_per_frame * 8 // bits)
+        ops = [o for o in plan.stages[0].ops if o.kind == "IODMA"]
+        assert {o.shape["port_bits"] for o in ops} == {bits}

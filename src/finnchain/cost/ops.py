@@ -74,7 +74,7 @@ from typing import ClassVar
 
 UNESTIMATED_LUT = 300  # LUTs assumed for an op FINN gives no estimate
 AP_INT_MAX_W = 8191  # FINN v0.10.1: the widest ap_int an HLS layer's C++ may use (module notes)
-IODMA_BITS = 64  # width of the AXI port an IODMA streams through per cycle
+IODMA_BITS = 64  # width of the AXI port an IODMA streams through per cycle (a Zynq-7000's)
 # estimate: an HLS IODMA (FINN gives none); the catalogue's shell counts ~800 LUT for each of
 # the stage's two frame DMAs, a weight DMA is one more
 IODMA_LUT = 800
@@ -906,7 +906,11 @@ class DWC(Op):
 
 @dataclass(frozen=True)
 class IODMA(Op):
-    """The DMA that moves a stage's frame between DDR and the dataflow: bytes*8/64 cycles.
+    """The DMA that moves a stage's frame between DDR and the dataflow: bytes*8/port_bits
+    cycles, port_bits the board's HP port (FINN's ``pynq_native_port_width``: 64 on a
+    Zynq-7000, 128 on a Zynq UltraScale+). A layer's weight DMA is costed with the candidates,
+    which know no board, at IODMA_BITS; the stage puts the board's width on it
+    (``plan.stage.assemble``), so the candidates' filter is the narrower port's, never wider.
 
     Its resources are part of the board's shell figure in the catalogue.
     """
@@ -914,6 +918,7 @@ class IODMA(Op):
     bytes_per_frame: int = 0
     role: str = "frame"  # "frame" (the stage's input or output) or "weights" (an MVAU's)
     stream_bits: int = 0  # a weight DMA's stream into its MVAU (P*Q*W padded to bytes)
+    port_bits: int = IODMA_BITS  # the AXI port it streams through, bits a cycle
 
     kind = "IODMA"
     inserted_by_finn = True
@@ -928,7 +933,7 @@ class IODMA(Op):
         return True
 
     def cycles(self, f: Fold) -> int:
-        return math.ceil(self.bytes_per_frame * 8 / IODMA_BITS)
+        return math.ceil(self.bytes_per_frame * 8 / self.port_bits)
 
     def resources(self, f: Fold) -> Res:
         """The frame DMAs are in the board's shell figure; a weight DMA is IODMA_LUT and the
@@ -939,7 +944,7 @@ class IODMA(Op):
                                          width=self.stream_bits).resources(f)
 
     def in_width(self, f: Fold) -> int:
-        return IODMA_BITS
+        return self.port_bits
 
     out_width = in_width
 

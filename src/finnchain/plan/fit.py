@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from finnchain.boards.catalogue import Board
-from finnchain.cost.ops import IODMA_BITS
 from finnchain.plan.folding import Option, dwc_reserve
 
 LUTRAM_BINS = 64  # resolution of the LUT-RAM budget
@@ -36,7 +35,8 @@ class Budget:
     @classmethod
     def of(cls, board: Board) -> Budget:
         return cls(bram=int(board.limit("bram18")) - board.shell["bram18"],
-                   lut=board.limit("lut") - board.shell["lut"] - 2 * dwc_reserve(IODMA_BITS),
+                   lut=board.limit("lut") - board.shell["lut"]
+                   - 2 * dwc_reserve(board.hp_port_bits),
                    dsp=int(board.limit("dsp")) - board.shell["dsp"])
 
 

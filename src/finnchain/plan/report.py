@@ -54,7 +54,7 @@ def _boards(n: int) -> str:
 
 def ddr_lines(plan: Plan) -> list[str]:
     """Per stage with weights in DDR: which layers, and every DMA's traffic at the planned rate
-    against the board's HP port (IODMA_BITS a PL cycle, shared by all the stage's DMAs)."""
+    against the board's HP port (its width a PL cycle, shared by all the stage's DMAs)."""
     from finnchain.cost.ops import IODMA_BITS
 
     out = []
@@ -64,7 +64,8 @@ def ddr_lines(plan: Plan) -> list[str]:
         if not weights:
             continue
         frame = sum(o.shape["bytes_per_frame"] for o in dmas)
-        port = IODMA_BITS / 8 * s.board["clock_mhz"]  # MB/s
+        bits = s.board.get("hp_port_bits", IODMA_BITS)  # (a plan of before the field: 64)
+        port = bits / 8 * s.board["clock_mhz"]  # MB/s
         used = frame * plan.predicted_fps / 1e6
         names = ", ".join(f"{o.node} ({o.shape['bytes_per_frame']:,} B/frame)" for o in weights)
         out.append(f"stage {s.index}: weights from DDR: {names}; all DMAs {used:,.1f} MB/s "

@@ -78,10 +78,12 @@ def assemble(board: Board, segments: list[Segment], options: list[Option]) -> St
     budget = Budget.of(board)
     _, swaps = dsp_swaps(options, budget.dsp)
     swapped = {(k, s) for k, s in swaps}
+    port = board.hp_port_bits
     placed: list[Placed] = [Placed(IODMA(name=f"IODMA_in_seg{segments[0].index}", node="",
-                                         bytes_per_frame=segments[0].in_bytes))]
+                                         bytes_per_frame=segments[0].in_bytes, port_bits=port))]
     for k, (seg, opt) in enumerate(zip(segments, options)):
-        ops = list(opt.placed)
+        ops = [Placed(replace(p.op, port_bits=port), p.fold) if isinstance(p.op, IODMA) else p
+               for p in opt.placed]  # a weight DMA: the board's port
         for s, sw in enumerate(opt.swaps):
             if (k, s) in swapped:
                 p = ops[sw.op_index]
@@ -96,7 +98,7 @@ def assemble(board: Board, segments: list[Segment], options: list[Option]) -> St
     last = next(p for p in reversed(placed) if p.op.on_stream)
     out_bytes = segments[-1].cut.bytes_per_frame if segments[-1].cut else 0
     dma_out = Placed(IODMA(name=f"IODMA_out_seg{segments[-1].index}", node="",
-                           bytes_per_frame=out_bytes))
+                           bytes_per_frame=out_bytes, port_bits=port))
     conv = _dwc(last.op.out_width(last.fold), dma_out, f"StreamingDataWidthConverter_out{segments[-1].index}")
     if conv is not None and not isinstance(last.op, StreamGlue):
         placed.append(conv)
@@ -108,8 +110,9 @@ def assemble(board: Board, segments: list[Segment], options: list[Option]) -> St
     bottleneck = max(placed, key=lambda p: p.cycles)
     dmas = [p.op for p in placed if isinstance(p.op, IODMA)]
     if len(dmas) > 2:  # a weight DMA: every DMA of the stage shares the board's one HP port
-        port = Placed(IODMA(name="HP port (all DMAs)", node="",
-                            bytes_per_frame=sum(d.bytes_per_frame for d in dmas)))
-        if port.cycles > bottleneck.cycles:
-            bottleneck = port
+        shared = Placed(IODMA(name="HP port (all DMAs)", node="",
+                              bytes_per_frame=sum(d.bytes_per_frame for d in dmas),
+                              port_bits=port))
+        if shared.cycles > bottleneck.cycles:
+            bottleneck = shared
     return Stage(board, segments, placed, res, bottleneck.cycles, bottleneck)
