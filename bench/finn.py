@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """FINN v0.10.1 on finnchain's plans: its front-end, its PYNQ driver and its C++ simulation.
 
-For each plan (the digits demo on three small boards; MobileNetV1-W4A4 on six Zedboards, on
-the fewest Zedboards for the reference rate of 118.3 frames/s, and on one ZCU104; Brevitas'
+For each plan (the digits demo on three small boards; MobileNetV1-W4A4 on six Zedboards, on five,
+on the fewest Zedboards for the reference rate of 118.3 frames/s, and on one ZCU104; Brevitas'
 quant_mobilenet_v1_4b on six Zedboards; cnv_2w2a on two PYNQ-Z1s; resnet18_4w4a on four
 ZCU102s): plan it, then build every stage with ``finnchain build --target finn-cppsim`` in
 FINN's own environment (.venv-finn): FINN's compiler front-end up to its estimate reports,
@@ -45,6 +45,7 @@ DEMO = ROOT / "src" / "finnchain" / "boards" / "demo.yaml"
 PLANS = [  # name, model, boards, target fps, catalogue
     ("digits-cnv on demo-small:3", "digits-cnv", "demo-small:3", None, DEMO),
     ("mobilenet-v1 on zedboard:6", "mobilenet-v1", "zedboard:6", None, None),
+    ("mobilenet-v1 on zedboard:5", "mobilenet-v1", "zedboard:5", None, None),
     ("mobilenet-v1 on zedboard:6 at 118.3", "mobilenet-v1", "zedboard:6", 118.3, None),
     ("mobilenet-v1 on zcu104:1", "mobilenet-v1", "zcu104:1", None, None),
     ("quant_mobilenet_v1_4b on zedboard:6", "quant_mobilenet_v1_4b", "zedboard:6", None, None),

@@ -40,7 +40,7 @@ def timed_plan(model, catalogue, count: int, target: float | None = None):
 
 
 URAM_RUNS = (("mobilenet-v1", "zcu104:1"), ("resnet18_4w4a", "zcu102:4"),
-             ("resnet18_4w4a", "zcu104:4"))
+             ("resnet18_4w4a", "zcu104:4"), ("resnet18_4w4a", "aup-zu3:4"))
 
 
 def uram(console: Console) -> int:
