@@ -26,6 +26,7 @@ from finnchain.boards.catalogue import Catalogue
 from finnchain.models.zoo import resolve_model
 from finnchain.plan.command import REFERENCE
 from finnchain.plan.make import make_plan
+from finnchain.plan.partition import PlanError
 from finnchain.plan.report import chart, print_plan
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -54,7 +55,12 @@ def uram(console: Console) -> int:
         model = resolve_model(name)
         chain = catalogue.chain(boards)
         t = time.perf_counter()
-        plan, stages, _ = make_plan(model, chain, name, name)
+        try:
+            plan, stages, _ = make_plan(model, chain, name, name)
+        except PlanError as exc:  # a row of its own: what does not fit, and why
+            rows.append({"model": name, "boards": boards, "fps": None, "why": str(exc),
+                         "plan_seconds": round(time.perf_counter() - t, 3)})
+            continue
         sec = time.perf_counter() - t
         target = int(chain[0].clock_mhz * 1e6 // plan.predicted_fps)
         widest = max(len(Candidates(s).at(target, stage_uram(chain[0])))
@@ -67,6 +73,10 @@ def uram(console: Console) -> int:
     for col in ("model", "boards", "frames/s", "seconds", "URAM per stage", "most options"):
         table.add_column(col, justify="left" if col in ("model", "boards") else "right")
     for r in rows:
+        if r["fps"] is None:
+            table.add_row(r["model"], r["boards"], "not planned", f"{r['plan_seconds']:.1f}",
+                          r["why"][:60], "-")
+            continue
         table.add_row(r["model"], r["boards"], f"{r['fps']:.1f}", f"{r['plan_seconds']:.1f}",
                       ", ".join(map(str, r["uram_per_stage"])),
                       f"{r['most_options_per_segment']:,}")
