@@ -251,6 +251,11 @@ class Op:
         """The widest ap_int of FINN's HLS code for this op at ``f`` (its streams)."""
         return max(self.in_width(f), self.out_width(f))
 
+    def takes_dsps(self) -> bool:
+        """Whether FINN can build this op's multipliers in DSPs (``resType`` dsp): the planner
+        then offers the swap where DSPs are left over."""
+        return False
+
     def buildable(self, f: Fold) -> bool:
         """Whether FINN v0.10.1 generates this op at ``f``: an HLS op's widest ap_int is at
         most AP_INT_MAX_W."""
@@ -348,6 +353,10 @@ class MVAU(_MacUnit, Op):
     kind = "MVAU"
     KEY = (("mw", "MW"), ("mh", "MH"))
 
+    def takes_dsps(self) -> bool:
+        """Only with an activation: an MVAU without one FINN makes an RTL MVAU, on LUTs here."""
+        return bool(self.obits)
+
     def memories(self) -> tuple[tuple[str, str], ...]:
         """As every MAC unit's, and weights in DDR for a dense layer (module notes)."""
         styles = super().memories()
@@ -438,6 +447,8 @@ class VVAU(_MacUnit, Op):
     THR_CEIL = False
     THR_BLOCK = False  # FINN v0.10.1's VVAU has no ram_style_thresholds
 
+    def takes_dsps(self) -> bool:
+        return True
     def folds(self) -> list[Fold]:
         """PE over channels, SIMD one or the whole window (a window generator gives a VVAU a
         pixel or a whole window a cycle), then each memory style."""

@@ -97,8 +97,7 @@ def _option(placed: list[Placed]) -> Option:
     for i, p in enumerate(placed):
         res = res + p.res
         op = p.op
-        # an MVAU without activation stays on LUTs (FINN would make it an RTL MVAU)
-        if isinstance(op, VVAU) or (isinstance(op, MVAU) and op.obits):
+        if op.takes_dsps():
             dsp = op.resources(replace(p.fold, res_type="dsp"))  # all else as placed
             swaps.append(DspSwap(i, dsp.dsp, p.res.lut - dsp.lut))
     return Option(tuple(placed), res, max(p.cycles for p in placed), tuple(swaps),
