@@ -28,7 +28,6 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from onnx import helper
 from qonnx.core.modelwrapper import ModelWrapper
 
 from finnchain.cost.ops import (
@@ -47,7 +46,13 @@ from finnchain.cost.ops import (
     Thresholding,
 )
 from finnchain.graph.cuts import CutPoint, codes_datatype, compute_nodes, cut_points
-from finnchain.graph.model import Codes, constant_tensors, input_name, quantizer_codes
+from finnchain.graph.model import (
+    Codes,
+    attributes,
+    constant_tensors,
+    input_name,
+    quantizer_codes,
+)
 
 # absorbed into thresholds or pure reshapes: no hardware of their own
 ABSORBED = {"Mul", "Add", "Sub", "Div", "Relu", "Flatten", "Reshape", "Identity",
@@ -84,7 +89,7 @@ class Segment:
 
 
 def _attrs(node) -> dict:
-    a = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    a = attributes(node)
     if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):  # left by explicit_windows
         raise LoweringError(
             f"{node.name} ({node.op_type}): auto_pad={a['auto_pad'].decode()} with an input "

@@ -478,7 +478,7 @@ class _Compiler:
         w = self.const_of(node.input[1])
         if w is None:
             raise CompileError(f"{self.where(node)}: weights must be constant")
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = attributes(node)
         codes, scale = self.weight_codes(node.input[1], node)
         x, offset = self.linear_input(node, w, any(attrs.get("pads", [0])), (codes, scale))
         bias = self.const_of(node.input[2]) if len(node.input) > 2 and node.input[2] else None
@@ -492,7 +492,7 @@ class _Compiler:
 
     @handles("Gemm")
     def gemm(self, node: onnx.NodeProto) -> None:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = attributes(node)
         if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
             raise CompileError(f"{self.where(node)}: only alpha = beta = 1 without transA")
         w = self.const_of(node.input[1])
@@ -530,14 +530,14 @@ class _Compiler:
     @handles("MaxPool")
     def max_pool(self, node: onnx.NodeProto) -> None:
         x = self.q_of(node.input[0], node)
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = attributes(node)
         out = self.b.op("MaxPool", [x.name], **attrs)
         self.env[node.output[0]] = Q(out, x.scale, x.zp, x.lo, x.hi, self.shape(node.output[0]))
 
     @handles("AveragePool")
     def average_pool(self, node: onnx.NodeProto) -> None:
         x = self.q_of(node.input[0], node)
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = attributes(node)
         kh, kw = attrs["kernel_shape"]
         if any(attrs.get("pads", [0])) or x.zp != 0:
             raise CompileError(f"{self.where(node)}: padded average pools are not supported")
@@ -596,7 +596,7 @@ class _Compiler:
     @handles("TopK")
     def top_k(self, node: onnx.NodeProto) -> None:
         k = self.const_of(node.input[1])
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = attributes(node)
         pending = self.env.get(node.input[0])
         tail = isinstance(pending, Pending) and not pending.window
         if tail:
@@ -700,10 +700,10 @@ class _Compiler:
             in_scale, zp, in_bits, bits = (self.consts[t] for t in node.input[1:5])
             scale = in_scale * 2.0 ** (float(in_bits) - float(bits))
         try:
-            codes = quantizer_codes(node.op_type, attributes(node), bits)
+            out = quantizer_codes(node.op_type, attributes(node), bits)
         except ValueError as exc:
             raise CompileError(f"{self.where(node)}: {exc}") from exc
-        qmin, qmax = codes.lo, codes.hi
+        qmin, qmax = out.lo, out.hi
         if np.size(zp) != 1:
             raise CompileError(f"{self.where(node)}: one zero point is needed")
         codes = self.requant(r, chain, float(scale.flatten()[0]) if scale.size == 1 else scale,

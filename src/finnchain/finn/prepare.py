@@ -20,11 +20,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.general import SortGraph
 from qonnx.transformation.infer_shapes import InferShapes
 
-from finnchain.graph.model import constant_tensors, quantizer_codes
-
-
-def _attrs(node) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+from finnchain.graph.model import attributes, constant_tensors, quantizer_codes
 
 
 def _copy(model: ModelWrapper) -> ModelWrapper:
@@ -55,7 +51,7 @@ def prepare_for_finn(model: ModelWrapper) -> ModelWrapper:
             m.graph.node.insert(list(m.graph.node).index(node), relu)
             changed = True
         elif node.op_type == "AveragePool":
-            a = _attrs(node)
+            a = attributes(node)
             shape = m.get_tensor_shape(node.input[0])
             if (len(shape) == 4 and tuple(a.get("kernel_shape", ())) == tuple(shape[2:])
                     and not any(a.get("pads", (0,))) and not a.get("ceil_mode", 0)):

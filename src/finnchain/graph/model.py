@@ -69,7 +69,7 @@ def explicit_windows(model: ModelWrapper) -> ModelWrapper:
     for node in model.graph.node:
         if node.op_type not in WINDOWED:
             continue
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attrs = attributes(node)
         kernel = list(attrs.get("kernel_shape", ()))
         if not kernel and node.op_type == "Conv":
             w = model.get_initializer(node.input[1])
