@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from finnchain.runtime.ports import DATA_PORT, METRICS_PORT, RESULTS_PORT
+from finnchain.runtime.ports import DATA_PORT, RESULTS_PORT
 
 JUPYTER_PORT = 9090
 
@@ -21,7 +21,7 @@ def test_stage_service_running_and_enabled(host, board, stage):
 
 def test_stage_listens_on_its_static_address(host, board, stage):
     me, _ = board
-    for port in (DATA_PORT, METRICS_PORT):
+    for port in (DATA_PORT, me.metrics_port):
         assert host.socket(f"tcp://{me.address}:{port}").is_listening, port
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-ROLES = ["controller", "provision", "network", "overlay", "runtime", "chain", "sdcard", "board"]
+ROLES = ["controller", "provision", "network", "overlay", "runtime", "chain", "sdcard", "board",
+         "monitoring"]
 DEFAULTS_ONLY = {"board"}  # values computed once for the roles that depend on it; no tasks
 
 
@@ -81,8 +82,8 @@ def test_a_boards_place_in_the_chain_is_computed_once_and_right(tmp_path):
   roles: [board]
   tasks:
     - ansible.builtin.debug:
-        msg: "PLACE {{{{ [inventory_hostname, board_stage, board_has_stage, board_is_last]
-               | join(' ') }}}}"
+        msg: "PLACE {{{{ [inventory_hostname, board_stage, board_has_stage, board_is_last,
+                          board_chain | join(',')] | join(' ') }}}}"
 """)
     r = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory), str(play)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
@@ -91,13 +92,16 @@ def test_a_boards_place_in_the_chain_is_computed_once_and_right(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     places = sorted(line.split('"PLACE ', 1)[1].rstrip('"').split()
                     for line in r.stdout.splitlines() if '"PLACE ' in line)
-    assert places == [["zed1", "0", "True", "False"], ["zed2", "1", "True", "False"],
-                      ["zed3", "2", "True", "True"], ["zed4", "3", "False", "False"],
-                      ["zed5", "4", "False", "False"], ["zed6", "5", "False", "False"]], places
-    computed = [str(f.relative_to(ROOT)) for f in [*(ROOT / "roles").rglob("*.yml"),
-                                                   *(ROOT / "playbooks").glob("*.yml")]
-                if ".index(inventory_hostname)" in f.read_text()]
-    assert computed == ["roles/board/defaults/main.yml"], computed
+    chain = "zed1,zed2,zed3"  # the boards with a stage, in stage order, the same on every board
+    assert places == [["zed1", "0", "True", "False", chain], ["zed2", "1", "True", "False", chain],
+                      ["zed3", "2", "True", "True", chain], ["zed4", "3", "False", "False", chain],
+                      ["zed5", "4", "False", "False", chain],
+                      ["zed6", "5", "False", "False", chain]], places
+    for rule in (".index(inventory_hostname)", "groups['boards'][:"):
+        computed = [str(f.relative_to(ROOT)) for f in [*(ROOT / "roles").rglob("*.yml"),
+                                                       *(ROOT / "playbooks").glob("*.yml")]
+                    if rule in f.read_text()]
+        assert computed == ["roles/board/defaults/main.yml"], (rule, computed)
 
 
 def test_no_secret_is_committed():

@@ -256,6 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
                   "is pulled. on: it boots again (sshd and the services enabled at boot); with "
                   "--fresh from a freshly flashed PYNQ image, as a replacement board would."),
                   ("off", "on"), cluster.main_power)}
+    h = emu_sub.add_parser(
+        "heat", help="set the air around a board (its temperature rises; a drill)",
+        description="Set the ambient temperature of BOARD's emulated XADC: its die settles "
+        "this many degrees Celsius plus what its load adds (default ambient 40). 'default' "
+        "restores the default. For testing the temperature alert.")
+    h.add_argument("board", help="a board's name, e.g. board2")
+    h.add_argument("ambient", help="degrees Celsius, or 'default'")
+    h.set_defaults(func=cluster.main_heat)
     for name, (text, description, states, func) in faults.items():
         f = emu_sub.add_parser(name, help=text, description=description)
         f.add_argument("board", help="a board's name, e.g. board2")

@@ -98,6 +98,8 @@ CLUSTER_DEMOS = {
 }
 # what the cluster demo runs from the folder it is started in (the repository's root)
 OPERATIONS = ("deploy.yml", "fabfile.py", "health")
+# where deploy.yml's monitoring play serves the chain's dashboard (the role's defaults)
+DASHBOARD = "http://127.0.0.1:9090/consoles/finnchain.html"
 
 
 def _step(console: Console, text: str, cmd: list[str], env: dict | None = None) -> None:
@@ -174,4 +176,6 @@ def run_cluster_demo(model: str = "digits-cnv") -> int:
     console.print("the cluster is still up: `.venv/bin/fab status --inventory "
                   f"{cluster.DEFAULT_INVENTORY}`, `.venv/bin/finnchain emu status`; tear it down "
                   "with `.venv/bin/finnchain emu down`")
+    console.print(f"dashboards: {DASHBOARD} (Prometheus on this machine, scraping every "
+                  "board; alerts at http://127.0.0.1:9090/alerts)")
     return 0

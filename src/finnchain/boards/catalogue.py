@@ -60,6 +60,11 @@ class Board:
         return HP_PORT_BITS[self.zynq]
 
     @property
+    def temperature_max_c(self) -> float:
+        """The highest junction temperature the board's part is rated for (its grade)."""
+        return rated_temperature(self.part)
+
+    @property
     def finn_name(self) -> str:
         """The board name a FINN build uses: FINN's own, or one the build registers."""
         return self.finn_board or self.kind.capitalize()
@@ -92,6 +97,16 @@ class Board:
             "lutram": self.lutram, "limits": dict(self.limits), "shell": dict(self.shell),
             "zynq": self.zynq, "hp_port_bits": self.hp_port_bits,
         }
+
+
+def rated_temperature(part: str) -> float:
+    """The highest junction temperature a part is rated for, in degrees Celsius, from its
+    temperature grade: the letter that ends an AMD part name (-c commercial 85, -e extended
+    100, -i industrial 100, -q/-m 125; DS187 for Zynq-7000, DS925 for Zynq UltraScale+).
+    Vivado names Zynq-7000 parts without the letter (xc7z020clg484-1); the boards of the
+    catalogue carry commercial parts (XC7Z020-1CLG484C), so no letter means 85."""
+    grade = part.rsplit("-", 1)[-1].lower() if "-" in part else ""
+    return {"c": 85.0, "e": 100.0, "i": 100.0, "q": 125.0, "m": 125.0}.get(grade, 85.0)
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -38,6 +38,8 @@ the board (as pulling its plug would) and takes its link down; ``emu power BOARD
 again from its state, or with ``--fresh`` from a freshly flashed image (a replacement board);
 ``--sdcard IMG`` boots it from a card seeded by ``playbooks/sdcard.yml``: the card's hostname,
 static address, authorized SSH keys and marker are those the board comes up with.
+``emu heat BOARD CELSIUS|default`` sets the air around a board: its emulated XADC (kept by its
+PID 1, ``emu/init.py``) reports a die that much warmer, plus what its load adds.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ OVERLAID = ("etc", "home", "opt", "root", "usr/bin", "usr/local", "var")
 LINK_RATE = "1gbit"
 BOOT_SECONDS = 30.0
 DEFAULT_INVENTORY = Path("inventory/emulated.yml")
+# the board's system monitor, as emu/init.py (its PID 1) keeps it: an iio folder of its own
+EMU_IIO = "/var/lib/finnchain-board/iio"
+EMU_AMBIENT = "/var/lib/finnchain-board/ambient"  # the air around it (emu heat)
 def known_hosts_path(inventory: Path) -> Path:
     """The known_hosts file the deployment's connections check: ``UserKnownHostsFile`` in the
     SSH options of the inventory's ``group_vars/all.yml`` (one place for it)."""
@@ -324,6 +329,20 @@ def link(name: str, up: bool) -> EmulatedBoard:
     return board
 
 
+def heat(name: str, ambient_c: float | None) -> EmulatedBoard:
+    """Set the air around a board to ``ambient_c`` degrees (None: the default): its die's
+    temperature, as its emulated XADC reports it, settles that far above its load's heat."""
+    require_root()
+    _, board = _find(name)
+    if not _alive(board.pid):
+        raise EmuError(f"{name} is off (`finnchain emu power {name} on` first)")
+    # written inside the board (its own mounts: /var is its overlay), as its PID 1 reads it
+    script = (f"rm -f {EMU_AMBIENT}" if ambient_c is None else
+              f"echo {float(ambient_c)!r} > {EMU_AMBIENT}.new && mv {EMU_AMBIENT}.new {EMU_AMBIENT}")
+    _run("nsenter", "-t", str(board.pid), "-m", "sh", "-c", script)
+    return board
+
+
 def _alive(pid: int) -> bool:
     """Whether the process runs (a zombie, dead but not yet reaped by its parent, does not)."""
     try:
@@ -470,7 +489,8 @@ def write_inventory(boards: list[EmulatedBoard], path: Path) -> Path:
     import yaml
 
     hosts = {b.name: {"ansible_host": b.address, "finnchain_address": b.address,
-                      "finnchain_emulated": True, "finnchain_gateway": HOST_ADDRESS}
+                      "finnchain_emulated": True, "finnchain_gateway": HOST_ADDRESS,
+                      "finnchain_iio_devices": EMU_IIO}
              for b in boards}
     doc = {"all": {"children": {"boards": {"hosts": hosts}}}}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -504,6 +524,24 @@ def main_link(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{b.name}: link {args.state}")
+    return 0
+
+
+def main_heat(args) -> int:
+    try:
+        if args.ambient == "default":
+            ambient = None
+        else:
+            try:
+                ambient = float(args.ambient)
+            except ValueError:
+                raise EmuError(f"the ambient must be degrees Celsius or 'default', got "
+                               f"{args.ambient!r}") from None
+        b = heat(args.board, ambient)
+    except EmuError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{b.name}: ambient {args.ambient}" + ("" if ambient is None else " °C"))
     return 0
 
 

@@ -14,6 +14,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+from finnchain.boards.catalogue import rated_temperature
 from finnchain.plan.schema import Plan, StagePlan
 
 FINN_REQUIRED = ("bitfile/finn-accel.bit", "bitfile/finn-accel.hwh", "driver/driver.py",
@@ -36,6 +37,9 @@ def stage_json(plan: Plan, stage: StagePlan, accelerator: dict, inputs_sha256: s
         "board": stage.board["kind"],
         "power_w_estimate": stage.board["power_w_estimate"],
         "clock_mhz": stage.board["clock_mhz"],
+        # what the stage's metrics compare its readings with (link use, die temperature)
+        "ethernet_mbps": stage.board["ethernet_mbps"],
+        "temperature_max_c": rated_temperature(stage.board["part"]),
         "cycles": stage.cycles,
         "predicted_fps": stage.fabric_fps,
         "input": asdict(stage.input),

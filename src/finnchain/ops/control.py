@@ -19,7 +19,6 @@ from fabric import Connection
 
 from finnchain.ops.inventory import BoardHost
 from finnchain.runtime.metrics import scrape
-from finnchain.runtime.ports import METRICS_PORT
 
 CONNECT_SECONDS = 3  # a board that does not open SSH in this time is named unreachable
 CONTROL_PLAY = "playbooks/control.yml"
@@ -59,7 +58,7 @@ def _status(b: BoardHost) -> dict:
     except Exception as exc:  # noqa: BLE001 (any connection failure is reported per board)
         row["service"] = f"unreachable ({type(exc).__name__}: {str(exc)[:60]})"
         row["overlay_sha256"] = "-"
-    m = scrape(b.address, METRICS_PORT, timeout=CONNECT_SECONDS)
+    m = scrape(b.address, b.metrics_port, timeout=CONNECT_SECONDS)
     info = [s.labels for s in m.samples if s.name == "finnchain_stage_info"]
     row["plan"] = info[0].get("plan", "-") if info else "-"
     # what runs the stage: the accelerator, and for FINN's the pynq library and the PL clock

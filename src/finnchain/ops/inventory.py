@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from finnchain.runtime.ports import METRICS_PORT
+
 DEFAULT_INVENTORY = Path("inventory/boards.yml")  # the operator's (ansible.cfg's default)
 EMULATED_INVENTORY = Path("inventory/emulated.yml")  # finnchain emu up's
 
@@ -36,6 +38,7 @@ class BoardHost:
     log: str  # the stage's log file
     stage_dir: str  # where the stage's files are
     venv: str  # the PYNQ venv
+    metrics_port: int = METRICS_PORT  # its stage's /metrics (finnchain_metrics_port, if set)
 
 
 def _ansible_inventory() -> str:
@@ -70,6 +73,18 @@ def read(inventory: str | Path = DEFAULT_INVENTORY) -> dict:
     return json.loads(r.stdout)
 
 
+def _port(inventory, name: str, value) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        port = 0
+    if not 0 < port < 65536:
+        raise InventoryError(f"{inventory}: {name} has finnchain_metrics_port {value!r}: a "
+                             "stage needs a metrics port (1 to 65535), or leave it unset for "
+                             f"the chain's ({METRICS_PORT})")
+    return port
+
+
 def boards(inventory: str | Path = DEFAULT_INVENTORY) -> list[BoardHost]:
     """The hosts of group ``boards``, in chain order."""
     data = read(inventory)
@@ -93,5 +108,6 @@ def boards(inventory: str | Path = DEFAULT_INVENTORY) -> list[BoardHost]:
             known_hosts=known_hosts(v.get("ansible_ssh_common_args", "")),
             emulated=bool(v.get("finnchain_emulated", False)),
             service=str(v["finnchain_service"]), log=str(v["finnchain_log"]),
-            stage_dir=str(v["finnchain_stage_dir"]), venv=str(v["finnchain_venv"])))
+            stage_dir=str(v["finnchain_stage_dir"]), venv=str(v["finnchain_venv"]),
+            metrics_port=_port(inventory, name, v.get("finnchain_metrics_port", METRICS_PORT))))
     return out

@@ -15,6 +15,9 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from finnchain.runtime.sensors import board_uptime, read_celsius
 
 PREFIX = "finnchain_"
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -36,6 +39,11 @@ class Metrics:
         self.busy = 0.0
         self.batches = 0
         self.queues: dict[str, callable] = {}
+        # the board's side (runtime.sensors): its temperature sensor, and what the readings are
+        # compared with: the link's line rate and the part's rated temperature (stage.json)
+        self.sensor: Path | None = None
+        self.link_bytes_per_s: float | None = None
+        self.temperature_max_c: float | None = None
 
     def add(self, direction: str, frames: int, nbytes: int) -> None:
         self.frames[direction] += frames
@@ -74,8 +82,22 @@ class Metrics:
         family("batches_total", "counter", [("", s["batches"])])
         family("queue_depth", "gauge", [(f'{{queue="{q}"}}', v) for q, v in s["queues"].items()])
         family("uptime_seconds", "gauge", [("", round(s["uptime_seconds"], 3))])
+        board = [("board_uptime_seconds", board_uptime()),
+                 ("link_capacity_bytes_per_second", self.link_bytes_per_s),
+                 ("temperature_max_celsius", self.temperature_max_c),
+                 ("temperature_celsius",
+                  read_celsius(self.sensor) if self.sensor is not None else None)]
+        for name, value in board:
+            if value is not None:
+                family(name, "gauge", [("", round(value, 3))])
+        # Prometheus' standard process metrics, unprefixed: CPU time, start (restarts), memory
+        cpu = os.times()
+        lines += ["# TYPE process_cpu_seconds_total counter",
+                  f"process_cpu_seconds_total {round(cpu.user + cpu.system, 3)}",
+                  "# TYPE process_start_time_seconds gauge",
+                  f"process_start_time_seconds {round(self.started, 3)}"]
         rss = resident_bytes()
-        if rss is not None:  # Prometheus' standard process metric, unprefixed
+        if rss is not None:
             lines += ["# TYPE process_resident_memory_bytes gauge",
                       f"process_resident_memory_bytes {rss}"]
         return "\n".join(lines) + "\n"

@@ -32,6 +32,7 @@ The config file (JSON or YAML):
       allow: keys/allow             public keys that may send frames in (upstream or clients)
       clients: keys/clients         the last stage: public keys that may collect results
       downstream: keys/next.key     the next stage's public key
+    iio: /sys/bus/iio/devices       where the Zynq's temperature sensor is found (by its name)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from finnchain.runtime.accel import (
     load_accelerator,
 )
 from finnchain.runtime.metrics import Metrics, serve
+from finnchain.runtime.sensors import IIO_DEVICES, find_temperature_sensor
 
 POLL_MS = 100
 HELLO_EVERY = 64
@@ -101,6 +103,7 @@ class StageConfig:
     hwm: int = 8
     threads: int = 1
     curve: dict | None = None
+    iio: str = IIO_DEVICES  # where the board's iio devices are (its temperature sensor)
 
     # the controller checks rendered configs against this dataclass with pydantic
     # (finnchain.schemas, "stage-config"); the board reads it with the checks below alone
@@ -174,6 +177,11 @@ class StageDaemon:
         # frames taken in and not yet handed on (ZeroMQ's own socket queues are not visible)
         frames = self.metrics.frames
         self.metrics.queues = {"stage": lambda: frames["in"] - frames["out"]}
+        self.metrics.sensor = find_temperature_sensor(cfg.iio)
+        if info.get("ethernet_mbps"):
+            self.metrics.link_bytes_per_s = float(info["ethernet_mbps"]) * 1e6 / 8
+        if info.get("temperature_max_c"):
+            self.metrics.temperature_max_c = float(info["temperature_max_c"])
         self.ctx = zmq.Context()
         self.stop = threading.Event()
         self.pending: list[list] = []  # to send on after the frames received before them
