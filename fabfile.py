@@ -26,18 +26,21 @@ console = Console(width=max(Console().width, 120))
             "duration": "seconds to stream instead of a frame count",
             "window": "frames in flight (default 16)",
             "source": "seeded (default), dataset (digits-cnv's test images) or a .npy file",
+            "dataset": "labelled images: an .npz of images and labels, or a folder of class "
+                       "subfolders (ImageNet's validation layout); every image is sent and "
+                       "checked, and top-1/top-5 are reported beside the whole model's",
             "out": "folder for the JSON and PNG (default artifacts/reports)",
             "timeout": "seconds after which a frame without an answer counts as failed "
                        "(default 30)"})
 def benchmark(c, build=BUILD, frames=1000, duration=0.0, window=16, source="seeded",
-              out="artifacts/reports", timeout=30.0):
+              out="artifacts/reports", timeout=30.0, dataset=None):
     """Stream frames through the chain; report rate, latency, load, links, losses, bits, energy."""
     from finnchain.ops.benchmark import BenchmarkError, print_report, run
 
     try:
         result, path = run(Path(build), frames=int(frames), duration=float(duration),
                            window=int(window), source=source, timeout=float(timeout),
-                           out=Path(out), console=console)
+                           out=Path(out), console=console, dataset=dataset)
     except BenchmarkError as exc:
         _fail(exc, 2)
     print_report(result, path, console)

@@ -81,10 +81,18 @@ def test_deploy_twice_then_infer_bit_exactly(boards, build, digits, digits_test_
 
 
 def test_fab_benchmark_status_and_health(boards, build, tmp_path):
-    r = fab("benchmark", "--build", str(build), "--frames", "400", "--source", "dataset",
-            "--out", str(tmp_path))
+    from finnchain.models.digits_data import dataset
+
+    _, _, x, y = dataset(0)  # the test images, labelled: accuracy beside the whole model's
+    np.savez(tmp_path / "test-images.npz", images=x.astype(np.uint8), labels=y)
+    r = fab("benchmark", "--build", str(build), "--frames", "400", "--dataset",
+            str(tmp_path / "test-images.npz"), "--out", str(tmp_path))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     result = json.loads((tmp_path / "benchmark-digits-cnv.json").read_text())
+    acc = result["accuracy"]
+    assert acc["images"] == acc["of"] == len(x) and acc["parted"] == 0
+    assert acc["top1"] == acc["top1_whole_model"] > 0.9
+    assert "top-1" in r.stdout and f"{acc['top1']:.2%}" in r.stdout
     for key in ("frames", "frames_lost", "frames_per_s", "latency_ms_p50", "latency_ms_p99",
                 "bit_exact", "predicted_fps"):
         assert key in result, key

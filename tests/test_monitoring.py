@@ -9,13 +9,11 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -276,14 +274,6 @@ def _get_ok(url: str) -> bool:
         return False
 
 
-def _traffic(deployed: Path, images: np.ndarray, stop: threading.Event) -> None:
-    from finnchain.runtime.client import Chain
-
-    with Chain(deployed / "chain.json", timeout=30) as chain:
-        while not stop.is_set():
-            chain.infer(images)
-
-
 def _browser():
     webdriver = pytest.importorskip("selenium.webdriver")
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
@@ -299,16 +289,16 @@ def _browser():
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 
 
-def test_the_dashboard_shows_every_board_running_in_a_browser(monitored, deployed,
-                                                              digits_test_set):
-    """Headless Chromium opens finnchain's console while frames flow: every board's panel
-    shows a non-zero frame rate and its temperature; a screenshot is kept."""
+def test_the_dashboard_shows_every_board_running_in_a_browser(monitored, deployed, tmp_path):
+    """Headless Chromium opens finnchain's console while `fab benchmark` runs: every board's
+    panel shows a non-zero frame rate and its temperature; a screenshot is kept."""
     from selenium.webdriver.common.by import By
 
-    images = digits_test_set[0][:64].astype(np.uint8)
-    stop = threading.Event()
-    flow = threading.Thread(target=_traffic, args=(deployed, images, stop), daemon=True)
-    flow.start()
+    from clusterkit import BIN
+
+    flow = subprocess.Popen([str(BIN / "fab"), "benchmark", "--build", str(deployed),
+                             "--duration", "40", "--source", "dataset", "--out", str(tmp_path)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     driver = _browser()
     try:
         # the rate needs two scrapes of a moving counter: wait for them, in Prometheus' words
@@ -330,8 +320,8 @@ def test_the_dashboard_shows_every_board_running_in_a_browser(monitored, deploye
         assert "Stage 0 of chain boards" in driver.find_element(By.TAG_NAME, "body").text
     finally:
         driver.quit()
-        stop.set()
-        flow.join(timeout=60)
+        out, _ = flow.communicate(timeout=120)
+    assert flow.returncode == 0, out[-2000:]
 
 
 def test_a_stopped_stage_fires_the_stage_down_alert_and_clears_after_fab_start(

@@ -5,6 +5,7 @@ bit. Later steps of the project (emulated cluster, deployment, benchmark) grow t
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -93,7 +94,8 @@ def run_demo(full: bool = True) -> int:
 DEMO_BOARDS = Path(__file__).with_name("boards") / "demo.yaml"
 CLUSTER_DEMOS = {
     # model, boards for the plan, emulated boards, frames for fab benchmark, their source
-    "digits-cnv": ("demo-small:3", 3, 2000, "dataset"),
+    # ("labelled": digits-cnv's test images with their labels, for its accuracy)
+    "digits-cnv": ("demo-small:3", 3, 2000, "labelled"),
     "mobilenet-v1": ("zedboard:6", 6, 300, "seeded"),
 }
 # what the cluster demo runs from the folder it is started in (the repository's root)
@@ -163,14 +165,29 @@ def run_cluster_demo(model: str = "digits-cnv") -> int:
     _step(console, "deploy with Ansible (deploy.yml)",
           [str(bin_dir / "ansible-playbook"), "deploy.yml", "-i", str(cluster.DEFAULT_INVENTORY),
            "-e", f"finnchain_build={build_dir.absolute()}"], env=venv)
+    if source == "labelled":  # the test images the model was not trained on, and their labels
+        from finnchain.models.digits_data import dataset
+
+        _, _, x, y = dataset(0)
+        labelled = ARTIFACTS / "demo" / model / "test-images.npz"
+        np.savez(labelled, images=x.astype(np.uint8), labels=y)
+        feed = ["--dataset", str(labelled)]
+    else:
+        feed = ["--source", source]
     _step(console, "fab benchmark",
           [str(bin_dir / "fab"), "benchmark", "--build", str(build_dir), "--frames", str(frames),
-           "--source", source], env=venv)
+           *feed], env=venv)
     _step(console, "health checks (testinfra)",
           [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "health",
            "--hosts=ansible://boards", f"--ansible-inventory={cluster.DEFAULT_INVENTORY}"],
           env={**venv, "FINNCHAIN_BUILD": str(build_dir.absolute())})
     console.rule("done")
+    report = json.loads(Path(f"artifacts/reports/benchmark-{model}.json").read_text())
+    acc = report.get("accuracy")
+    if acc:
+        console.print(f"accuracy of the chain on {acc['of']} test images it was not trained on: "
+                      f"top-1 {acc['top1']:.2%} (the whole model on this machine: "
+                      f"{acc['top1_whole_model']:.2%}; the answers part on {acc['parted']})")
     console.print(f"report: artifacts/reports/benchmark-{model}.json and .png; plan: "
                   f"{plan_dir}/plan.json and plan.png")
     console.print("the cluster is still up: `.venv/bin/fab status --inventory "

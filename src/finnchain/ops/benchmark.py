@@ -5,7 +5,10 @@ Reads the build folder the chain was deployed from (``chain.json``, ``manifest.j
 stage's counters before and after, and reports frames/s, latency percentiles, per-stage busy
 share, per-link MB/s, frames lost, a bit-exact check of a sample against the whole model on this
 machine, and the estimated energy per inference (board power from the catalogue), beside the
-plan's prediction and the reference system. Writes JSON and a PNG.
+plan's prediction and the reference system. With labelled images (``--dataset``: an .npz or
+ImageNet's validation layout, ``ops/dataset.py``) every image is sent at least once and every
+answer is checked bit for bit; it reports the chain's top-1 and top-5 accuracy beside the whole
+model's on the same images, and where their answers part. Writes JSON and a PNG.
 """
 
 from __future__ import annotations
@@ -54,6 +57,35 @@ def make_source(spec: str, shape: tuple[int, ...], model_name: str, seed: int = 
         raise BenchmarkError(f"{path}: images must be uint8 (N, {', '.join(map(str, shape))}), "
                          f"got {images.dtype} {images.shape}")
     return Source(str(path), images)
+
+
+def _ends_in_topk(build: Path, manifest: dict) -> bool:
+    """Whether the chain answers with class indices: its last stage's model ends in a TopK
+    (FINN's LabelSelect), as ``finnchain export`` makes models."""
+    import onnx
+
+    last = max(manifest["stages"], key=lambda e: e["index"])
+    model = onnx.load(str(build / last["dir"] / last["accelerator"].get("model", "model.onnx")))
+    out = model.graph.output[0].name
+    return any(n.op_type == "TopK" and out in n.output for n in model.graph.node)
+
+
+def accuracy(labels: np.ndarray, answers: dict[int, np.ndarray], reference: np.ndarray) -> dict:
+    """Top-1 and top-5 of the chain's first answer to each image, beside the whole model's on
+    the same images, and the images where the two answers part."""
+    from finnchain.ops.dataset import topk
+
+    idx = np.array(sorted(answers), dtype=np.int64)
+    got = np.stack([answers[i] for i in idx]).reshape(len(idx), -1)
+    ref = reference[idx].reshape(len(idx), -1)
+    parted = [int(i) for i, a, b in zip(idx, got, ref) if not np.array_equal(a, b)]
+    out = {"images": int(len(idx)), "of": int(len(labels)), "parted": len(parted),
+           "parted_images": parted[:20]}
+    for k in (1, 5):
+        chain, whole = topk(got, labels[idx], k), topk(ref, labels[idx], k)
+        out[f"top{k}"] = None if chain is None else round(chain, 4)
+        out[f"top{k}_whole_model"] = None if whole is None else round(whole, 4)
+    return out
 
 
 def _metrics(chain: Chain) -> list[Reading]:
@@ -109,7 +141,7 @@ def check_arguments(frames: int, duration: float, window: int, timeout: float) -
 
 def run(build: Path, frames: int = 1000, duration: float = 0.0, window: int = 16,
         source: str = "seeded", timeout: float = 30.0, out: Path | None = None,
-        console=None) -> tuple[dict, Path]:
+        console=None, dataset: str | None = None) -> tuple[dict, Path]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from finnchain.boards.catalogue import Catalogue
@@ -122,8 +154,27 @@ def run(build: Path, frames: int = 1000, duration: float = 0.0, window: int = 16
     stages = [json.loads((build / e["dir"] / "stage.json").read_text())
               for e in sorted(manifest["stages"], key=lambda e: e["index"])]
     catalogue = Catalogue()
+    labelled = None
+    if dataset and source != "seeded":
+        raise BenchmarkError(f"--dataset {dataset} and --source {source}: the dataset is the "
+                             "source; give one")
+    if dataset and not _ends_in_topk(build, manifest):
+        raise BenchmarkError(f"--dataset {dataset}: the chain of {build} does not answer with "
+                             "class indices (its last stage does not end in a TopK), so its "
+                             "accuracy cannot be read")
     with Chain(build / "chain.json", window=window, timeout=timeout) as chain:
-        src = make_source(source, chain.image_shape, manifest["model"]["name"])
+        if dataset:
+            from finnchain.ops.dataset import DatasetError, load_dataset
+
+            try:
+                labelled = load_dataset(dataset, chain.image_shape)
+            except DatasetError as exc:
+                raise BenchmarkError(str(exc)) from None
+            src = Source(labelled.name, labelled.images)
+            if not duration:  # every image at least once
+                frames = max(frames, len(labelled.images))
+        else:
+            src = make_source(source, chain.image_shape, manifest["model"]["name"])
         before = _metrics(chain)
         stream = chain.stream(src.images)
         with Progress(TextColumn("streaming"), BarColumn(), TextColumn("{task.completed} frames"),
@@ -142,9 +193,14 @@ def run(build: Path, frames: int = 1000, duration: float = 0.0, window: int = 16
     seconds = report.seconds
     n, refused = len(report.seqs), len(report.failed)
     received = len(report.delivered)
-    sample = report.delivered[:SAMPLE]
-    expected = whole_model_results(build, manifest,
-                                   src.images[[report.carried[s] for s, _ in sample]])
+    # labelled images: every answer is checked; otherwise a sample
+    sample = report.delivered if labelled is not None else report.delivered[:SAMPLE]
+    if labelled is not None:
+        reference = whole_model_results(build, manifest, labelled.images)
+        expected = reference[[report.carried[s] for s, _ in sample]]
+    else:
+        expected = whole_model_results(build, manifest,
+                                       src.images[[report.carried[s] for s, _ in sample]])
     got = np.stack([v for _, v in sample]) if sample else np.zeros((0, 1), np.int32)
     bit_exact = bool(sample) and bool(np.array_equal(got, expected))
     lat = report.latency_ms() if report.answers else np.array([np.nan])
@@ -179,6 +235,12 @@ def run(build: Path, frames: int = 1000, duration: float = 0.0, window: int = 16
         "stages": per_stage, "reference": REFERENCE,
         "throughput_timeline": report.timeline(),
     }
+    if labelled is not None:
+        first: dict[int, np.ndarray] = {}
+        for seq, value in report.delivered:
+            first.setdefault(report.carried[seq], value)
+        result["accuracy"] = {"dataset": labelled.name,
+                              **accuracy(labelled.labels, first, reference)}
     out = out or Path("artifacts/reports")
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"benchmark-{result['model']}.json"
@@ -216,6 +278,10 @@ def _chart(result: dict, latency_ms: np.ndarray, path: Path) -> Path:
     return path
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
 def print_report(result: dict, path: Path, console) -> None:
     from rich.table import Table
 
@@ -237,6 +303,16 @@ def print_report(result: dict, path: Path, console) -> None:
               f"{ref['power_w'] / ref['fps'] * 1e3:.0f}" if ref else "-")
     console.print(t)
     console.print(f"the plan's rate is bound by {result['predicted_by']}")
+    acc = result.get("accuracy")
+    if acc:
+        a = Table(title=f"accuracy on {acc['dataset']}: {acc['images']} of {acc['of']} images "
+                        "answered")
+        for col in ("", "chain", "whole model (this machine)"):
+            a.add_column(col, justify="right")
+        for k in (1, 5):
+            a.add_row(f"top-{k}", _share(acc[f"top{k}"]), _share(acc[f"top{k}_whole_model"]))
+        a.add_row("images where the answers part", str(acc["parted"]), "-")
+        console.print(a)
     s = Table(title="per stage")
     for col in ("stage", "board", "busy %", "link out MB/s", "errors", "plan fps"):
         s.add_column(col, justify="right")
