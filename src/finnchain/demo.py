@@ -182,13 +182,13 @@ def run_cluster_demo(model: str = "digits-cnv") -> int:
            "--hosts=ansible://boards", f"--ansible-inventory={cluster.DEFAULT_INVENTORY}"],
           env={**venv, "FINNCHAIN_BUILD": str(build_dir.absolute())})
     console.rule("done")
-    report = json.loads(Path(f"artifacts/reports/benchmark-{model}.json").read_text())
-    acc = report.get("accuracy")
+    report = Path(f"artifacts/reports/benchmark-{model}.json")  # where fab benchmark wrote it
+    acc = json.loads(report.read_text()).get("accuracy")
     if acc:
         console.print(f"accuracy of the chain on {acc['of']} test images it was not trained on: "
                       f"top-1 {acc['top1']:.2%} (the whole model on this machine: "
                       f"{acc['top1_whole_model']:.2%}; the answers part on {acc['parted']})")
-    console.print(f"report: artifacts/reports/benchmark-{model}.json and .png; plan: "
+    console.print(f"report: {report} and .png; plan: "
                   f"{plan_dir}/plan.json and plan.png")
     console.print("the cluster is still up: `.venv/bin/fab status --inventory "
                   f"{cluster.DEFAULT_INVENTORY}`, `.venv/bin/finnchain emu status`; tear it down "

@@ -60,11 +60,6 @@ class Board:
         return HP_PORT_BITS[self.zynq]
 
     @property
-    def temperature_max_c(self) -> float:
-        """The highest junction temperature the board's part is rated for (its grade)."""
-        return rated_temperature(self.part)
-
-    @property
     def finn_name(self) -> str:
         """The board name a FINN build uses: FINN's own, or one the build registers."""
         return self.finn_board or self.kind.capitalize()

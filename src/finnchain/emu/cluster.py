@@ -73,9 +73,12 @@ OVERLAID = ("etc", "home", "opt", "root", "usr/bin", "usr/local", "var")
 LINK_RATE = "1gbit"
 BOOT_SECONDS = 30.0
 DEFAULT_INVENTORY = Path("inventory/emulated.yml")
-# the board's system monitor, as emu/init.py (its PID 1) keeps it: an iio folder of its own
+# the board's system monitor, as emu/init.py (its PID 1) keeps it: an iio folder of its own,
+# and the air around it (emu heat); passed to init.py as FC_IIO and FC_AMBIENT
 EMU_IIO = "/var/lib/finnchain-board/iio"
-EMU_AMBIENT = "/var/lib/finnchain-board/ambient"  # the air around it (emu heat)
+EMU_AMBIENT = "/var/lib/finnchain-board/ambient"
+
+
 def known_hosts_path(inventory: Path) -> Path:
     """The known_hosts file the deployment's connections check: ``UserKnownHostsFile`` in the
     SSH options of the inventory's ``group_vars/all.yml`` (one place for it)."""
@@ -300,6 +303,7 @@ def _boot(ns: str, name: str, address: str, state: Path, image: Path,
     env = {**os.environ, "FC_STATE": str(state), "FC_OVERLAID": " ".join(OVERLAID),
            "FC_IMAGE": str(image), "FC_NAME": name, "FC_ADDRESS": address, "FC_VENV": PYNQ_VENV,
            "FC_CARD": str(card or ""), "FC_INIT": INIT.read_text(),
+           "FC_IIO": EMU_IIO, "FC_AMBIENT": EMU_AMBIENT,
            "FC_OPERATOR_KEY": seed.read_text().strip() if seed.is_file() else ""}
     with open(state / "boot.log", "ab") as log:
         proc = subprocess.Popen(

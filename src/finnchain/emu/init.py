@@ -2,11 +2,11 @@
 init does, and end on SIGTERM. Passed to ``python3 -c`` as text, so it is never imported.
 
 It also stands in for the board's system monitor (the Zynq-7000's XADC): an iio device folder
-of the board's own, ``IIO``/iio:device0, with the files Linux's xadc driver gives (``name``,
+of the board's own, ``$FC_IIO/iio:device0``, with the files Linux's xadc driver gives (``name``,
 ``in_temp0_raw``, ``in_temp0_offset``, ``in_temp0_scale``). Its temperature follows the board's
 load: the CPU time of every process of the board (its own PID namespace, its own /proc) heats
 the die above the ambient, with a thermal time constant. The ambient is the machine's default
-or what ``finnchain emu heat BOARD CELSIUS`` wrote into the board (``AMBIENT``), so a hot board
+or what ``finnchain emu heat BOARD CELSIUS`` wrote into the board (``$FC_AMBIENT``), so a hot board
 can be made on purpose.
 """
 
@@ -15,8 +15,6 @@ import signal
 import threading
 import time
 
-IIO = "/var/lib/finnchain-board/iio"  # also in emu/cluster.py's inventory (EMU_IIO)
-AMBIENT = "/var/lib/finnchain-board/ambient"  # emu/cluster.py's heat() writes it
 AMBIENT_C = 40.0  # a Zynq-7020's die, idle, in a room
 HEAT_C_PER_CORE = 15.0  # degrees above the ambient per core of load, once settled
 TAU_S = 4.0  # thermal time constant
@@ -39,9 +37,9 @@ def _cpu_ticks() -> int:
     return total
 
 
-def _ambient() -> float:
+def _ambient(path: str) -> float:
     try:
-        with open(AMBIENT) as f:
+        with open(path) as f:
             return float(f.read())
     except (OSError, ValueError):
         return AMBIENT_C
@@ -54,13 +52,17 @@ def _write(path: str, text: str) -> None:
 
 
 def thermal() -> None:
-    dev = os.path.join(IIO, "iio:device0")
+    # where the folder and the ambient are: emu/cluster.py's EMU_IIO and EMU_AMBIENT, passed by
+    # its _boot (its inventory gives the folder to the stage; its heat() writes the ambient);
+    # read here, in the thread, so that nothing about them can stop PID 1
+    iio, ambient = os.environ["FC_IIO"], os.environ["FC_AMBIENT"]
+    dev = os.path.join(iio, "iio:device0")
     os.makedirs(dev, exist_ok=True)
     _write(os.path.join(dev, "name"), "xadc\n")
     _write(os.path.join(dev, "in_temp0_offset"), f"{OFFSET}\n")
     _write(os.path.join(dev, "in_temp0_scale"), f"{SCALE}\n")
     hz = os.sysconf("SC_CLK_TCK")
-    temp, ticks, then = _ambient(), _cpu_ticks(), time.monotonic()
+    temp, ticks, then = _ambient(ambient), _cpu_ticks(), time.monotonic()
     while True:
         raw = round(temp * 1000 / SCALE - OFFSET)
         _write(os.path.join(dev, "in_temp0_raw"), f"{raw}\n")
@@ -68,7 +70,7 @@ def thermal() -> None:
         now, t = time.monotonic(), _cpu_ticks()
         load = max(0, t - ticks) / hz / max(now - then, 1e-3)
         ticks, then = t, now
-        target = _ambient() + HEAT_C_PER_CORE * load
+        target = _ambient(ambient) + HEAT_C_PER_CORE * load
         temp += (target - temp) * min(1.0, 1.0 / TAU_S)
 
 

@@ -52,4 +52,3 @@ def board_uptime() -> float | None:
             return float(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
