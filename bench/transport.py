@@ -65,19 +65,27 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICK
 
 
-def pass_through_build(folder: Path, payload: int) -> Path:
-    """A build folder of six pass-through stages moving ``payload`` bytes a frame."""
+def pass_through_build(folder: Path, payload: int, hops: int = HOPS,
+                       result_bytes: int | None = None, fps: float | None = None) -> Path:
+    """A build folder of ``hops`` pass-through stages moving ``payload`` bytes a frame; with
+    ``result_bytes``, the last stage answers with that many (zero) bytes, as a classifier's
+    top-k (FINN's LabelSelect) does; with ``fps``, each stage's cycles are planned for that
+    rate (the ``pass-through-paced`` accelerator holds it)."""
     plan_hash = os.urandom(32).hex()
     tensor = {"name": "x", "shape": [1, payload], "datatype": "UINT8",
               "bytes_per_frame": payload, "scale": None, "zero_point": None}
     entries = []
-    for k in range(HOPS):
+    for k in range(hops):
         d = folder / f"stage{k}"
         d.mkdir(parents=True)
+        out = result_bytes if result_bytes is not None and k == hops - 1 else payload
         (d / "stage.json").write_text(json.dumps({
-            "schema": "finnchain.stage/1", "plan_hash": plan_hash, "index": k, "stages": HOPS,
-            "board": "none", "clock_mhz": 100, "cycles": 1, "predicted_fps": 0,
-            "input": tensor, "output": {**tensor, "shape": [1, payload // 4]},
+            "schema": "finnchain.stage/1", "plan_hash": plan_hash, "index": k, "stages": hops,
+            "board": "none", "clock_mhz": 100, "cycles": round(100e6 / fps) if fps else 1,
+            "predicted_fps": fps or 0,
+            "input": tensor,  # the same bytes out, read as INT32 values by the client
+            "output": {**tensor, "shape": [1, out // 4], "datatype": "INT32",
+                       "bytes_per_frame": out},
             "accelerator": {"kind": "pass-through"}, "inputs_sha256": ""}))
         entries.append(StageEntry(k, "none", d.name, {"kind": "pass-through"}, "", {}, {}))
     Manifest(SCHEMA, plan_hash, {"name": "pass-through"}, "emulate", "none", entries).write(

@@ -23,7 +23,7 @@ RANKS = {
     "plan": 4,
     "fabric": 5,
     "finn": 6, "runtime": 6,  # the runtime is the board side: see BOARD_SIDE
-    "ops": 7,
+    "ops": 7, "serve": 7,  # the controller's side: operations, and the endpoint in front of a chain
     "emu": 8,  # reads the inventory as ops does
     "documents": 9, "check": 9,
     "demo": 10,

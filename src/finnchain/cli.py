@@ -208,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         add(q)
         q.set_defaults(func=func)
 
+    from finnchain.serve import server as serve_command
+
+    sv = sub.add_parser("serve", help="serve a chain with the Open Inference Protocol (KServe "
+                        "v2: HTTP and gRPC, as Triton)")
+    serve_command.add_arguments(sv)
+    sv.set_defaults(func=serve_command.run)
+
     m = sub.add_parser("manifest", help="check a build's files against its manifest.json")
     m_sub = m.add_subparsers(dest="manifest_command", required=True)
     mv = m_sub.add_parser("verify", help="every file present and unchanged, none unlisted "

@@ -143,6 +143,8 @@ def unpack(data: np.ndarray | bytes, dt, shape: tuple[int, ...]) -> np.ndarray:
     raw = raw.reshape(*shape[:-1], nbytes)
     if b == 8:
         u = raw.astype(np.int64)
+    elif b in (16, 32):  # whole little-endian words: read as they are
+        u = np.ascontiguousarray(raw).view(f"<u{b // 8}").astype(np.int64)
     elif 8 % b == 0 and n * b % 8 == 0:
         per = 8 // b
         u = (raw[..., None].astype(np.int64) >> (np.arange(per) * b)) & ((1 << b) - 1)

@@ -14,8 +14,9 @@ def add_up(p: argparse.ArgumentParser) -> None:
                      "WORKDIR/chain.json for clients (finnchain infer/bench --chain).")
     p.add_argument("build", help="a build folder (finnchain build --out), with manifest.json")
     p.add_argument("--workdir", default="artifacts/local-chain", help="configs, logs, chain.json")
-    p.add_argument("--accelerator", help="emulate, emulate-paced or pass-through (default: "
-                   "what the stages were built for)")
+    p.add_argument("--accelerator", help="emulate, emulate-paced, pass-through or "
+                   "pass-through-paced (default: what the stages were built for; -paced: held "
+                   "to the plan's cycles per frame)")
     p.add_argument("--batch", type=int, default=1, help="frames per accelerator call")
 
 

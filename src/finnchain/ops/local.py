@@ -119,7 +119,8 @@ def stage_configs(build_dir: Path, workdir: Path, base: int, accelerator: str | 
                                "metrics": p.metrics} for k, p in enumerate(ports)],
                       curve={"secret": str(keys / "client.key_secret"),
                              "first": str(keys / "stage0.key"),
-                             "last": str(keys / f"stage{n - 1}.key")} if keys else None)
+                             "last": str(keys / f"stage{n - 1}.key")} if keys else None,
+                      model=str(manifest.model.get("name", "")))
     return paths, chain
 
 

@@ -253,7 +253,8 @@ class FinnAccelerator(Accelerator):
 
 
 # what a stage config may ask for (None or "": what the stage was built for)
-ACCELERATORS = (None, "", "finn", "emulate", "emulate-paced", "pass-through")
+ACCELERATORS = (None, "", "finn", "emulate", "emulate-paced", "pass-through",
+                "pass-through-paced")
 
 
 def load_accelerator(stage_dir: Path, kind: str | None = None, batch: int = 1,
@@ -268,12 +269,12 @@ def load_accelerator(stage_dir: Path, kind: str | None = None, batch: int = 1,
         if not model.is_file():
             raise FileNotFoundError(f"{model} missing: this stage was not built for emulation")
         acc = EmulatedAccelerator.load(model, stage, threads)
-        if kind == "emulate-paced":
-            acc = PacedAccelerator(acc, int(stage["cycles"]), float(stage["clock_mhz"]))
-    elif kind == "pass-through":
+    elif kind in ("pass-through", "pass-through-paced"):
         acc = PassThrough(int(stage["input"]["bytes_per_frame"]),
                           int(stage["output"]["bytes_per_frame"]))
     else:
-        raise ValueError(f"unknown accelerator {kind!r}: finn, emulate, emulate-paced or "
-                         "pass-through")
+        raise ValueError(f"unknown accelerator {kind!r}: finn, emulate, emulate-paced, "
+                         "pass-through or pass-through-paced")
+    if kind.endswith("-paced"):  # held to the stage's planned cycles per frame
+        acc = PacedAccelerator(acc, int(stage["cycles"]), float(stage["clock_mhz"]))
     return acc, stage

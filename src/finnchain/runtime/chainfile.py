@@ -20,6 +20,7 @@ class ChainFile:
     output: dict
     stages: list[dict] = field(default_factory=list)
     curve: dict | None = None  # secret (the client's certificate), first, last (public keys)
+    model: str = ""  # the plan's model name (what finnchain serve calls the model)
 
     __pydantic_config__ = {"extra": "forbid"}  # finnchain.schemas: unknown keys are refused
 

@@ -24,7 +24,7 @@ The config file (JSON or YAML):
     downstream: tcp://host:5550     the next stage (absent on the last stage)
     results: tcp://*:5551           the last stage: where clients collect results
     metrics: 0.0.0.0:9150           Prometheus text at /metrics
-    accelerator: emulate            emulate, emulate-paced, finn, pass-through (default: built)
+    accelerator: emulate            emulate, emulate-paced, finn, pass-through[-paced] (default: built)
     batch: 1                        frames per accelerator call
     hwm: 8                          messages queued per socket before pushing back
     curve:                          optional: encrypted, authenticated links (runtime.curve)
