@@ -64,7 +64,9 @@ def _boards(inventory: str):
 @task(help={"inventory": f"Ansible inventory (default {DEFAULT_INVENTORY})"})
 def status(c, inventory=str(DEFAULT_INVENTORY)):
     """Per board: service state, overlay checksum, plan hash, accelerator (FINN's: the pynq
-    library's version and the PL clock), counters, uptime, memory.
+    library's version and the PL clock), frames in, what did not go through (dropped: answers
+    of a client that does not read them; refused: a client's queue full at the first stage;
+    rejected: bad input; failed: a fault), uptime, memory.
     Exits 1 when a board's stage is not running or the board does not answer."""
     rows = control.status(_boards(inventory))
     t = Table(title="boards")

@@ -18,7 +18,7 @@ from pathlib import Path
 from fabric import Connection
 
 from finnchain.ops.inventory import BoardHost
-from finnchain.runtime.metrics import scrape
+from finnchain.runtime.metrics import ERROR_CLASS_NAMES, scrape
 
 CONNECT_SECONDS = 3  # a board that does not open SSH in this time is named unreachable
 CONTROL_PLAY = "playbooks/control.yml"
@@ -68,7 +68,8 @@ def _status(b: BoardHost) -> dict:
         f"pynq {labels['pynq']}" if "pynq" in labels else "",
         f"{labels['fclk_mhz']} MHz" if "fclk_mhz" in labels else "")))
     row["frames_in"] = int(m.total("finnchain_frames_total", direction="in"))
-    row["errors"] = int(m.total("finnchain_errors_total"))
+    for name in ERROR_CLASS_NAMES:  # a client's own doing apart from faults
+        row[name] = int(m.total("finnchain_errors_total", **{"class": name}))
     row["uptime_s"] = round(m.get("finnchain_uptime_seconds", 0), 1)
     row["rss_mb"] = round(m.get("process_resident_memory_bytes", 0) / 2**20, 1)
     return row

@@ -78,10 +78,10 @@ def curve_keys(workdir: Path, n: int) -> dict[str, Path]:
 
 
 def stage_configs(build_dir: Path, workdir: Path, base: int, accelerator: str | None = None,
-                  batch: int = 1, hwm: int = 8, curve: bool = False, metrics: bool = True
-                  ) -> tuple[list[Path], ChainFile]:
+                  batch: int = 1, hwm: int = 8, curve: bool = False, metrics: bool = True,
+                  options: dict | None = None) -> tuple[list[Path], ChainFile]:
     """Write one config file per stage and the chain file for clients (``metrics``: whether
-    the stages serve /metrics)."""
+    the stages serve /metrics; ``options``: more of each stage's config, e.g. client_window)."""
     manifest = Manifest.read(build_dir / "manifest.json")
     stages = sorted(manifest.stages, key=lambda s: s.index)
     n = len(stages)
@@ -95,7 +95,8 @@ def stage_configs(build_dir: Path, workdir: Path, base: int, accelerator: str | 
     paths = []
     for k, entry in enumerate(stages):
         cfg = {"stage_dir": str((build_dir / entry.dir).resolve()),
-               "listen": f"tcp://127.0.0.1:{ports[k].data}", "batch": batch, "hwm": hwm}
+               "listen": f"tcp://127.0.0.1:{ports[k].data}", "batch": batch, "hwm": hwm,
+               **(options or {})}
         if metrics:
             cfg["metrics"] = f"127.0.0.1:{ports[k].metrics}"
         if accelerator:
@@ -130,14 +131,15 @@ class LocalChain:
     def __init__(self, build_dir: str | Path, workdir: str | Path, accelerator: str | None = None,
                  batch: int = 1, base: int | None = None, hwm: int = 8,
                  curve: bool = False, python: str | Path | None = None,
-                 metrics: bool = True) -> None:
+                 metrics: bool = True, options: dict | None = None) -> None:
         """``python``: the interpreter the stages run on (default this one), e.g. a venv with
         a PYNQ image's Python and packages; ``metrics``: whether the stages serve /metrics
-        (without, a stage is ready when its log says so)."""
+        (without, a stage is ready when its log says so); ``options``: more of each stage's
+        config (``StageConfig``)."""
         self.python = str(python or sys.executable)
         self.build_dir, self.workdir = Path(build_dir), Path(workdir)
         self.accelerator, self.batch, self.hwm, self.curve = accelerator, batch, hwm, curve
-        self.base, self.serve_metrics = base, metrics
+        self.base, self.serve_metrics, self.options = base, metrics, options
         self.configs: list[Path] = []
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
@@ -146,7 +148,8 @@ class LocalChain:
         manifest = Manifest.read(self.build_dir / "manifest.json")
         base = self.base or free_base(len(manifest.stages))
         configs, self.chain = stage_configs(self.build_dir, self.workdir, base, self.accelerator,
-                                            self.batch, self.hwm, self.curve, self.serve_metrics)
+                                            self.batch, self.hwm, self.curve, self.serve_metrics,
+                                            self.options)
         self.file = self.chain.write(self.workdir / "chain.json")
         self.configs = configs
         self.procs = [None] * len(configs)

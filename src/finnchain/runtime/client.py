@@ -99,6 +99,7 @@ class Chain:
         self.late = 0  # answers that came after their frame had failed
         self.overtaken: dict[int, tuple[float, str]] = {}  # seq: (when, what came back first)
         self._checked = self._heard = self._pinged = time.monotonic()
+        self._credited = 0  # the last CREDIT sent: every frame below it had ended
         self._diagnosis: tuple[float, list[dict]] = (-float("inf"), [])
         self._hello()
 
@@ -205,6 +206,8 @@ class Chain:
                     self._settle(h.seq + i, values[i].copy())
             elif h.kind == P.ERROR:
                 self._settle(h.seq, ChainError(h.seq, parts[1].decode(errors="replace")))
+        if self._credited < self._done_below():
+            self._credit()
         if block or events:
             now = time.monotonic()
             if not events or now - self._checked >= CHECK_EVERY:
@@ -215,9 +218,26 @@ class Chain:
                 self._ping(now)
         return bool(events)
 
+    def _done_below(self) -> int:
+        """Every frame below this one has ended (a result or a failure)."""
+        return next(iter(self.in_flight), self.next_seq)
+
+    def _credit(self) -> None:
+        """Tell the first stage which frames have ended: it bounds each client's frames in the
+        chain with it while others share the chain (runtime.fair)."""
+        done = self._done_below()
+        header = P.Header(P.CREDIT, P.CLIENT, self.plan, done, 0, 0).pack()
+        try:
+            self.send.send_multipart([header, b""], flags=zmq.NOBLOCK)
+            self._credited = done
+        except zmq.Again:  # the first stage's queue is full: sent again with the next answer
+            pass
+
     def _ping(self, now: float) -> None:
-        """Ask the chain to send back a marker behind every frame submitted so far."""
+        """Ask the chain to send back a marker behind every frame submitted so far (and say
+        again which frames have ended, in case that was lost)."""
         self._pinged = now
+        self._credit()
         header = P.Header(P.PING, P.CLIENT, self.plan, self.next_seq, 0, 0).pack()
         try:
             self.send.send_multipart([header, b""], flags=zmq.NOBLOCK)

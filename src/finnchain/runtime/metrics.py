@@ -23,6 +23,25 @@ PREFIX = "finnchain_"
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+# what each kind of error is, as fab status shows them: a client's own doing or a fault
+ERROR_CLASSES = {
+    # a client that does not read its results, or has gone: its answers, not others'
+    "client-not-reading": "dropped", "undeliverable": "dropped", "expired": "dropped",
+    # the stage's limits: a client's queue at the first stage, the metrics server's
+    "queue-full": "refused", "metrics-busy": "refused",
+    # bad input, answered with an error that names it
+    "malformed": "rejected", "header": "rejected", "kind": "rejected", "plan": "rejected",
+    "size": "rejected", "results-port": "rejected",
+}
+ERROR_CLASS_NAMES = ("dropped", "refused", "rejected", "failed")
+
+
+def error_class(kind: str) -> str:
+    """dropped, refused, rejected (bad input) or failed (a fault: any other kind, such as a
+    frame the accelerator could not run)."""
+    return ERROR_CLASSES.get(kind, "failed")
+
+
 class Metrics:
     """Counters and gauges of one stage: written by the stage's loop alone (no lock on the
     hot path), read by the HTTP thread."""
@@ -77,7 +96,8 @@ class Metrics:
         family("bytes_total", "counter",
                [(f'{{direction="{d}"}}', s["bytes"].get(d, 0)) for d in ("in", "out")])
         family("errors_total", "counter",
-               [(f'{{kind="{k}"}}', v) for k, v in sorted(s["errors"].items())] or [("", 0)])
+               [(f'{{kind="{k}",class="{error_class(k)}"}}', v)
+                for k, v in sorted(s["errors"].items())] or [("", 0)])
         family("busy_seconds_total", "counter", [("", round(s["busy_seconds"], 6))])
         family("batches_total", "counter", [("", s["batches"])])
         family("queue_depth", "gauge", [(f'{{queue="{q}"}}', v) for q, v in s["queues"].items()])

@@ -5,7 +5,7 @@ from a client to the first stage the ROUTER socket adds the client's identity it
 header (40 bytes, little-endian):
 
     magic  4s  b"FCH1"
-    kind   B   DATA 1, RESULT 2, ERROR 3, HELLO 4, WELCOME 5, PING 6
+    kind   B   DATA 1, RESULT 2, ERROR 3, HELLO 4, WELCOME 5, PING 6, CREDIT 7
     flags  B   reserved, 0
     stage  H   index of the stage that wrote the message (0xFFFF: a client)
     plan   16s the first 16 bytes of the plan's SHA-256 (plan_hash)
@@ -16,7 +16,10 @@ header (40 bytes, little-endian):
 A DATA payload is ``count`` frames in FINN's packed layout, back to back (``graph.pack``); an
 ERROR payload is UTF-8 text naming what was wrong. A PING (no payload) is passed on by every
 stage in its place among the frames and delivered to its client like a result: as the chain
-keeps order, a frame sent before a ping that comes back was lost on the way.
+keeps order, a frame sent before a ping that comes back was lost on the way. A CREDIT (no
+payload, from a client to the first stage) says that every frame of the client below its
+``seq`` has ended: the first stage bounds each client's frames in the chain with it
+(``runtime.fair``).
 
 Every socket of the chain (stages and clients) watches its peers (``liveness``): a peer that
 stops answering (a board powered off, a link down) is dropped after a few seconds and
@@ -43,9 +46,9 @@ from typing import NamedTuple
 
 MAGIC = b"FCH1"
 HEADER = struct.Struct("<4sBBH16sQII")
-DATA, RESULT, ERROR, HELLO, WELCOME, PING = 1, 2, 3, 4, 5, 6
+DATA, RESULT, ERROR, HELLO, WELCOME, PING, CREDIT = 1, 2, 3, 4, 5, 6, 7
 KINDS = {DATA: "data", RESULT: "result", ERROR: "error", HELLO: "hello", WELCOME: "welcome",
-         PING: "ping"}
+         PING: "ping", CREDIT: "credit"}
 CLIENT = 0xFFFF
 HEARTBEAT_IVL_MS = 1000  # ZMTP heartbeats, only with FINNCHAIN_LIVENESS=zmtp (see above)
 HEARTBEAT_TIMEOUT_MS = 3000

@@ -27,6 +27,11 @@ The config file (JSON or YAML):
     accelerator: emulate            emulate, emulate-paced, finn, pass-through[-paced] (default: built)
     batch: 1                        frames per accelerator call
     hwm: 8                          messages queued per socket before pushing back
+    client_window: 32               the first stage: frames of one client in the chain while
+                                    others share it (runtime.fair; twice Chain's own window, so
+                                    a client's credits in flight do not slow it)
+    client_queue_mb: 4              the first stage: megabytes of one client's frames waiting
+                                    their turn (at least client_window frames); beyond, refused
     curve:                          optional: encrypted, authenticated links (runtime.curve)
       secret: keys/self.key_secret  this stage's certificate
       allow: keys/allow             public keys that may send frames in (upstream or clients)
@@ -57,6 +62,7 @@ from finnchain.runtime.accel import (
     FrameError,
     load_accelerator,
 )
+from finnchain.runtime.fair import MAX_WAIT_S, FairQueue
 from finnchain.runtime.metrics import Metrics, serve
 from finnchain.runtime.sensors import IIO_DEVICES, find_temperature_sensor
 
@@ -64,6 +70,7 @@ POLL_MS = 100
 HELLO_EVERY = 64
 ZERO_COPY_BYTES = 65536  # pyzmq's advice: below this, copying beats zero-copy bookkeeping
 RESULTS_HWM = 1024  # results queued per client on the last stage; beyond, they are dropped
+INTAKE_MOST = 64  # messages the first stage reads at most before it runs a frame
 LOG_EVERY_S = 5.0  # a warning of one kind at most this often (the rest are counted)
 log = logging.getLogger("finnchain.stage")
 
@@ -102,6 +109,8 @@ class StageConfig:
     batch: int = 1
     hwm: int = 8
     threads: int = 1
+    client_window: int = 32
+    client_queue_mb: float = 4.0
     curve: dict | None = None
     iio: str = IIO_DEVICES  # where the board's iio devices are (its temperature sensor)
 
@@ -110,7 +119,10 @@ class StageConfig:
     __pydantic_config__ = {"extra": "forbid"}
 
     def __post_init__(self) -> None:
-        for name in ("batch", "hwm", "threads"):
+        if not isinstance(self.client_queue_mb, (int, float)) or self.client_queue_mb <= 0:
+            raise ConfigError(f"client_queue_mb must be a number above 0, got "
+                              f"{self.client_queue_mb!r}")
+        for name in ("batch", "hwm", "threads", "client_window"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a whole number of at least 1, got "
                                   f"{getattr(self, name)!r}")
@@ -185,6 +197,10 @@ class StageDaemon:
         self.ctx = zmq.Context()
         self.stop = threading.Event()
         self.pending: list[list] = []  # to send on after the frames received before them
+        # the first stage serves its clients in turn, each with a bounded share of the chain
+        self.fair = FairQueue(cfg.client_window, max(
+            cfg.client_window, int(cfg.client_queue_mb * 2**20 / max(1, accelerator.in_bytes)))
+        ) if self.index == 0 else None
         self.thread: threading.Thread | None = None
         self.http = None
         self.quiet = QuietLog()
@@ -260,6 +276,8 @@ class StageDaemon:
 
     # -- the loop ------------------------------------------------------------------------
     def _loop(self) -> None:
+        if self.fair is not None:
+            return self._loop_first()
         handled = 0
         while not self.stop.is_set():
             # the last stage greets clients on its results socket: when idle, and every
@@ -293,6 +311,76 @@ class StageDaemon:
                     self.ended.set()
                     return
             self._flush()
+
+    def _loop_first(self) -> None:
+        """The first stage: read until a frame may run (its client within its share of the
+        chain, ``fair``), and one message at least, then run the next frames in turn. Reading
+        little keeps the clients' turns ZeroMQ's own (the ROUTER reads its peers in turn) and
+        costs a client that floods about one read for each frame run."""
+        handled = 0
+        while not self.stop.is_set():
+            if self.last and handled % HELLO_EVERY == 0:  # a chain of one stage
+                self._greet()
+            read = 0
+            while read < INTAKE_MOST and not self.fair.ready():
+                if not self._intake(block=read == 0):
+                    break
+                read += 1
+            # for a batch of more than one frame, what has arrived already
+            while read < INTAKE_MOST + self.cfg.batch - 1 and self.fair.ready() \
+                    and self.fair.waiting() < self.cfg.batch and self._intake(block=False):
+                read += 1
+            if read == 0:  # one read a frame at least: others' frames keep coming in
+                read += self._intake(block=False)
+            handled += read
+            items, data = self.fair.take(self.cfg.batch)
+            for client, (_, h) in self.fair.expired:
+                self.metrics.add("in", -h.count, -h.size)  # never run
+                self._reject(client, h.seq, "expired", f"frame {h.seq}: dropped after waiting "
+                             f"{MAX_WAIT_S:g} s for its turn at the first stage")
+            self.fair.expired.clear()
+            if not data:  # a ping, in its place among its client's frames
+                self.pending.extend(items)
+            elif items:
+                try:
+                    self._run(items, sum(h.count for _, h in items))
+                except AcceleratorHang as exc:
+                    self.fatal = f"stage {self.index}: {exc}"
+                    log.error("%s; the stage ends so that it is started again", self.fatal)
+                    self.stop.set()
+                    self.ended.set()
+                    return
+            self._flush()
+
+    def _intake(self, block: bool) -> bool:
+        """Read one message (waiting up to POLL_MS when ``block``) into its client's queue;
+        a credit is taken at once. False when nothing had arrived."""
+        try:
+            parts = self.data.recv_multipart(copy=False, flags=0 if block else zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        client = parts[0].bytes
+        if len(parts) == 3:
+            try:
+                h = P.Header.parse(parts[1].buffer)
+            except P.HeaderError:
+                h = None
+            if h is not None and h.kind == P.CREDIT:
+                self.fair.credit(client, h.seq)
+                return True
+            if h is not None and h.kind == P.PING:
+                self.fair.put(client, parts, h.seq, 0)
+                return True
+        msg = self._check(parts)
+        if msg is None:
+            return True
+        h = msg[1]
+        if not self.fair.put(client, msg, h.seq, h.count):
+            self.metrics.add("in", -h.count, -h.size)  # refused: never taken in
+            self._reject(client, h.seq, "queue-full",
+                         f"frame {h.seq}: refused, {self.fair.depth} frames of this client "
+                         "wait their turn already (the chain serves its clients in turn)")
+        return True
 
     def _send(self, parts: list) -> None:
         """Hand a message to the output socket, waiting while it is full (back-pressure from
