@@ -51,7 +51,9 @@ class Server:
              "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.banner = self.proc.stdout.readline()
-        assert "serving model" in self.banner, self.banner + self.proc.stdout.read()
+        if "serving model" not in self.banner:
+            self.proc.kill()
+            raise AssertionError(self.banner + self.proc.stdout.read())
         self.http = httpclient.InferenceServerClient(f"127.0.0.1:{self.http_port}")
         self.grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{self.grpc_port}")
 
@@ -90,9 +92,11 @@ def chain(build_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(chain):
     s = Server(chain.file, "--timeout", "3", "--max-frames", "256")
-    s.wait_ready()
-    yield s
-    assert s.stop() == 0
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        assert s.stop() == 0
 
 
 @pytest.fixture(scope="module")
