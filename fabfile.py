@@ -70,9 +70,10 @@ def status(c, inventory=str(DEFAULT_INVENTORY)):
     Exits 1 when a board's stage is not running or the board does not answer."""
     rows = control.status(_boards(inventory))
     t = Table(title="boards")
-    for col in rows[0]:
-        t.add_column(col)
-    for r in rows:
+    shown = [_counted(r) for r in rows]
+    for col in shown[0]:  # a board's state is never cut short ("unreachable", "stopped")
+        t.add_column(col, min_width=len("unreachable") if col == "service" else None)
+    for r in shown:
         t.add_row(*[str(v) for v in r.values()])
     console.print(t)
     down = [r for r in rows if r["service"] != "running"]
@@ -80,6 +81,18 @@ def status(c, inventory=str(DEFAULT_INVENTORY)):
         console.print(f"[bold red]{r['board']} ({r['address']}): {r['service']}[/]")
     if down:
         raise SystemExit(1)
+
+
+def _counted(row: dict) -> dict:
+    """The four classes of what did not go through in one column (the table stays readable
+    on an 80-column terminal)."""
+    out, classes = {}, ("dropped", "refused", "rejected", "failed")
+    for k, v in row.items():
+        if k == classes[0]:
+            out["dropped/ refused/ rejected/ failed"] = "/".join(str(row[c]) for c in classes)
+        elif k not in classes:
+            out[k] = v
+    return out
 
 
 @task(help={"inventory": "Ansible inventory", "lines": "lines per board (default 20)"})
