@@ -301,15 +301,8 @@ class StageDaemon:
                 if msg:
                     batch.append(msg)
                     frames += msg[1].count
-            if batch:
-                try:
-                    self._run(batch, frames)
-                except AcceleratorHang as exc:  # the overlay must be loaded again: end here
-                    self.fatal = f"stage {self.index}: {exc}"
-                    log.error("%s; the stage ends so that it is started again", self.fatal)
-                    self.stop.set()
-                    self.ended.set()
-                    return
+            if batch and not self._run_or_end(batch, frames):
+                return
             self._flush()
 
     def _loop_first(self) -> None:
@@ -341,16 +334,22 @@ class StageDaemon:
             self.fair.expired.clear()
             if not data:  # a ping, in its place among its client's frames
                 self.pending.extend(items)
-            elif items:
-                try:
-                    self._run(items, sum(h.count for _, h in items))
-                except AcceleratorHang as exc:
-                    self.fatal = f"stage {self.index}: {exc}"
-                    log.error("%s; the stage ends so that it is started again", self.fatal)
-                    self.stop.set()
-                    self.ended.set()
-                    return
+            elif items and not self._run_or_end(items, sum(h.count for _, h in items)):
+                return
             self._flush()
+
+    def _run_or_end(self, batch: list[tuple[list, P.Header]], n: int) -> bool:
+        """Run a batch; False when the accelerator hung and the stage ends (the overlay must
+        be loaded again, so its service starts it anew)."""
+        try:
+            self._run(batch, n)
+        except AcceleratorHang as exc:
+            self.fatal = f"stage {self.index}: {exc}"
+            log.error("%s; the stage ends so that it is started again", self.fatal)
+            self.stop.set()
+            self.ended.set()
+            return False
+        return True
 
     def _intake(self, block: bool) -> bool:
         """Read one message (waiting up to POLL_MS when ``block``) into its client's queue;
@@ -359,22 +358,10 @@ class StageDaemon:
             parts = self.data.recv_multipart(copy=False, flags=0 if block else zmq.NOBLOCK)
         except zmq.Again:
             return False
-        client = parts[0].bytes
-        if len(parts) == 3:
-            try:
-                h = P.Header.parse(parts[1].buffer)
-            except P.HeaderError:
-                h = None
-            if h is not None and h.kind == P.CREDIT:
-                self.fair.credit(client, h.seq)
-                return True
-            if h is not None and h.kind == P.PING:
-                self.fair.put(client, parts, h.seq, 0)
-                return True
-        msg = self._check(parts)
+        msg = self._check(parts)  # credits and pings go to ``fair`` there
         if msg is None:
             return True
-        h = msg[1]
+        client, h = parts[0].bytes, msg[1]
         if not self.fair.put(client, msg, h.seq, h.count):
             self.metrics.add("in", -h.count, -h.size)  # refused: never taken in
             self._reject(client, h.seq, "queue-full",
@@ -454,6 +441,12 @@ class StageDaemon:
         if h.kind == P.HELLO and self.index == 0:
             self.data.send_multipart([client, P.Header(P.WELCOME, 0, self.plan, h.seq, 0,
                                                        0).pack(), b""])
+            return None
+        if h.kind == P.CREDIT and self.fair is not None:  # which of its frames have ended
+            self.fair.credit(client, h.seq)
+            return None
+        if h.kind == P.PING and self.fair is not None:  # in its client's queue, in its place
+            self.fair.put(client, parts, h.seq, 0)
             return None
         if h.kind in (P.ERROR, P.PING):  # on its way to its client, after the frames before it
             self.pending.append(parts)

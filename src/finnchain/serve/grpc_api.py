@@ -6,7 +6,6 @@ Triton's extensions (repository, shared memory, statistics) answer UNIMPLEMENTED
 from __future__ import annotations
 
 import grpc
-import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -89,13 +88,13 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             model_name=head["model_name"], model_version=head["model_version"], id=request.id,
             outputs=[pb.ModelInferResponse.InferOutputTensor(
                 name=t["name"], datatype=t["datatype"], shape=t["shape"])],
-            raw_output_contents=[raw or np.zeros(0, np.int32).tobytes()])
+            raw_output_contents=[raw])
 
 
 def server(service: Service, address: str) -> grpc.aio.Server:
     """A gRPC server on ``address`` ('host:port'), not started. Messages may hold a request's
     largest body."""
-    limit = service.model.max_frames * service.model.frame_bytes + 64 * 1024
+    limit = service.model.max_body
     s = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                  ("grpc.max_send_message_length", limit)])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(service), s)

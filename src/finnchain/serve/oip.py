@@ -14,6 +14,7 @@ from finnchain.runtime.chainfile import ChainFile
 BAD_REQUEST, NOT_FOUND, TOO_LARGE, FAILED, UNAVAILABLE, TIMEOUT = 400, 404, 413, 500, 503, 504
 EXTENSIONS = ["binary_tensor_data"]
 OUTPUT_TYPE = "INT32"  # the client's class indices
+JSON_SLACK = 64 * 1024  # bytes of JSON a request may carry beside its frames
 
 
 class ProtocolError(Exception):
@@ -60,6 +61,12 @@ class ModelInfo:
     @property
     def frame_bytes(self) -> int:
         return int(np.prod(self.frame_shape))
+
+    @property
+    def max_body(self) -> int:
+        """The largest request body (or gRPC message): ``max_frames`` frames and the JSON
+        that may come with them."""
+        return self.max_frames * self.frame_bytes + JSON_SLACK
 
     def metadata(self) -> dict:
         return {"name": self.name, "versions": [self.version], "platform": "finnchain",

@@ -16,7 +16,6 @@ from finnchain.serve.oip import BAD_REQUEST, TOO_LARGE, ModelInfo, ProtocolError
 from finnchain.serve.service import Service
 
 HEADER_LENGTH = "inference-header-content-length"
-JSON_SLACK = 64 * 1024  # bytes of JSON a request may carry beside its frames
 
 
 def error(exc: ProtocolError) -> JSONResponse:
@@ -91,7 +90,6 @@ def wants_binary(request: dict) -> tuple[list[str], bool]:
 
 def app(service: Service) -> Starlette:
     model: ModelInfo = service.model
-    limit = model.max_frames * model.frame_bytes + JSON_SLACK
 
     async def live(_: Request) -> Response:
         return JSONResponse({"live": True})
@@ -103,16 +101,19 @@ def app(service: Service) -> Starlette:
     async def server_meta(_: Request) -> Response:
         return JSONResponse(service.server_metadata())
 
+    def check_path(request: Request) -> None:
+        model.check_model(request.path_params["name"], request.path_params.get("version"))
+
     async def model_meta(request: Request) -> Response:
         try:
-            model.check_model(request.path_params["name"], request.path_params.get("version"))
+            check_path(request)
         except ProtocolError as exc:
             return error(exc)
         return JSONResponse(model.metadata())
 
     async def model_ready(request: Request) -> Response:
         try:
-            model.check_model(request.path_params["name"], request.path_params.get("version"))
+            check_path(request)
         except ProtocolError as exc:
             return error(exc)
         ok = service.ready()
@@ -120,8 +121,8 @@ def app(service: Service) -> Starlette:
 
     async def infer(request: Request) -> Response:
         try:
-            model.check_model(request.path_params["name"], request.path_params.get("version"))
-            body = await read_body(request, limit)
+            check_path(request)
+            body = await read_body(request, model.max_body)
             req, data = parse_infer(body, request.headers.get(HEADER_LENGTH))
             names, binary = wants_binary(req)
             model.check_outputs(names)
